@@ -1,0 +1,26 @@
+"""Sparse variational dropout (Molchanov et al. 2017): layers, model conversion, KL, sparsity."""
+
+from lightning_fed.nn.convert import (
+    LayerSparsity,
+    kl_divergence,
+    sparsity,
+    variational,
+    variational_layers,
+)
+from lightning_fed.nn.kl import kl_approximation, log_alpha_of
+from lightning_fed.nn.layers import Conv2dSVD, LinearSVD, SparseVDMixin
+from lightning_fed.nn.masking import GradientMasker
+
+__all__ = [
+    "Conv2dSVD",
+    "GradientMasker",
+    "LayerSparsity",
+    "LinearSVD",
+    "SparseVDMixin",
+    "kl_approximation",
+    "kl_divergence",
+    "log_alpha_of",
+    "sparsity",
+    "variational",
+    "variational_layers",
+]

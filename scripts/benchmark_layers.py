@@ -1,0 +1,76 @@
+"""Forward+backward time and peak memory of variational CifarNet against plain CifarNet.
+
+Usage: python scripts/benchmark_layers.py [--batch-size 128] [--steps 20] [--threads 2]
+
+Each variant runs in its own process (so peak RSS is its own); the two are interleaved over
+several rounds and the median step time is used. Prints the ratios variational / plain.
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def measure(kind: str, batch_size: int, steps: int, threads: int) -> dict:
+    """Time ``steps`` forward+backward passes of one variant; report median time and peak RSS."""
+    import torch
+    import torch.nn.functional as F
+
+    from lightning_fed.nn import variational
+    from modules.networks import cifarnet
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = cifarnet(1, 28, 10)
+    if kind == "variational":
+        net = variational(net)
+    x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    for _ in range(3):  # warm-up
+        F.cross_entropy(net(x), y).backward()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        net.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x), y).backward()
+        times.append(time.perf_counter() - start)
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": statistics.median(times), "peak_rss_mib": rss_after / 1024}
+
+
+def run_child(kind: str, args) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--batch-size", str(args.batch_size)]
+    command += ["--steps", str(args.steps), "--threads", str(args.threads)]
+    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child", choices=["plain", "variational"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.batch_size, args.steps, args.threads)))
+        return
+    results = {"plain": [], "variational": []}
+    for _ in range(args.rounds):
+        for kind in results:
+            results[kind].append(run_child(kind, args))
+    plain_t = statistics.median(r["seconds"] for r in results["plain"])
+    var_t = statistics.median(r["seconds"] for r in results["variational"])
+    plain_m = statistics.median(r["peak_rss_mib"] for r in results["plain"])
+    var_m = statistics.median(r["peak_rss_mib"] for r in results["variational"])
+    print(f"CifarNet 28x28, batch {args.batch_size}, {args.threads} threads, forward+backward")
+    print(f"{'':12}{'plain':>12}{'variational':>14}{'ratio':>8}")
+    print(f"{'time (ms)':12}{plain_t * 1e3:12.1f}{var_t * 1e3:14.1f}{var_t / plain_t:8.2f}")
+    print(f"{'peak (MiB)':12}{plain_m:12.0f}{var_m:14.0f}{var_m / plain_m:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
