@@ -1,0 +1,186 @@
+"""``FederatedDataModule``: a real dataset split into N non-overlapping device shards."""
+
+import math
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datamodules.datasets import INFO, DatasetInfo, ImageData, load_dataset
+from datamodules.loading import ImageBatches, RankSlice, ShardBatchSampler, keep_batch
+from datamodules.partitions import PARTITIONS, Partition, make_partition
+
+
+class FederatedDataModule(pl.LightningDataModule):
+    """Shards a training set over ``num_devices`` devices; rank r trains on shard r only.
+
+    Under DDP each rank's train loader serves its own shard (Lightning's DistributedSampler is
+    switched off); validation (a seeded split of the training set) and test (the official test
+    set) are divided among the ranks without duplicates. ``device_dataloader(i)`` serves any
+    device's shard, for code that runs several devices in one process.
+
+    Args:
+        dataset: ``fashion-mnist`` (default), ``mnist``, ``mnist-5k``, ``cifar10``, ``svhn``, ``gtsrb``.
+        num_devices: number of devices; defaults to the trainer's world size, and must equal it.
+        partition: ``iid`` (the paper), ``dirichlet`` or ``shards``.
+        partition_params: the partition's own parameters (``alpha``, ``num_shards``, ``unequal_sigma``).
+        batch_size: minibatch per device (the paper: 128).
+        data_dir: where to look for (or download) the data.
+        seed: seeds the validation split, the partition and the shuffling.
+        download: let torchvision download missing data (needs internet).
+        num_workers: loader workers per device.
+        val_size: samples of the training set held out for validation (0: no validation).
+        augment: random crop and flip (only for the 32x32 datasets).
+
+    Example::
+
+        >>> dm = FederatedDataModule("mnist-5k", num_devices=4, batch_size=32, val_size=400)
+        >>> dm.setup("fit")
+        >>> dm.partition.sizes(), len(dm.device_dataloader(0))
+        ([900, 900, 900, 900], 29)
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion-mnist",
+        num_devices: int | None = None,
+        partition: str = "iid",
+        partition_params: dict | None = None,
+        batch_size: int = 128,
+        data_dir=None,
+        seed: int = 0,
+        download: bool = False,
+        num_workers: int = 0,
+        val_size: int = 5000,
+        augment: bool = False,
+    ) -> None:
+        super().__init__()
+        if dataset not in INFO:
+            raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(INFO)}")
+        if partition not in PARTITIONS:
+            raise ValueError(f"unknown partition {partition!r}; choose one of {', '.join(PARTITIONS)}")
+        if num_devices is not None and (isinstance(num_devices, bool) or not isinstance(num_devices, int)):
+            raise ValueError(f"num_devices must be an integer >= 1, got {num_devices!r}")
+        if num_devices is not None and num_devices < 1:
+            raise ValueError(f"num_devices must be an integer >= 1, got {num_devices!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be an integer > 0, got {batch_size!r}")
+        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
+            raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
+        self.dataset_name = dataset
+        self.info: DatasetInfo = INFO[dataset]
+        self.num_devices = num_devices
+        self.partition_name = partition
+        self.partition_params = dict(partition_params or {})
+        self.batch_size = batch_size
+        self.data_dir = data_dir
+        self.seed = seed
+        self.download = download
+        self.num_workers = num_workers
+        self.val_size = val_size
+        self.augment = augment and self.info.size == 32
+        self.partition: Partition | None = None
+        self._train: ImageData | None = None
+        self._val: ImageData | None = None
+        self._test: ImageData | None = None
+
+    # ----------------------------------------------------------------- set-up
+    def prepare_data(self) -> None:
+        if self.download:
+            for train in (True, False):
+                load_dataset(self.dataset_name, self.data_dir, train, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        self._resolve_num_devices()
+        if self._train is None:
+            self._load_train()
+        if stage in ("test", "predict", None) and self._test is None:
+            self._test = load_dataset(self.dataset_name, self.data_dir, train=False, download=False)
+
+    def _resolve_num_devices(self) -> None:
+        trainer = self.trainer
+        if trainer is None:
+            self.num_devices = self.num_devices or 1
+            return
+        world = trainer.world_size
+        if self.num_devices is None:
+            self.num_devices = world
+        elif world > 1 and self.num_devices != world:
+            raise ValueError(
+                f"num_devices={self.num_devices} but the trainer runs {world} processes; "
+                f"each process is one device, so they must be equal"
+            )
+        trainer._accelerator_connector.use_distributed_sampler = False  # rank r reads shard r only
+
+    def _load_train(self) -> None:
+        full = load_dataset(self.dataset_name, self.data_dir, train=True, download=self.download)
+        if self.val_size >= len(full.labels):
+            raise ValueError(
+                f"val_size={self.val_size} must be smaller than the {len(full.labels)} training samples"
+            )
+        order = torch.from_numpy(np.random.default_rng(self.seed).permutation(len(full.labels)))
+        held, kept = order[: self.val_size], order[self.val_size :].sort().values
+        self._val = ImageData(full.images[held], full.labels[held]) if self.val_size else None
+        self._train = ImageData(full.images[kept], full.labels[kept])
+        params = dict(self.partition_params)
+        if self.partition_name == "dirichlet":
+            params.setdefault("min_size", self.batch_size)
+        self.partition = make_partition(
+            self.partition_name, self._train.labels.numpy(), self.num_devices, self.seed, **params
+        )
+        self._check_shard_sizes()
+
+    def _check_shard_sizes(self) -> None:
+        smallest = min(self.partition.sizes())
+        if smallest < self.batch_size:
+            most = len(self._train.labels) // self.batch_size
+            raise ValueError(
+                f"num_devices={self.num_devices} leaves a device {smallest} samples, less than one batch of "
+                f"{self.batch_size}; use at most {most} devices or a smaller batch size"
+            )
+
+    # --------------------------------------------------------------- loaders
+    @property
+    def num_train(self) -> int:
+        """Size of the whole federated training set (all shards together)."""
+        return int(sum(self.partition.sizes()))
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Steps per epoch, the same on every device: one pass over an average shard."""
+        return max(1, math.ceil(self.num_train / (self.num_devices * self.batch_size)))
+
+    def device_dataloader(self, device: int) -> DataLoader:
+        """The train loader of ``device``: its own shard only."""
+        dataset = self._batches(self._train, augment=self.augment, seed=self.seed + device)
+        sampler = ShardBatchSampler(
+            self.partition.indices(device), self.batch_size, self.batches_per_epoch, [self.seed, device]
+        )
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=keep_batch, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return self.device_dataloader(rank)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._evaluation_loader(self._val) if self._val is not None else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._evaluation_loader(self._test)
+
+    def _batches(self, data: ImageData, augment: bool = False, seed: int = 0) -> ImageBatches:
+        return ImageBatches(data.images, data.labels, self.info.mean, self.info.std, augment, seed)
+
+    def _evaluation_loader(self, data: ImageData) -> DataLoader:
+        dataset = self._batches(data)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = RankSlice(dataset, world, rank)
+        return DataLoader(
+            dataset, batch_size=512, sampler=sampler, collate_fn=keep_batch, num_workers=self.num_workers
+        )
+
+    def label_histogram(self) -> np.ndarray:
+        """``[num_devices, num_classes]`` labels of each shard, for logging."""
+        return self.partition.label_histogram(self.info.num_classes)

@@ -1,0 +1,103 @@
+"""Batched access to uint8 images, and the samplers of the federated loaders."""
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+
+class ImageBatches(Dataset):
+    """uint8 images held once; a batch is converted and normalised on the fly, in one op.
+
+    ``__getitems__`` makes the DataLoader fetch a whole batch at once; ``augment`` applies the
+    usual random 4-pixel-padded crop and horizontal flip of the 32x32 datasets.
+
+    Example::
+
+        >>> data = ImageBatches(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4), (0.5,), (0.5,))
+        >>> x, y = data.__getitems__([0, 2])
+        >>> x.shape, x.unique().tolist(), y.tolist()
+        (torch.Size([2, 1, 2, 2]), [-1.0], [0, 2])
+    """
+
+    def __init__(self, images, labels, mean, std, augment: bool = False, seed: int = 0) -> None:
+        self.images, self.labels = images, labels
+        self.scale = (1.0 / (255.0 * torch.tensor(std))).view(1, -1, 1, 1)
+        self.shift = (torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1)
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        x = self.images[index].float() * self.scale - self.shift
+        if self.augment:
+            x = self._crop_and_flip(x)
+        return x, self.labels[index]
+
+    def _crop_and_flip(self, x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+        n, _, h, w = x.shape
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=self.generator)
+        crops = torch.stack([padded[i, :, r : r + h, c : c + w] for i, (r, c) in enumerate(offsets.tolist())])
+        flip = torch.rand(n, generator=self.generator) < 0.5
+        return torch.where(flip.view(-1, 1, 1, 1), crops.flip(-1), crops)
+
+
+def keep_batch(batch):
+    """Collate function for :class:`ImageBatches`: the batch is already collated."""
+    return batch
+
+
+class ShardBatchSampler(Sampler[list[int]]):
+    """Batches of one device's shard, ``num_batches`` per epoch, reshuffled every epoch.
+
+    Every device must take the same number of steps per epoch (each step is a collective), so
+    a shard smaller than the average is cycled and a larger one is sampled without repeats
+    within the epoch.
+
+    Example::
+
+        >>> sampler = ShardBatchSampler(np.arange(10), batch_size=4, num_batches=2, seed=0)
+        >>> [len(b) for b in sampler], len(set(sum(list(sampler), [])))
+        ([4, 4], 8)
+    """
+
+    def __init__(self, shard: np.ndarray, batch_size: int, num_batches: int, seed: int | list[int] = 0):
+        self.shard = np.asarray(shard)
+        self.batch_size = batch_size
+        self.num_batches = num_batches
+        self.seed = [int(s) for s in np.atleast_1d(seed)]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        rng = np.random.default_rng([*self.seed, self.epoch])
+        needed = self.batch_size * self.num_batches
+        rounds = -(-needed // len(self.shard))
+        order = np.concatenate([rng.permutation(self.shard) for _ in range(rounds)])[:needed]
+        yield from order.reshape(self.num_batches, self.batch_size).tolist()
+
+
+class RankSlice(DistributedSampler):
+    """Evaluation sampler: rank r takes samples r, r + W, r + 2W, ...; no padding, no duplicates.
+
+    Being a ``DistributedSampler``, Lightning leaves it alone.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))

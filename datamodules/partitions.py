@@ -1,0 +1,185 @@
+"""Partitions of a training set into N non-overlapping device shards: iid, Dirichlet, label shards.
+
+A partition is a small seeded object: it computes the index map once, on first use, and hands
+out the indices of a device by index. Every partition reports its per-device label histogram.
+"""
+
+import math
+
+import numpy as np
+
+
+def _check_count(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+class Partition:
+    """Base class: ``labels`` of the training set, ``num_devices``, ``seed``; subclasses build the map."""
+
+    name = "base"
+
+    def __init__(self, labels, num_devices: int, seed: int = 0) -> None:
+        self.labels = np.asarray(labels)
+        self.num_devices = _check_count("num_devices", num_devices)
+        if self.num_devices > len(self.labels):
+            raise ValueError(
+                f"num_devices={num_devices} exceeds the {len(self.labels)} training samples; "
+                f"use at most {len(self.labels)} devices"
+            )
+        self.seed = seed
+        self._shards: list[np.ndarray] | None = None
+
+    def _build(self, rng: np.random.Generator) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def shards(self) -> list[np.ndarray]:
+        """The index arrays of all devices, computed once."""
+        if self._shards is None:
+            self._shards = [
+                np.sort(s).astype(np.int64) for s in self._build(np.random.default_rng(self.seed))
+            ]
+        return self._shards
+
+    def indices(self, device: int) -> np.ndarray:
+        """Indices (into ``labels``) of the shard of ``device``."""
+        if not 0 <= device < self.num_devices:
+            raise ValueError(f"device must be in [0, {self.num_devices - 1}], got {device!r}")
+        return self.shards[device]
+
+    def sizes(self) -> list[int]:
+        return [len(shard) for shard in self.shards]
+
+    def label_histogram(self, num_classes: int | None = None) -> np.ndarray:
+        """``[num_devices, num_classes]`` count of each label on each device."""
+        num_classes = num_classes or int(self.labels.max()) + 1
+        return np.stack([np.bincount(self.labels[s], minlength=num_classes) for s in self.shards])
+
+
+class IidPartition(Partition):
+    """The paper's partition: random, non-overlapping, equal sizes (or log-normal unequal sizes).
+
+    Args:
+        unequal_sigma: 0 for equal sizes; > 0 draws sizes from a log-normal with this sigma.
+
+    Example::
+
+        >>> part = IidPartition(np.arange(10) % 2, num_devices=3, seed=0)
+        >>> part.sizes()
+        [4, 3, 3]
+    """
+
+    name = "iid"
+
+    def __init__(self, labels, num_devices: int, seed: int = 0, unequal_sigma: float = 0.0) -> None:
+        super().__init__(labels, num_devices, seed)
+        if not math.isfinite(unequal_sigma) or unequal_sigma < 0:
+            raise ValueError(f"unequal_sigma must be a finite number >= 0, got {unequal_sigma!r}")
+        self.unequal_sigma = unequal_sigma
+
+    def _build(self, rng):
+        order = rng.permutation(len(self.labels))
+        if self.unequal_sigma == 0:
+            return np.array_split(order, self.num_devices)
+        weights = rng.lognormal(0.0, self.unequal_sigma, self.num_devices)
+        sizes = np.maximum(1, np.floor(weights / weights.sum() * len(order)).astype(int))
+        sizes[np.argmax(sizes)] += len(order) - sizes.sum()
+        return np.split(order, np.cumsum(sizes)[:-1])
+
+
+class DirichletPartition(Partition):
+    """Label skew: the share of each class across devices is drawn from Dirichlet(alpha).
+
+    Small alpha gives devices few classes; large alpha approaches iid. Draws again (up to 100
+    times) until every device has at least ``min_size`` samples.
+
+    Example::
+
+        >>> part = DirichletPartition(np.arange(100) % 2, num_devices=2, alpha=1000.0)
+        >>> part.label_histogram().tolist()
+        [[24, 24], [26, 26]]
+    """
+
+    name = "dirichlet"
+
+    def __init__(self, labels, num_devices: int, seed: int = 0, alpha: float = 0.5, min_size: int = 1):
+        super().__init__(labels, num_devices, seed)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"Dirichlet alpha must be a number > 0, got {alpha!r}")
+        if not math.isfinite(alpha):
+            raise ValueError(f"Dirichlet alpha must be a finite number > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.min_size = _check_count("min_size", min_size)
+
+    def _draw(self, rng) -> list[np.ndarray]:
+        shards: list[list[np.ndarray]] = [[] for _ in range(self.num_devices)]
+        for label in np.unique(self.labels):
+            members = rng.permutation(np.flatnonzero(self.labels == label))
+            shares = rng.dirichlet(np.full(self.num_devices, self.alpha))
+            cuts = np.round(np.cumsum(shares)[:-1] * len(members)).astype(int)
+            for device, part in enumerate(np.split(members, cuts)):
+                shards[device].append(part)
+        return [np.concatenate(parts) for parts in shards]
+
+    def _build(self, rng):
+        for _ in range(100):
+            shards = self._draw(rng)
+            if min(len(s) for s in shards) >= self.min_size:
+                return shards
+        raise ValueError(
+            f"Dirichlet alpha={self.alpha} left a device with fewer than {self.min_size} samples "
+            f"in 100 draws; use a larger alpha or fewer devices"
+        )
+
+
+class ShardPartition(Partition):
+    """McMahan et al.: sort by label, cut into ``num_shards`` equal shards, give each device an equal number.
+
+    Samples beyond ``num_shards * shard_size`` are left out.
+
+    Example::
+
+        >>> labels = np.repeat(np.arange(4), 5)
+        >>> part = ShardPartition(labels, num_devices=2, num_shards=4)
+        >>> part.sizes(), [len(set(labels[s])) for s in part.shards]
+        ([10, 10], [2, 2])
+    """
+
+    name = "shards"
+
+    def __init__(self, labels, num_devices: int, seed: int = 0, num_shards: int | None = None):
+        super().__init__(labels, num_devices, seed)
+        num_shards = 2 * self.num_devices if num_shards is None else num_shards
+        self.num_shards = _check_count("num_shards", num_shards)
+        if self.num_shards % self.num_devices:
+            raise ValueError(
+                f"num_shards={self.num_shards} does not divide among {self.num_devices} devices; "
+                f"use a multiple of {self.num_devices}"
+            )
+        if self.num_shards > len(self.labels):
+            raise ValueError(f"num_shards={self.num_shards} exceeds the {len(self.labels)} samples")
+
+    def _build(self, rng):
+        size = len(self.labels) // self.num_shards
+        by_label = np.argsort(self.labels, kind="stable")[: size * self.num_shards]
+        pieces = by_label.reshape(self.num_shards, size)
+        order = rng.permutation(self.num_shards).reshape(self.num_devices, -1)
+        return [pieces[row].reshape(-1) for row in order]
+
+
+PARTITIONS = {cls.name: cls for cls in (IidPartition, DirichletPartition, ShardPartition)}
+
+
+def make_partition(name: str, labels, num_devices: int, seed: int = 0, **params) -> Partition:
+    """Build a partition by name (``iid``, ``dirichlet``, ``shards``) with its own parameters.
+
+    Example::
+
+        >>> make_partition("iid", np.zeros(8), 4).sizes()
+        [2, 2, 2, 2]
+    """
+    if name not in PARTITIONS:
+        raise ValueError(f"unknown partition {name!r}; choose one of {', '.join(PARTITIONS)}")
+    return PARTITIONS[name](labels, num_devices, seed, **params)
