@@ -1,0 +1,60 @@
+"""``SparsityMonitor``: log the kept fraction of weights, per layer and in total."""
+
+import pytorch_lightning as pl
+import torch
+from typing_extensions import override
+
+
+@torch.no_grad()
+def kept_weights(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """``{layer: (kept, total)}`` for every layer with a weight: the keep-mask of variational
+    layers (anything with ``keep_mask()``), exact non-zeros for any other layer."""
+    report = {}
+    for name, layer in module.named_modules():
+        weight = getattr(layer, "weight", None)
+        if not isinstance(weight, torch.nn.Parameter) or weight.dim() < 2:
+            continue
+        mask = layer.keep_mask() if callable(getattr(layer, "keep_mask", None)) else weight != 0
+        report[name] = (int(mask.sum()), mask.numel())
+    return report
+
+
+class SparsityMonitor(pl.Callback):
+    """Logs ``sparsity/<layer>`` and ``sparsity/total`` (kept fraction) at every validation end,
+    and optionally histograms of log_alpha where the logger is W&B.
+
+    Example::
+
+        >>> kept_weights(torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False)).requires_grad_(False))["0"][1]
+        4
+    """
+
+    def __init__(self, log_histograms: bool = False) -> None:
+        if not isinstance(log_histograms, bool):
+            raise ValueError(f"log_histograms must be True or False, got {log_histograms!r}")
+        self.log_histograms = log_histograms
+
+    @override
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        report = kept_weights(pl_module)
+        kept, total = sum(k for k, _ in report.values()), sum(t for _, t in report.values())
+        metrics = {f"sparsity/{name}": k / t for name, (k, t) in report.items()}
+        metrics["sparsity/total"] = kept / total if total else 1.0
+        pl_module.log_dict(metrics, rank_zero_only=True)
+        if self.log_histograms and trainer.is_global_zero:
+            self._histograms(trainer, pl_module)
+
+    @staticmethod
+    def _histograms(trainer, pl_module) -> None:
+        import wandb
+        from pytorch_lightning.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            histograms = {
+                f"log_alpha/{name}": wandb.Histogram(layer.log_alpha.detach().cpu().numpy().ravel())
+                for name, layer in pl_module.named_modules()
+                if hasattr(layer, "log_alpha")
+            }
+            logger.experiment.log({**histograms, "trainer/global_step": trainer.global_step})

@@ -1,0 +1,137 @@
+"""Train a sparse (or dense) model with N federated devices and report what it communicated.
+
+    python scripts/fit.py --devices 16            # the paper's default: CifarNet, Fashion-MNIST, iid
+    python scripts/fit.py --config configs/fmnist_16.yaml --output-dir ~/lf-runs/fmnist16
+    python scripts/fit.py --output-dir ~/lf-runs/fmnist16 --resume
+
+Bad input exits with code 2 and one line naming the value; nothing in the output folder is touched.
+"""
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"fit.py: error: {message}\n")
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (must be >= {minimum})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not allowed (must be an integer >= {minimum})")
+        return value
+
+    return parse
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from datamodules.datasets import INFO
+    from datamodules.partitions import PARTITIONS
+    from modules.networks import NETWORKS
+
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file of option defaults (keys as the long options, '_' for '-')")
+    g = p.add_argument_group("federation")
+    g.add_argument("--devices", type=_int_at_least(1), default=16, help="devices (processes) per node")
+    g.add_argument("--num-nodes", type=_int_at_least(1), default=1, help="machines; devices x nodes = N")
+    g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"], help="hardware")
+    g.add_argument("--transport", default="dense", choices=["dense", "sparse"], help="how gradients travel")
+    g.add_argument("--share-log-sigma2", action="store_true", help="Algorithm 1 proper: sync log_sigma2 too")
+    g.add_argument("--dense", action="store_true", help="the dense baseline: no variational dropout")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
+    g.add_argument("--data-dir", default=None, help="where the data is (or is downloaded to)")
+    g.add_argument("--download", action="store_true", help="let torchvision download missing data")
+    g.add_argument("--partition", default="iid", choices=list(PARTITIONS), help="how data is split")
+    g.add_argument("--dirichlet-alpha", type=_finite_float, default=0.5, help="label skew (dirichlet)")
+    g.add_argument("--num-shards", type=_int_at_least(1), default=None, help="label shards (shards)")
+    g.add_argument("--unequal-sigma", type=_finite_float, default=0.0, help="log-normal shard sizes (iid)")
+    g.add_argument("--batch-size", type=_int_at_least(1), default=128, help="minibatch per device")
+    g.add_argument("--val-size", type=_int_at_least(0), default=5000, help="validation samples held out")
+    g.add_argument("--augment", action="store_true", help="crop and flip (32x32 datasets)")
+    g = p.add_argument_group("model and optimisation")
+    g.add_argument("--network", default="cifarnet", choices=list(NETWORKS), help="network")
+    g.add_argument("--threshold", type=_finite_float, default=3.0, help="log_alpha threshold T")
+    g.add_argument("--lr", type=_finite_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--log-sigma2-lr", type=_finite_float, default=None, help="learning rate of log_sigma2")
+    g.add_argument("--init-log-sigma2", type=_finite_float, default=-10.0, help="initial log_sigma2")
+    g.add_argument("--kl-warmup-epochs", type=_finite_float, default=0.0, help="KL weight ramp 0 -> 1")
+    g.add_argument("--kl-delay-epochs", type=_finite_float, default=0.0, help="epochs at KL weight 0")
+    g.add_argument("--init-from", default=None, help="checkpoint or state dict to start theta from")
+    g.add_argument("--pretrained", action="store_true", help="ImageNet weights (resnet18; internet)")
+    g.add_argument("--seed", type=int, default=0, help="seeds model, data split and shuffling")
+    g = p.add_argument_group("run")
+    g.add_argument("--max-epochs", type=_int_at_least(0), default=60, help="epochs")
+    g.add_argument("--limit-train-batches", type=_finite_float, default=None, help="Trainer limit")
+    g.add_argument("--limit-val-batches", type=_finite_float, default=None, help="Trainer limit")
+    g.add_argument("--fast-dev-run", action="store_true", help="one batch of each stage, no logging")
+    g.add_argument("--output-dir", default="runs/latest", help="run folder: checkpoints, logs, summary")
+    g.add_argument(
+        "--resume", nargs="?", const="last", default=None, help="resume from PATH or the run's last.ckpt"
+    )
+    g.add_argument("--wandb-project", default="lightning-fed", help="W&B project")
+    g.add_argument(
+        "--wandb-mode", default="offline", choices=["offline", "online", "disabled"], help="W&B mode"
+    )
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args, _ = parser.parse_known_args(argv)
+    if args.config:
+        parser.set_defaults(**_read_config(parser, args.config))
+    return parser.parse_args(argv)
+
+
+def _read_config(parser, path: str) -> dict:
+    import yaml
+
+    if not os.path.isfile(path):
+        parser.error(f"--config {path!r} does not exist")
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError:
+        parser.error(f"--config {path!r} is not valid YAML")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        parser.error(f"--config {path!r} has unknown keys {unknown}; use the long option names")
+    return values
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from fit_run import FitError, run
+
+    try:
+        return run(args)
+    except FitError as error:
+        print(f"fit.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

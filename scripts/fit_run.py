@@ -1,0 +1,146 @@
+"""What ``scripts/fit.py`` does once its arguments are parsed: check, build, fit, test, summarise."""
+
+import json
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+from callbacks import CommunicationMonitor, KLWarmup, SparsityMonitor
+from datamodules import FederatedDataModule
+from lightning_fed import FederatedStrategy
+from lightning_fed.nn.init_from import read_checkpoint
+from modules.classifier import SparseVDClassifier
+
+RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
+
+
+class FitError(Exception):
+    """Bad input to fit.py: printed as one line, exit code 2."""
+
+
+def build_datamodule(args) -> FederatedDataModule:
+    params = {"iid": {"unequal_sigma": args.unequal_sigma}, "dirichlet": {"alpha": args.dirichlet_alpha}}
+    params["shards"] = {"num_shards": args.num_shards} if args.num_shards else {}
+    dm = FederatedDataModule(
+        args.dataset, args.devices * args.num_nodes, args.partition, params[args.partition], args.batch_size,
+        args.data_dir, args.seed, args.download, 0, args.val_size, args.augment,
+    )  # fmt: skip
+    dm.setup("fit")  # load and partition now, so bad data fails before any process starts
+    return dm
+
+
+def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
+    return SparseVDClassifier(
+        args.network, dm.num_train, dm.info.num_classes, dm.info.channels, dm.info.size,
+        kl_weight=0.0 if (args.kl_warmup_epochs or args.kl_delay_epochs) else 1.0,
+        threshold=args.threshold, lr=args.lr, log_sigma2_lr=args.log_sigma2_lr, dense=args.dense,
+        init_log_sigma2=args.init_log_sigma2, mask_log_sigma2=args.share_log_sigma2,
+        init_from=args.init_from, pretrained=args.pretrained,
+    )  # fmt: skip
+
+
+def resolve_resume(args, model: SparseVDClassifier) -> str | None:
+    """The checkpoint to resume from, checked against the model; None for a fresh run."""
+    output = Path(args.output_dir)
+    if args.resume is None:
+        existing = [name for name in RUN_FILES if (output / name).exists()]
+        if existing:
+            raise FitError(
+                f"--output-dir {str(output)!r} already holds a run ({existing[0]}); "
+                "pass --resume or another folder"
+            )
+        return None
+    path = output / "checkpoints" / "last.ckpt" if args.resume == "last" else Path(args.resume)
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get("state_dict", {})
+    own = model.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise FitError(
+            f"--resume {str(path)!r} is a checkpoint of another architecture than --network {args.network}"
+        )
+    return str(path)
+
+
+def build_trainer(args, output: Path) -> pl.Trainer:
+    callbacks = [
+        ModelCheckpoint(dirpath=output / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1),
+        CommunicationMonitor(logging_interval=10),
+        SparsityMonitor(log_histograms=not args.dense),
+    ]
+    if args.kl_warmup_epochs or args.kl_delay_epochs:
+        callbacks.append(KLWarmup(warmup=args.kl_warmup_epochs, delay=args.kl_delay_epochs))
+    loggers = [CSVLogger(output, name="csv")]
+    if args.wandb_mode != "disabled" and not args.fast_dev_run:
+        loggers.append(
+            WandbLogger(
+                project=args.wandb_project, save_dir=str(output), mode=args.wandb_mode, config=vars(args)
+            )
+        )
+    strategy = FederatedStrategy(transport=args.transport, share_log_sigma2=args.share_log_sigma2)
+    limits = {
+        k: getattr(args, k)
+        for k in ("limit_train_batches", "limit_val_batches")
+        if getattr(args, k) is not None
+    }
+    limits = {k: int(v) if float(v).is_integer() and v > 1 else v for k, v in limits.items()}
+    return pl.Trainer(
+        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
+        max_epochs=args.max_epochs, fast_dev_run=args.fast_dev_run, logger=loggers, callbacks=callbacks,
+        default_root_dir=output, use_distributed_sampler=False, log_every_n_steps=10, **limits,
+    )  # fmt: skip
+
+
+def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict, seconds: float) -> dict:
+    total = trainer.strategy.ledger.total
+    return {
+        "test_acc": float(test_metrics.get("test/acc", float("nan"))),
+        "kept_fraction": model.kept_fraction(),
+        "comm_paper_fraction": total.paper_fraction,
+        "comm_wire_fraction": total.wire_fraction,
+        "comm_paper_bytes": total.paper_bytes,
+        "comm_wire_bytes": total.wire_bytes,
+        "comm_dense_bytes": total.dense_bytes,
+        "steps": total.steps,
+        "epochs": trainer.current_epoch,
+        "devices": trainer.world_size,
+        "wall_seconds": seconds,
+    }
+
+
+def print_summary(summary: dict) -> None:
+    rows = [
+        ("test accuracy", f"{100 * summary['test_acc']:.2f} %"),
+        ("kept weights", f"{100 * summary['kept_fraction']:.2f} %"),
+        ("communication, paper's measure", f"{100 * summary['comm_paper_fraction']:.2f} % of dense"),
+        ("communication, wire bytes", f"{100 * summary['comm_wire_fraction']:.2f} % of dense"),
+        ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
+        ("devices x steps", f"{summary['devices']} x {summary['steps']}"),
+        ("wall time", f"{summary['wall_seconds']:.0f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+
+
+def run(args) -> int:
+    start = time.time()
+    try:
+        dm = build_datamodule(args)
+        model = build_model(args, dm)
+        ckpt_path = resolve_resume(args, model)
+    except (ValueError, FileNotFoundError) as error:
+        raise FitError(str(error)) from None
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    output = Path(args.output_dir).expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer(args, output)
+    trainer.fit(model, dm, ckpt_path=ckpt_path)
+    test_metrics = trainer.test(model, dm, verbose=False)[0] if not args.fast_dev_run else {}
+    summary = summarise(trainer, model, test_metrics, time.time() - start)
+    if trainer.is_global_zero:
+        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        (output / "ledger.json").write_text(json.dumps(trainer.strategy.ledger.state_dict()))
+        print_summary(summary)
+    return 0
