@@ -84,7 +84,7 @@ class FederatedStrategy(DDPStrategy):
         names = self.local_parameter_names(module)
         params = {name: module.get_parameter(name) for name in names}
         optimizer_state = {}
-        if self.optimizers:
+        if self.optimizers:  # the optimizer moments of the local parameters
             state = self.optimizers[0].state
             for name, param in params.items():
                 if param in state:
@@ -146,12 +146,14 @@ class FederatedStrategy(DDPStrategy):
     @override
     def load_optimizer_state_dict(self, checkpoint) -> None:
         super().load_optimizer_state_dict(checkpoint)
-        if self._resumed_local is None or not self.optimizers:
+        if self._resumed_local is None:
             return
         module, state = self.lightning_module, self.optimizers[0].state
         for name, entry in self._resumed_local[self.global_rank]["optimizer"].items():
             param = module.get_parameter(name)
             state[param] = {k: v.to(param.device) if v.dim() else v for k, v in entry.items()}
+        if "rng" in self._resumed_local[self.global_rank]:
+            torch.set_rng_state(self._resumed_local[self.global_rank]["rng"])
 
 
 StrategyRegistry.register(

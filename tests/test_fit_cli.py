@@ -1,0 +1,79 @@
+"""scripts/fit.py: bad input exits 2 with one line naming the value, and loses nothing already written."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modules.networks import build_network
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ["--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--wandb-mode", "disabled"]
+
+
+def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "scripts" / "fit.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """An output folder that already holds a run, which no bad call may touch."""
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"previous checkpoint")
+    (folder / "summary.json").write_text('{"test_acc": 0.9}')
+    return folder
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--devices", "0"], r"--devices: 0 is not allowed \(must be an integer >= 1\)"),
+        (["--devices", "-1"], r"--devices: -1 is not allowed"),
+        (["--devices", "abc"], r"--devices: 'abc' is not an integer"),
+        (["--devices", "100"], r"num_devices=100 leaves a device 35 samples, less than one batch of 128"),
+        (["--network", "alexnet"], r"--network: invalid choice: 'alexnet'"),
+        (["--dataset", "imagenet"], r"--dataset: invalid choice: 'imagenet'"),
+        (["--threshold", "nan"], r"--threshold: nan is not allowed \(must be a finite number\)"),
+        (["--max-epochs", "-3"], r"--max-epochs: -3 is not allowed"),
+        (["--init-from", "absent.pt"], r"checkpoint 'absent.pt' does not exist"),
+        (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
+        (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
+        ([], r"already holds a run \(summary.json\); pass --resume or another folder"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, run_dir, tmp_path):
+    before = _snapshot(run_dir)
+    argv = [*BASE, "--output-dir", str(run_dir)]
+    if "--devices" in args:
+        argv = [a for a in argv if a not in ("--devices", "2")]
+    result = fit(*argv, *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert re.search(message, lines[0]), lines[0]
+    assert _snapshot(run_dir) == before
+
+
+def test_checkpoint_of_another_architecture(run_dir, tmp_path):
+    lenet = build_network("lenet5", 1, 28, 10).state_dict()
+    torch.save(
+        {"state_dict": {f"network.{k}": v for k, v in lenet.items()}}, run_dir / "checkpoints" / "last.ckpt"
+    )
+    before = _snapshot(run_dir)
+    for flag in ("--resume", "--init-from"):
+        extra = (
+            [flag] if flag == "--resume" else [flag, str(run_dir / "checkpoints" / "last.ckpt"), "--resume"]
+        )
+        result = fit(*BASE, "--output-dir", str(run_dir), *extra, cwd=tmp_path)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+        assert "architecture" in result.stderr or "does not match the network" in result.stderr
+    assert _snapshot(run_dir) == before
