@@ -44,7 +44,8 @@ class FederatedStrategy(DDPStrategy):
         self.transport = transport
         self.share_log_sigma2 = share_log_sigma2
         self.ledger = CommunicationLedger()
-        self._resumed_local: list[dict] | None = None
+        self._resumed_local: list[dict] | None = None  # every device's local state, read on resume
+        self._gathered_local: list[dict] | None = None  # every device's local state, for the next save
 
     # ------------------------------------------------------------ DDP set-up
     def local_parameter_names(self, module: torch.nn.Module) -> list[str]:
@@ -115,7 +116,7 @@ class FederatedStrategy(DDPStrategy):
             "ledger": self.ledger.state_dict(),
             "transport": self.transport,
             "share_log_sigma2": self.share_log_sigma2,
-            "local": getattr(self, "_gathered_local", None),
+            "local": self._gathered_local,
         }
         super().save_checkpoint(checkpoint, filepath, storage_options)
 
