@@ -154,10 +154,13 @@ class FederatedDataModule(pl.LightningDataModule):
     def device_dataloader(self, device: int) -> DataLoader:
         """The train loader of ``device``: its own shard only."""
         dataset = self._batches(self._train, augment=self.augment, seed=self.seed + device)
-        sampler = ShardBatchSampler(
-            self.partition.indices(device), self.batch_size, self.batches_per_epoch, [self.seed, device]
-        )
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=keep_batch, num_workers=self.num_workers)
+        shard = self.partition.indices(device)
+        seeds = [self.seed, device]
+        sampler = ShardBatchSampler(shard, self.batch_size, self.batches_per_epoch, seeds, dataset)
+        return DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=keep_batch, num_workers=self.num_workers,
+            generator=self._generator(device),
+        )  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
@@ -178,8 +181,14 @@ class FederatedDataModule(pl.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = RankSlice(dataset, world, rank)
         return DataLoader(
-            dataset, batch_size=512, sampler=sampler, collate_fn=keep_batch, num_workers=self.num_workers
-        )
+            dataset, batch_size=512, sampler=sampler, collate_fn=keep_batch, num_workers=self.num_workers,
+            generator=self._generator(rank),
+        )  # fmt: skip
+
+    def _generator(self, device: int) -> torch.Generator:
+        # A loader's own generator: creating its iterator must not draw from the global one, or a
+        # resumed run (whose first iterator is made at another moment) would draw other dropout noise.
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + device)
 
     def label_histogram(self) -> np.ndarray:
         """``[num_devices, num_classes]`` labels of each shard, for logging."""

@@ -24,7 +24,12 @@ class ImageBatches(Dataset):
         self.scale = (1.0 / (255.0 * torch.tensor(std))).view(1, -1, 1, 1)
         self.shift = (torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1)
         self.augment = augment
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the augmentation, so that epoch ``epoch`` draws the same crops after a resume."""
+        self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,7 +64,7 @@ class ShardBatchSampler(Sampler[list[int]]):
 
     Every device must take the same number of steps per epoch (each step is a collective), so
     a shard smaller than the average is cycled and a larger one is sampled without repeats
-    within the epoch.
+    within the epoch. ``dataset.set_epoch`` (if any) is called as each epoch's iteration starts.
 
     Example::
 
@@ -68,8 +73,11 @@ class ShardBatchSampler(Sampler[list[int]]):
         ([4, 4], 8)
     """
 
-    def __init__(self, shard: np.ndarray, batch_size: int, num_batches: int, seed: int | list[int] = 0):
+    def __init__(
+        self, shard: np.ndarray, batch_size: int, num_batches: int, seed: int | list[int] = 0, dataset=None
+    ) -> None:
         self.shard = np.asarray(shard)
+        self.dataset = dataset
         self.batch_size = batch_size
         self.num_batches = num_batches
         self.seed = [int(s) for s in np.atleast_1d(seed)]
@@ -82,6 +90,8 @@ class ShardBatchSampler(Sampler[list[int]]):
         return self.num_batches
 
     def __iter__(self):
+        if callable(getattr(self.dataset, "set_epoch", None)):
+            self.dataset.set_epoch(self.epoch)
         rng = np.random.default_rng([*self.seed, self.epoch])
         needed = self.batch_size * self.num_batches
         rounds = -(-needed // len(self.shard))

@@ -93,16 +93,13 @@ class FederatedStrategy(DDPStrategy):
         return {
             "params": {n: p.detach().cpu().clone() for n, p in params.items()},
             "optimizer": optimizer_state,
+            "rng": _rng_state(self.root_device),
         }
 
     @override
     def lightning_module_state_dict(self) -> dict[str, Any]:
         # Runs on every rank while a checkpoint is dumped: gather the local state to rank 0.
-        if (
-            self.local_parameter_names(self.lightning_module)
-            and dist.is_available()
-            and dist.is_initialized()
-        ):
+        if dist.is_available() and dist.is_initialized():
             gathered = [None] * self.world_size if self.is_global_zero else None
             dist.gather_object(self._local_state(), gathered, dst=0)
             self._gathered_local = gathered
@@ -128,10 +125,12 @@ class FederatedStrategy(DDPStrategy):
             self.ledger.load_state_dict(federated.get("ledger", {}))
             local = federated.get("local")
             if local is not None and len(local) != self.world_size:
-                raise ValueError(
-                    f"checkpoint holds {len(local)} devices' local log_sigma2, this run has "
-                    f"{self.world_size} devices; resume with --devices {len(local)}"
-                )
+                if any(entry["params"] for entry in local):
+                    raise ValueError(
+                        f"checkpoint holds {len(local)} devices' local log_sigma2, this run has "
+                        f"{self.world_size} devices; resume with --devices {len(local)}"
+                    )
+                local = None  # nothing local but generator states: a new federation size starts afresh
             self._resumed_local = local
         return checkpoint
 
@@ -153,8 +152,31 @@ class FederatedStrategy(DDPStrategy):
         for name, entry in self._resumed_local[self.global_rank]["optimizer"].items():
             param = module.get_parameter(name)
             state[param] = {k: v.to(param.device) if v.dim() else v for k, v in entry.items()}
-        if "rng" in self._resumed_local[self.global_rank]:
-            torch.set_rng_state(self._resumed_local[self.global_rank]["rng"])
+
+    @override
+    def on_train_start(self) -> None:
+        # After the sanity check (which draws from the generators), so that the resumed run draws
+        # the same dropout noise and loader seeds as one that never stopped.
+        super().on_train_start()
+        if self._resumed_local is not None:
+            _set_rng_state(self._resumed_local[self.global_rank].get("rng"), self.root_device)
+            self._resumed_local = None
+
+
+def _rng_state(device: torch.device) -> dict:
+    """This process's torch generator states (CPU, and the accelerator's when on CUDA)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict | None, device: torch.device) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 StrategyRegistry.register(

@@ -93,6 +93,23 @@ def test_augmentation_crops_and_flips_32x32_images(tmp_path):
     assert x.shape == y.shape and not torch.equal(x, y)
 
 
+def test_an_epoch_draws_the_same_batches_and_crops_in_a_fresh_loader_as_after_earlier_epochs(tmp_path):
+    """What an exact resume needs: epoch e depends on e alone, and loaders leave the global RNG be."""
+    write_cifar10(tmp_path, per_batch=40)
+    dm = FederatedDataModule("cifar10", 2, batch_size=16, data_dir=tmp_path, val_size=0, augment=True)
+    dm.setup("fit")
+    running = dm.device_dataloader(1)
+    for epoch in range(3):
+        running.batch_sampler.set_epoch(epoch)
+        epoch_batches = list(running)
+    fresh = dm.device_dataloader(1)
+    fresh.batch_sampler.set_epoch(2)
+    before = torch.get_rng_state()
+    for (x, y), (x2, y2) in zip(fresh, epoch_batches, strict=True):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -90,17 +90,18 @@ def test_log_sigma2_is_local_in_the_variant_and_shared_in_algorithm_1(data_dir, 
     assert Traffic(**shared[0]["total"]).upload > Traffic(**variant[0]["total"]).upload
 
 
-def test_resume_restores_every_devices_state_and_the_ledger(data_dir, tmp_path):
-    first = federated_run(data_dir, tmp_path / "first", 2, "--max-epochs", "1")
+def test_a_stopped_and_resumed_run_ends_like_one_that_never_stopped(data_dir, tmp_path):
+    whole = federated_run(data_dir, tmp_path / "whole", 2, "--max-epochs", "2")
+    federated_run(data_dir, tmp_path / "first", 2, "--max-epochs", "1")
     checkpoint = tmp_path / "first" / "ckpt" / "last.ckpt"
     resumed = federated_run(
-        data_dir, tmp_path / "resumed", 2, "--max-epochs", "1", "--resume", str(checkpoint)
+        data_dir, tmp_path / "resumed", 2, "--max-epochs", "2", "--resume", str(checkpoint)
     )
-    assert resumed[0]["total"] == first[0]["total"] and resumed[0]["total"]["steps"] == 10
+    assert resumed[0]["history"] == whole[0]["history"] and resumed[0]["total"]["steps"] == 20
     key = "network.1.log_sigma2"
-    assert not torch.equal(first[0]["state"][key], first[1]["state"][key])  # devices differ ...
-    for rank in range(2):  # ... and each one gets its own log_sigma2 back, not rank 0's
-        for name, value in first[rank]["state"].items():
+    assert not torch.equal(whole[0]["state"][key], whole[1]["state"][key])  # devices differ ...
+    for rank in range(2):  # ... and each one continues from its own log_sigma2, not rank 0's
+        for name, value in whole[rank]["state"].items():
             assert torch.equal(resumed[rank]["state"][name], value), (rank, name)
 
 
