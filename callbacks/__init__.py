@@ -1,7 +1,17 @@
 """Reusable Lightning callbacks; none needs the rest of lightning-fed."""
 
+from callbacks.communication_budget import CommunicationBudget
 from callbacks.communication_monitor import CommunicationMonitor
 from callbacks.kl_warmup import KLWarmup
+from callbacks.sparse_export import SparseModelExport, load_sparse_state_dict
 from callbacks.sparsity_monitor import SparsityMonitor, kept_weights
 
-__all__ = ["CommunicationMonitor", "KLWarmup", "SparsityMonitor", "kept_weights"]
+__all__ = [
+    "CommunicationBudget",
+    "CommunicationMonitor",
+    "KLWarmup",
+    "SparseModelExport",
+    "SparsityMonitor",
+    "kept_weights",
+    "load_sparse_state_dict",
+]

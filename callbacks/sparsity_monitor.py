@@ -20,8 +20,9 @@ def kept_weights(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
 
 
 class SparsityMonitor(pl.Callback):
-    """Logs ``sparsity/<layer>`` and ``sparsity/total`` (kept fraction) at every validation end,
-    and optionally histograms of log_alpha where the logger is W&B.
+    """Logs ``sparsity/<layer>`` and ``sparsity/total`` (kept fraction) once per training epoch,
+    and optionally histograms of log_alpha where the logger is W&B. ``history`` keeps one row per
+    epoch (saved in checkpoints), for plots of the kept fraction per layer.
 
     Example::
 
@@ -33,16 +34,30 @@ class SparsityMonitor(pl.Callback):
         if not isinstance(log_histograms, bool):
             raise ValueError(f"log_histograms must be True or False, got {log_histograms!r}")
         self.log_histograms = log_histograms
+        self.history: list[dict] = []
 
     @override
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        # At the epoch's last batch rather than at epoch end: an end-of-validation checkpoint,
+        # which comes before on_train_epoch_end, then already holds this epoch's row.
+        if not (trainer.is_last_batch or batch_idx + 1 >= trainer.num_training_batches):
+            return
         report = kept_weights(pl_module)
         kept, total = sum(k for k, _ in report.values()), sum(t for _, t in report.values())
         metrics = {f"sparsity/{name}": k / t for name, (k, t) in report.items()}
         metrics["sparsity/total"] = kept / total if total else 1.0
-        pl_module.log_dict(metrics, rank_zero_only=True)
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
+        self.history.append({"epoch": trainer.current_epoch, **metrics})
         if self.log_histograms and trainer.is_global_zero:
             self._histograms(trainer, pl_module)
+
+    @override
+    def state_dict(self) -> dict:
+        return {"history": [dict(row) for row in self.history]}
+
+    @override
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [dict(row) for row in state_dict.get("history", [])]
 
     @staticmethod
     def _histograms(trainer, pl_module) -> None:

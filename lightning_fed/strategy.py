@@ -20,7 +20,8 @@ class FederatedStrategy(DDPStrategy):
 
     The hook is registered on CPU (gloo) as well as GPU (NCCL). In the paper's variant (the
     default) every ``log_sigma2`` stays local to its device: DDP ignores it, and checkpoints
-    hold every device's copy (and its optimizer moments) so that a resume is exact.
+    hold every device's copy (and its optimizer moments) so that a resume is exact. Validation and
+    test evaluate one model on all ranks, device 0's, which is also the one checkpointed.
 
     Args:
         transport: ``"dense"`` (all-reduce, counted as sparse) or ``"sparse"`` (indices + values).
@@ -46,6 +47,7 @@ class FederatedStrategy(DDPStrategy):
         self.ledger = CommunicationLedger()
         self._resumed_local: list[dict] | None = None  # every device's local state, read on resume
         self._gathered_local: list[dict] | None = None  # every device's local state, for the next save
+        self._stashed_local: list[torch.Tensor] | None = None  # own log_sigma2 while device 0's is evaluated
 
     # ------------------------------------------------------------ DDP set-up
     def local_parameter_names(self, module: torch.nn.Module) -> list[str]:
@@ -77,6 +79,48 @@ class FederatedStrategy(DDPStrategy):
         output = super().optimizer_step(optimizer, closure, model, **kwargs)
         self.ledger.end_step(epoch=self.lightning_module.current_epoch)
         return output
+
+    # ------------------------------------------------------------ evaluation
+    # Every rank evaluates a slice of the data, so all must evaluate one model. In the variant that
+    # is device 0's (theta with device 0's log_sigma2): the model checkpointed and exported too.
+    @override
+    def on_validation_start(self) -> None:
+        super().on_validation_start()
+        self._evaluate_device_zero_model()
+
+    @override
+    def on_validation_end(self) -> None:
+        self._restore_local_parameters()
+        super().on_validation_end()
+
+    @override
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        self._evaluate_device_zero_model()
+
+    @override
+    def on_test_end(self) -> None:
+        self._restore_local_parameters()
+        super().on_test_end()
+
+    def _evaluate_device_zero_model(self) -> None:
+        names = self.local_parameter_names(self.lightning_module)
+        if not names or not (dist.is_available() and dist.is_initialized()):
+            return
+        params = [self.lightning_module.get_parameter(name) for name in names]
+        self._stashed_local = [param.detach().clone() for param in params]
+        with torch.no_grad():
+            for param in params:
+                dist.broadcast(param.data, src=0)
+
+    def _restore_local_parameters(self) -> None:
+        if self._stashed_local is None:
+            return
+        names = self.local_parameter_names(self.lightning_module)
+        with torch.no_grad():
+            for name, value in zip(names, self._stashed_local, strict=True):
+                self.lightning_module.get_parameter(name).copy_(value)
+        self._stashed_local = None
 
     # ----------------------------------------------------------- checkpoints
     def _local_state(self) -> dict:

@@ -1,5 +1,6 @@
 """``SparseVDClassifier``: the ELBO of sparse variational dropout and the alpha-thresholded masking."""
 
+import functools
 import math
 
 import pytorch_lightning as pl
@@ -12,6 +13,20 @@ from lightning_fed.nn import GradientMasker, kl_divergence, sparsity, variationa
 from lightning_fed.nn.init_from import init_from as load_theta
 from lightning_fed.nn.layers import check_threshold
 from modules.networks import build_network
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def cosine_factor(epoch: int, epochs: int, min_ratio: float) -> float:
+    """Learning-rate multiplier of epoch ``epoch`` of ``epochs``: 1 at the start, ``min_ratio`` at the last.
+
+    Example::
+
+        >>> [round(cosine_factor(e, epochs=3, min_ratio=0.0), 2) for e in range(3)]
+        [1.0, 0.5, 0.0]
+    """
+    progress = min(epoch / max(epochs - 1, 1), 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _check_positive(name: str, value, allow_zero: bool = False) -> None:
@@ -42,6 +57,9 @@ class SparseVDClassifier(pl.LightningModule):
         mask_log_sigma2: mask the log_sigma2 gradients too (Algorithm 1 proper).
         init_from: path or state dict to start theta from (same network, dense or variational).
         pretrained: ImageNet weights for ``resnet18`` (needs internet).
+        lr_schedule: ``"constant"`` (the paper) or ``"cosine"``: every learning rate decays per
+            epoch along a half cosine to ``min_lr_ratio`` times its start over ``max_epochs``.
+        min_lr_ratio: the cosine schedule's last learning rate as a fraction of the first.
 
     Example::
 
@@ -67,6 +85,8 @@ class SparseVDClassifier(pl.LightningModule):
         mask_log_sigma2: bool = False,
         init_from=None,
         pretrained: bool = False,
+        lr_schedule: str = "constant",
+        min_lr_ratio: float = 0.01,
     ) -> None:
         super().__init__()
         if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train <= 0:
@@ -76,6 +96,11 @@ class SparseVDClassifier(pl.LightningModule):
         _check_positive("kl_weight", kl_weight, allow_zero=True)
         if log_sigma2_lr is not None:
             _check_positive("log_sigma2_lr", log_sigma2_lr)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+        _check_positive("min_lr_ratio", min_lr_ratio, allow_zero=True)
+        if min_lr_ratio > 1:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}")
         self.save_hyperparameters(
             ignore=["network", "init_from"] if isinstance(network, nn.Module) else ["init_from"]
         )
@@ -92,6 +117,8 @@ class SparseVDClassifier(pl.LightningModule):
         self.lr = lr
         self.log_sigma2_lr = log_sigma2_lr or lr
         self.dense = dense
+        self.lr_schedule = lr_schedule
+        self.min_lr_ratio = float(min_lr_ratio)
         self.masker = GradientMasker(self.network, mask_log_sigma2=mask_log_sigma2, enabled=mask_gradients)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -139,10 +166,16 @@ class SparseVDClassifier(pl.LightningModule):
         """Fraction of theta kept by the masks (1.0 for a dense network)."""
         return sparsity(self.network)["total"].fraction if not self.dense else 1.0
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         log_sigma2 = [p for n, p in self.network.named_parameters() if n.endswith("log_sigma2")]
         others = [p for n, p in self.network.named_parameters() if not n.endswith("log_sigma2")]
         groups = [{"params": others, "lr": self.lr}]
         if log_sigma2:
             groups.append({"params": log_sigma2, "lr": self.log_sigma2_lr})
-        return torch.optim.Adam(groups)
+        optimizer = torch.optim.Adam(groups)
+        if self.lr_schedule == "constant":
+            return optimizer
+        epochs = max(self.trainer.max_epochs or 1, 1)
+        factor = functools.partial(cosine_factor, epochs=epochs, min_ratio=self.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=_finite_float, default=3.0, help="log_alpha threshold T")
     g.add_argument("--lr", type=_finite_float, default=1e-3, help="Adam learning rate")
     g.add_argument("--log-sigma2-lr", type=_finite_float, default=None, help="learning rate of log_sigma2")
+    g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="per epoch")
+    g.add_argument("--min-lr-ratio", type=_finite_float, default=0.01, help="cosine: last lr / first lr")
     g.add_argument("--init-log-sigma2", type=_finite_float, default=-10.0, help="initial log_sigma2")
     g.add_argument("--kl-warmup-epochs", type=_finite_float, default=0.0, help="KL weight ramp 0 -> 1")
     g.add_argument("--kl-delay-epochs", type=_finite_float, default=0.0, help="epochs at KL weight 0")
@@ -86,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-epochs", type=_int_at_least(0), default=60, help="epochs")
     g.add_argument("--limit-train-batches", type=_finite_float, default=None, help="Trainer limit")
     g.add_argument("--limit-val-batches", type=_finite_float, default=None, help="Trainer limit")
+    g.add_argument("--log-every-n-steps", type=_int_at_least(1), default=10, help="step metrics interval")
+    g.add_argument("--comm-budget-bytes", type=_finite_float, default=None, help="stop past this traffic")
     g.add_argument("--fast-dev-run", action="store_true", help="one batch of each stage, no logging")
     g.add_argument("--output-dir", default="runs/latest", help="run folder: checkpoints, logs, summary")
     g.add_argument(

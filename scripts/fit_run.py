@@ -8,10 +8,11 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from callbacks import CommunicationMonitor, KLWarmup, SparsityMonitor
+from callbacks import CommunicationBudget, CommunicationMonitor, KLWarmup, SparseModelExport, SparsityMonitor
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.nn.init_from import read_checkpoint
+from lightning_fed.plots import write_run_plots
 from modules.classifier import SparseVDClassifier
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
@@ -38,7 +39,8 @@ def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
         kl_weight=0.0 if (args.kl_warmup_epochs or args.kl_delay_epochs) else 1.0,
         threshold=args.threshold, lr=args.lr, log_sigma2_lr=args.log_sigma2_lr, dense=args.dense,
         init_log_sigma2=args.init_log_sigma2, mask_log_sigma2=args.share_log_sigma2,
-        init_from=args.init_from, pretrained=args.pretrained,
+        init_from=args.init_from, pretrained=args.pretrained, lr_schedule=args.lr_schedule,
+        min_lr_ratio=args.min_lr_ratio,
     )  # fmt: skip
 
 
@@ -64,20 +66,49 @@ def resolve_resume(args, model: SparseVDClassifier) -> str | None:
     return str(path)
 
 
-def build_trainer(args, output: Path) -> pl.Trainer:
+def epoch_checkpoint(output: Path) -> ModelCheckpoint:
+    """Writes ``checkpoints/last.ckpt`` at the end of every epoch, so ``--resume`` loses at most one.
+
+    Lightning writes ``last.ckpt`` only in a step where a top-k checkpoint was written, so one
+    top-k file (the newest, ``epoch=E-step=S.ckpt``) is kept beside it.
+    """
+    return ModelCheckpoint(dirpath=output / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1)
+
+
+def build_callbacks(args, output: Path) -> list[pl.Callback]:
+    """The run's callbacks; built before anything is written, since they check their arguments."""
     callbacks = [
-        ModelCheckpoint(dirpath=output / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1),
-        CommunicationMonitor(logging_interval=10),
+        epoch_checkpoint(output),
+        CommunicationMonitor(logging_interval=args.log_every_n_steps),
         SparsityMonitor(log_histograms=not args.dense),
+        SparseModelExport(dirpath=output),
     ]
     if args.kl_warmup_epochs or args.kl_delay_epochs:
         callbacks.append(KLWarmup(warmup=args.kl_warmup_epochs, delay=args.kl_delay_epochs))
+    if args.comm_budget_bytes is not None:
+        callbacks.append(CommunicationBudget(args.comm_budget_bytes))
+    return callbacks
+
+
+def previous_wandb_id(output: Path) -> str | None:
+    """The id of the run's last W&B run (``wandb/latest-run -> offline-run-DATE-ID``), to continue it."""
+    latest = output / "wandb" / "latest-run"
+    return latest.resolve().name.rsplit("-", 1)[-1] if latest.is_symlink() else None
+
+
+def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
     loggers = [CSVLogger(output, name="csv")]
     if args.wandb_mode != "disabled" and not args.fast_dev_run:
+        resumed_id = previous_wandb_id(output) if args.resume else None
         loggers.append(
             WandbLogger(
-                project=args.wandb_project, save_dir=str(output), mode=args.wandb_mode, config=vars(args)
-            )
+                project=args.wandb_project,
+                save_dir=str(output),
+                mode=args.wandb_mode,
+                config=vars(args),
+                id=resumed_id,
+                resume="allow" if resumed_id else None,
+            )  # fmt: skip
         )
     strategy = FederatedStrategy(transport=args.transport, share_log_sigma2=args.share_log_sigma2)
     limits = {
@@ -89,12 +120,18 @@ def build_trainer(args, output: Path) -> pl.Trainer:
     return pl.Trainer(
         accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
         max_epochs=args.max_epochs, fast_dev_run=args.fast_dev_run, logger=loggers, callbacks=callbacks,
-        default_root_dir=output, use_distributed_sampler=False, log_every_n_steps=10, **limits,
+        default_root_dir=output, use_distributed_sampler=False, log_every_n_steps=args.log_every_n_steps,
+        **limits,
     )  # fmt: skip
+
+
+def _callback(trainer: pl.Trainer, kind: type):
+    return next(callback for callback in trainer.callbacks if isinstance(callback, kind))
 
 
 def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict, seconds: float) -> dict:
     total = trainer.strategy.ledger.total
+    export = _callback(trainer, SparseModelExport).sizes
     return {
         "test_acc": float(test_metrics.get("test/acc", float("nan"))),
         "kept_fraction": model.kept_fraction(),
@@ -107,6 +144,8 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict
         "epochs": trainer.current_epoch,
         "devices": trainer.world_size,
         "wall_seconds": seconds,
+        "export_bytes": export.get("export/sparse_bytes"),
+        "export_dense_bytes": export.get("export/dense_bytes"),
     }
 
 
@@ -117,6 +156,7 @@ def print_summary(summary: dict) -> None:
         ("communication, paper's measure", f"{100 * summary['comm_paper_fraction']:.2f} % of dense"),
         ("communication, wire bytes", f"{100 * summary['comm_wire_fraction']:.2f} % of dense"),
         ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
+        ("model file (sparse / dense)", f"{summary['export_bytes']:,} / {summary['export_dense_bytes']:,} B"),
         ("devices x steps", f"{summary['devices']} x {summary['steps']}"),
         ("wall time", f"{summary['wall_seconds']:.0f} s"),
     ]
@@ -130,17 +170,29 @@ def run(args) -> int:
         dm = build_datamodule(args)
         model = build_model(args, dm)
         ckpt_path = resolve_resume(args, model)
+        output = Path(args.output_dir).expanduser()
+        callbacks = build_callbacks(args, output)
     except (ValueError, FileNotFoundError) as error:
         raise FitError(str(error)) from None
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    output = Path(args.output_dir).expanduser()
     output.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(args, output)
+    trainer = build_trainer(args, output, callbacks)
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     test_metrics = trainer.test(model, dm, verbose=False)[0] if not args.fast_dev_run else {}
     summary = summarise(trainer, model, test_metrics, time.time() - start)
     if trainer.is_global_zero:
+        ledger = trainer.strategy.ledger.state_dict()
         (output / "summary.json").write_text(json.dumps(summary, indent=2))
-        (output / "ledger.json").write_text(json.dumps(trainer.strategy.ledger.state_dict()))
+        (output / "ledger.json").write_text(json.dumps(ledger))
+        plots = write_run_plots(output / "plots", ledger, _callback(trainer, SparsityMonitor).history)
+        log_to_wandb(trainer, summary, plots)
         print_summary(summary)
     return 0
+
+
+def log_to_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:
+    """The summary as a W&B table and the plots as images (W&B loggers only)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table("summary", columns=list(summary), data=[list(summary.values())])
+            logger.log_image("plots", [str(path) for path in plots], caption=[path.stem for path in plots])

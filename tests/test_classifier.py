@@ -119,6 +119,38 @@ def test_bad_threshold_and_network_name():
         SparseVDClassifier("lenet5", num_train=10, lr=-1)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr_schedule": "step"}, r"lr_schedule must be one of constant, cosine, got 'step'"),
+        ({"min_lr_ratio": 2.0}, r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+        ({"min_lr_ratio": -0.5}, r"min_lr_ratio must be a finite number >= 0, got -0.5"),
+    ],
+)
+def test_bad_learning_rate_schedule(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SparseVDClassifier("lenet5", num_train=10, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "factors"), [("constant", [1.0, 1.0, 1.0]), ("cosine", [1.0, 0.55, 0.1])]
+)
+def test_learning_rate_schedule_steps_every_group_once_per_epoch(schedule, factors, tmp_path):
+    model = SparseVDClassifier(
+        "lenet300_100", num_train=64, lr=1e-2, log_sigma2_lr=1e-3, lr_schedule=schedule, min_lr_ratio=0.1
+    )
+    seen = []
+
+    class Look(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append([group["lr"] for group in trainer.optimizers[0].param_groups])
+
+    _trainer(tmp_path, max_epochs=3, callbacks=[Look()]).fit(model, _loader())
+    assert [lr for epoch in seen for lr in epoch] == pytest.approx(
+        [lr * f for f in factors for lr in (1e-2, 1e-3)]
+    )
+
+
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 @pytest.mark.parametrize("shape", [(1, 28), (3, 32)])
 def test_every_network_runs_on_both_input_kinds(name, shape):

@@ -1,0 +1,111 @@
+"""The run's plots as PNG: the paper's Figure 2, cumulative bytes, and kept weights per layer.
+
+Every function takes plain data (a ledger's ``state_dict()``, as in ``ledger.json``, and the
+``SparsityMonitor.history`` rows), so the plots can be redrawn from a finished run's files.
+Matplotlib's object API is used (no pyplot state), so this works in any process.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+GIB = 2**30
+
+
+def epoch_fractions(ledger_state: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per epoch: epoch numbers, fraction of dense values sent (the paper's measure), and of dense
+    wire bytes (indices included).
+
+    Example::
+
+        >>> state = {"epochs": {"0": {"upload": 5, "download": 5, "upload_bytes": 60,
+        ...                           "download_bytes": 60, "dense_values": 40}}}
+        >>> [a.tolist() for a in epoch_fractions(state)]
+        [[0], [0.25], [0.75]]
+    """
+    rows = sorted((int(e), t) for e, t in ledger_state.get("epochs", {}).items())
+    epochs = np.array([e for e, _ in rows], dtype=int)
+    dense = np.array([max(t["dense_values"], 1) for _, t in rows], dtype=float)
+    values = np.array([t["upload"] + t["download"] for _, t in rows], dtype=float)
+    wire = np.array([t["upload_bytes"] + t["download_bytes"] for _, t in rows], dtype=float)
+    return epochs, values / dense, wire / (4 * dense)
+
+
+def cumulative_bytes(ledger_state: dict) -> dict[str, np.ndarray]:
+    """Cumulative paper, wire and dense bytes after every step (needs the ledger's history)."""
+    history = ledger_state.get("history", [])
+    values = np.array([t["upload"] + t["download"] for t in history], dtype=float)
+    wire = np.array([t["upload_bytes"] + t["download_bytes"] for t in history], dtype=float)
+    dense = np.array([t["dense_values"] for t in history], dtype=float)
+    return {"paper": np.cumsum(4 * values), "wire": np.cumsum(wire), "dense": np.cumsum(4 * dense)}
+
+
+def plot_transmitted_fraction(runs: dict[str, dict], path) -> Path:
+    """Figure 2 of the paper: fraction of gradients transmitted per epoch, against the dense line.
+
+    ``runs`` maps a label to a ledger state; a dense baseline's ledger may be one of them.
+    """
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.axhline(1.0, color="black", linestyle="--", linewidth=1, label="dense (all gradients)")
+    for label, state in runs.items():
+        epochs, paper, wire = epoch_fractions(state)
+        axes.plot(epochs + 1, paper, marker=".", label=f"{label}: values (paper's measure)")
+        axes.plot(epochs + 1, wire, marker=".", linestyle=":", label=f"{label}: wire bytes")
+    axes.set(xlabel="epoch", ylabel="fraction of dense communication", ylim=(0, 1.1))
+    axes.set_title("Fraction of gradients transmitted per epoch")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_cumulative_bytes(runs: dict[str, dict], path) -> Path:
+    """Cumulative GiB over training steps: paper's measure and wire bytes, and the dense equivalent."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for label, state in runs.items():
+        totals = cumulative_bytes(state)
+        steps = np.arange(1, len(totals["wire"]) + 1)
+        axes.plot(steps, totals["wire"] / GIB, label=f"{label}: wire bytes")
+        axes.plot(steps, totals["paper"] / GIB, linestyle=":", label=f"{label}: values x 4 B")
+        axes.plot(steps, totals["dense"] / GIB, linestyle="--", label=f"{label}: dense SGD would send")
+    axes.set(xlabel="step", ylabel="cumulative GiB (all devices)")
+    axes.set_title("Cumulative communication")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_kept_per_layer(history: list[dict], path) -> Path:
+    """Kept fraction of weights per layer (``sparsity/<layer>`` rows of ``SparsityMonitor``)."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    epochs = np.array([row["epoch"] for row in history]) + 1
+    layers = [k for k in (history[0] if history else {}) if k.startswith("sparsity/")]
+    for key in layers:
+        style = {"color": "black", "linewidth": 2} if key == "sparsity/total" else {}
+        axes.plot(epochs, [row[key] for row in history], label=key.removeprefix("sparsity/"), **style)
+    axes.set(xlabel="epoch", ylabel="kept fraction of weights", yscale="log")
+    axes.set_title("Weights kept (log_alpha < T) per layer")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def write_run_plots(
+    folder, ledger_state: dict, sparsity_history: list[dict], label: str = "run"
+) -> list[Path]:
+    """The three plots of one run, as PNG files in ``folder``; returns their paths."""
+    folder = Path(folder)
+    paths = [
+        plot_transmitted_fraction({label: ledger_state}, folder / "transmitted_fraction.png"),
+        plot_cumulative_bytes({label: ledger_state}, folder / "cumulative_bytes.png"),
+    ]
+    if sparsity_history:
+        paths.append(plot_kept_per_layer(sparsity_history, folder / "kept_per_layer.png"))
+    return paths
+
+
+def _save(figure: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path

@@ -1,0 +1,60 @@
+"""Read a W&B offline run file (``run-*.wandb``) back: a LevelDB-style log of protobuf ``Record``s.
+
+The file starts with a 7-byte header (``:W&B``, magic 0xBEE1, version); then 32 KiB blocks of
+chunks, each with a 7-byte header (CRC32, little-endian length, type: 1 full, 2 first, 3 middle,
+4 last). A block's tail shorter than a chunk header is zero padding.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+BLOCK = 32768
+HEADER = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def read_records(path) -> list:
+    """Every ``wandb_internal_pb2.Record`` in the run file, in order."""
+    data = Path(path).read_bytes()
+    ident, magic, _ = struct.unpack("<4sHB", data[:HEADER])
+    assert ident == b":W&B" and magic == 0xBEE1, f"{path} is not a W&B run file"
+    records, pending, offset = [], b"", HEADER
+    while offset + HEADER <= len(data):
+        if BLOCK - offset % BLOCK < HEADER:
+            offset += BLOCK - offset % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset : offset + HEADER])
+        chunk = data[offset + HEADER : offset + HEADER + length]
+        offset += HEADER + length
+        if kind in (FULL, FIRST):
+            pending = chunk
+        elif kind in (MIDDLE, LAST):
+            pending += chunk
+        if kind in (FULL, LAST):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def history_rows(path) -> list[dict]:
+    """The ``history`` records (one per ``wandb.log`` call) as ``{key: value}`` dicts."""
+    rows = []
+    for record in read_records(path):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({_key(item): json.loads(item.value_json) for item in record.history.item})
+    return rows
+
+
+def run_file(folder) -> Path:
+    """The single ``run-*.wandb`` file under ``folder`` (a run's save_dir)."""
+    files = sorted(Path(folder).rglob("run-*.wandb"))
+    assert len(files) == 1, f"expected one W&B run file under {folder}, found {files}"
+    return files[0]
+
+
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)

@@ -1,0 +1,123 @@
+"""scripts/fit.py end to end on real data (the MNIST subset), 2 devices: files, W&B records, resume."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import load_sparse_state_dict
+from datamodules import FederatedDataModule
+from modules.classifier import SparseVDClassifier
+from scripts.fit_run import epoch_checkpoint
+from tests.helpers.wandb_records import read_records
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--network", "lenet300_100",
+    "--limit-train-batches", "3", "--kl-warmup-epochs", "2", "--lr", "0.003",
+    "--log-every-n-steps", "1",
+]  # fmt: skip
+
+
+def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "scripts" / "fit.py"), *ARGS, *args]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A 2-epoch run, then the same run resumed to 3 epochs; returns its folder."""
+    folder = tmp_path_factory.mktemp("fit") / "run"
+    fit("--max-epochs", "2", "--output-dir", str(folder), cwd=folder.parent)
+    (folder / "first_summary.json").write_text((folder / "summary.json").read_text())
+    (folder / "first_ledger.json").write_text((folder / "ledger.json").read_text())
+    fit("--max-epochs", "3", "--output-dir", str(folder), "--resume", cwd=folder.parent)
+    return folder
+
+
+def test_summary_ledger_plots_and_printed_table(run):
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["devices"] == 2 and summary["epochs"] == 3 and summary["steps"] == 9
+    assert 0 < summary["kept_fraction"] < 1 and 0 < summary["comm_paper_fraction"] < 1
+    assert summary["comm_wire_bytes"] < summary["comm_dense_bytes"]
+    assert summary["export_bytes"] < summary["export_dense_bytes"]
+    ledger = json.loads((run / "ledger.json").read_text())
+    assert ledger["total"]["steps"] == 9 and sorted(ledger["epochs"]) == ["0", "1", "2"]
+    for name in ("transmitted_fraction", "cumulative_bytes", "kept_per_layer"):
+        assert (run / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_continues_the_ledger_of_the_first_run(run):
+    first = json.loads((run / "first_ledger.json").read_text())
+    resumed = json.loads((run / "ledger.json").read_text())
+    assert resumed["history"][:6] == first["history"] and len(resumed["history"]) == 9
+
+
+def test_exported_sparse_model_has_the_runs_test_accuracy_to_the_last_digit(run):
+    summary = json.loads((run / "summary.json").read_text())
+    dm = FederatedDataModule("mnist-5k", 1, val_size=500)
+    dm.setup("test")
+    model = SparseVDClassifier("lenet300_100", num_train=dm.num_train, dense=True)
+    model.load_state_dict(load_sparse_state_dict(run / "sparse_model.pt"))
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    accuracy = trainer.test(model, dm, verbose=False)[0]["test/acc"]
+    assert accuracy == summary["test_acc"] and accuracy > 0.5
+
+
+def test_wandb_offline_runs_hold_config_metrics_table_and_plots(run):
+    files = sorted((run / "wandb").rglob("run-*.wandb"))
+    assert len(files) == 2  # the first run and its resumption, under one id
+    assert len({file.parent.name.rsplit("-", 1)[-1] for file in files}) == 1
+    records = [r for file in files for r in read_records(file)]
+    kinds = {r.WhichOneof("record_type") for r in records}
+    assert {"run", "history", "metric"} <= kinds
+    config = {i.key: i.value_json for r in records if r.HasField("run") for i in r.run.config.update}
+    assert json.loads(config["devices"]) == 2 and json.loads(config["network"]) == "lenet300_100"
+    rows = [
+        {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+        for r in records
+        if r.HasField("history")
+    ]
+    keys = set().union(*rows)
+    expected = {
+        "comm/step/upload", "comm/total/wire_bytes", "comm/total/paper_fraction", "comm/epoch/wire_fraction",
+        "sparsity/total", "sparsity/network.1", "train/loss", "train/kl", "val/acc", "test/acc",
+        "export/sparse_bytes", "summary/_type", "plots/_type",
+    }  # fmt: skip
+    assert expected <= keys, expected - keys
+    bytes_axis = [row["comm/total/wire_bytes"] for row in rows if "val/acc" in row]
+    assert len(bytes_axis) == 3 and bytes_axis == sorted(bytes_axis)  # val/acc has its bytes x value
+    metric_records = [r.metric for r in records if r.HasField("metric")]
+    assert any(m.glob_name == "val/*" and m.step_metric == "comm/total/wire_bytes" for m in metric_records)
+
+
+def test_last_checkpoint_is_written_at_the_end_of_every_epoch(tmp_path):
+    """A run killed in epoch E resumes from the end of epoch E - 1, not from the start."""
+    seen = []
+
+    class Look(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            last = tmp_path / "checkpoints" / "last.ckpt"
+            seen.append(torch.load(last, weights_only=False)["epoch"] if last.exists() else None)
+
+    data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+    trainer = pl.Trainer(
+        max_epochs=3, callbacks=[epoch_checkpoint(tmp_path), Look()], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    model = SparseVDClassifier("lenet300_100", num_train=32)
+    trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
+    assert seen == [None, 0, 1]
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["epoch=2-step=6.ckpt", "last.ckpt"]
