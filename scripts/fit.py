@@ -16,13 +16,6 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line, exit code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"fit.py: error: {message}\n")
-
-
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -49,6 +42,7 @@ def _finite_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from datamodules.datasets import INFO
     from datamodules.partitions import PARTITIONS
+    from lightning_fed.cli import OneLineParser
     from modules.networks import NETWORKS
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +121,9 @@ def _read_config(parser, path: str) -> dict:
 
 
 def main(argv=None) -> int:
+    # A W&B service inherited from a parent process (a notebook, a test runner) would host this run
+    # beside the parent's runs and keep its id busy for the next `--resume`; each call owns its own.
+    os.environ.pop("WANDB_SERVICE", None)
     args = parse_args(argv)
     from fit_run import FitError, run
 

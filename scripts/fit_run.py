@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from callbacks import CommunicationBudget, CommunicationMonitor, KLWarmup, SparseModelExport, SparsityMonitor
@@ -79,6 +79,7 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
     """The run's callbacks; built before anything is written, since they check their arguments."""
     callbacks = [
         epoch_checkpoint(output),
+        Timer(),  # its state is checkpointed: train time adds up over resumed sessions
         CommunicationMonitor(logging_interval=args.log_every_n_steps),
         SparsityMonitor(log_histograms=not args.dense),
         SparseModelExport(dirpath=output),
@@ -144,6 +145,7 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict
         "epochs": trainer.current_epoch,
         "devices": trainer.world_size,
         "wall_seconds": seconds,
+        "train_seconds": _callback(trainer, Timer).time_elapsed("train"),
         "export_bytes": export.get("export/sparse_bytes"),
         "export_dense_bytes": export.get("export/dense_bytes"),
     }
@@ -158,7 +160,8 @@ def print_summary(summary: dict) -> None:
         ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
         ("model file (sparse / dense)", f"{summary['export_bytes']:,} / {summary['export_dense_bytes']:,} B"),
         ("devices x steps", f"{summary['devices']} x {summary['steps']}"),
-        ("wall time", f"{summary['wall_seconds']:.0f} s"),
+        ("wall time (this call)", f"{summary['wall_seconds']:.0f} s"),
+        ("training time (all sessions)", f"{summary['train_seconds']:.0f} s"),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
@@ -169,9 +172,9 @@ def run(args) -> int:
     try:
         dm = build_datamodule(args)
         model = build_model(args, dm)
-        ckpt_path = resolve_resume(args, model)
         output = Path(args.output_dir).expanduser()
         callbacks = build_callbacks(args, output)
+        ckpt_path = resolve_resume(args, model)
     except (ValueError, FileNotFoundError) as error:
         raise FitError(str(error)) from None
     pl.seed_everything(args.seed, workers=True, verbose=False)
@@ -196,3 +199,4 @@ def log_to_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:
         if isinstance(logger, WandbLogger):
             logger.log_table("summary", columns=list(summary), data=[list(summary.values())])
             logger.log_image("plots", [str(path) for path in plots], caption=[path.stem for path in plots])
+            logger.experiment.finish()

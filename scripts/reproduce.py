@@ -1,0 +1,166 @@
+"""Reproduce one of the paper's settings: the dense baseline and the sparse run, same seeds.
+
+Usage:
+    python scripts/reproduce.py fmnist_16 [--runs-dir ~/lf-runs/reproduce] [--sparse-config FILE]
+    python scripts/reproduce.py --table          # only rewrite RESULTS.md from results/*.json
+
+Stopping rule (one for both sides): a fixed epoch budget, the sparse run's from its config
+(``max_epochs``), the dense baseline's half of it (``--dense-epochs`` to change); the test
+accuracy is that of the model at the end of its budget (no checkpoint picked on test data).
+Each side's communication counts until its own end. Both runs go through ``scripts/fit.py``
+with the same seed, data split and ``FederatedStrategy``, so both are counted by the same code.
+
+Runs take hours on a CPU: run this again after an interruption and it resumes each side from
+its last checkpoint, skipping a side that has finished (its ``summary.json`` exists). When both
+are done it writes ``results/SETTING.json``, copies the Figure-2 plot next to it, and rewrites
+the table of ``RESULTS.md`` between its markers.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from lightning_fed.cli import OneLineParser  # noqa: E402
+from lightning_fed.plots import plot_transmitted_fraction  # noqa: E402
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+# The paper's Tables 3-5, random initialisation (reference.md, section 3): top-1 %, kept %, comm %.
+PAPER = {
+    "fmnist_4": (89.46, 4.3, 12.1),
+    "fmnist_8": (89.51, 5.4, 12.6),
+    "fmnist_16": (89.27, 5.8, 13.7),
+    "mnist5k_4": (98.35, 1.9, 11.6),
+    "mnist5k_16": (98.23, 3.2, 15.2),
+}
+
+
+def fit_command(config: Path, folder: Path, dense: bool, epochs: int, extra: list[str]) -> list[str]:
+    """The fit.py call of one side; ``--resume`` when the side has a checkpoint to continue."""
+    command = [sys.executable, str(ROOT / "scripts" / "fit.py"), "--config", str(config)]
+    command += ["--output-dir", str(folder), "--max-epochs", str(epochs), *(["--dense"] if dense else [])]
+    if (folder / "checkpoints" / "last.ckpt").exists():
+        command.append("--resume")
+    return command + extra
+
+
+def run_side(command: list[str], folder: Path) -> dict:
+    """Runs (or resumes) one side to the end of its budget; returns its summary."""
+    if not (folder / "summary.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder.with_suffix(".log"), "a") as log:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            raise SystemExit(
+                f"reproduce: {folder.name} run failed (exit {result.returncode}); see {log.name}"
+            )
+    return json.loads((folder / "summary.json").read_text())
+
+
+def setting_result(setting: str, command: str, dense: dict, sparse: dict) -> dict:
+    """The row of one setting: ours next to the paper's."""
+    top1, kept, comm = PAPER.get(setting, (None, None, None))
+    return {
+        "setting": setting,
+        "command": command,
+        "dense": dense,
+        "sparse": sparse,
+        "paper": {"top1": top1, "kept": kept, "comm": comm},
+    }
+
+
+def table(results: list[dict]) -> str:
+    """The markdown table of all finished settings."""
+    head = (
+        "| setting | dense top-1 | sparse top-1 (paper) | kept weights (paper) "
+        "| comm, paper's measure (paper) | comm, wire bytes | epochs dense / sparse | train time |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for r in results:
+        d, s, p = r["dense"], r["sparse"], r["paper"]
+        hours = (d.get("train_seconds", d["wall_seconds"]) + s.get("train_seconds", s["wall_seconds"])) / 3600
+        rows.append(
+            f"| {r['setting']} | {100 * d['test_acc']:.2f} % "
+            f"| {100 * s['test_acc']:.2f} % ({_paper(p['top1'])}) "
+            f"| {100 * s['kept_fraction']:.2f} % ({_paper(p['kept'])}) "
+            f"| {100 * s['comm_paper_fraction']:.2f} % ({_paper(p['comm'])}) "
+            f"| {100 * s['comm_wire_fraction']:.2f} % | {d['epochs']} / {s['epochs']} | {hours:.1f} h |"
+        )
+    commands = "\n".join(f"- {r['setting']}: `{r['command']}`" for r in results)
+    return head + "\n".join(rows) + "\n\nCommands (run from the repository root):\n\n" + commands + "\n"
+
+
+def _paper(value) -> str:
+    return "-" if value is None else f"{value} %"
+
+
+def write_table(results_dir: Path, markdown: Path) -> None:
+    """Rewrites the part of ``markdown`` between the markers from ``results_dir/*.json``."""
+    results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    text = markdown.read_text() if markdown.exists() else f"# Results\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        raise SystemExit(f"reproduce: {markdown} lacks the markers {START} and {END}")
+    before, rest = text.split(START, 1)
+    after = rest.split(END, 1)[1]
+    markdown.write_text(f"{before}{START}\n{table(results)}{END}{after}")
+
+
+def parse_args(argv=None):
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("setting", nargs="?", help=f"one of {', '.join(PAPER)} (configs/SETTING.yaml)")
+    p.add_argument("--sparse-config", help="the sparse run's config (default configs/SETTING.yaml)")
+    p.add_argument("--dense-epochs", type=int, help="the dense budget (default: half the sparse one)")
+    p.add_argument("--runs-dir", default="~/lf-runs/reproduce", help="run folders, outside the work tree")
+    p.add_argument("--results-dir", default=str(ROOT / "results"), help="where SETTING.json goes")
+    p.add_argument("--results-md", default=str(ROOT / "RESULTS.md"), help="the table to rewrite")
+    p.add_argument("--table", action="store_true", help="only rewrite the table")
+    p.epilog = "Options after '--' go to fit.py, both sides: reproduce.py fmnist_16 -- --seed 1"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = p.parse_args(argv[:cut])
+    args.extra = argv[cut + 1 :]
+    if not args.table and args.setting is None:
+        p.error("give a setting, or --table")
+    if args.setting is not None and args.sparse_config is None:
+        args.sparse_config = str(ROOT / "configs" / f"{args.setting}.yaml")
+    if args.setting is not None and not Path(args.sparse_config).is_file():
+        p.error(f"setting {args.setting!r} has no config {args.sparse_config!r}; give --sparse-config")
+    if args.dense_epochs is not None and args.dense_epochs < 1:
+        p.error(f"--dense-epochs must be >= 1, got {args.dense_epochs}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    results_dir, markdown = Path(args.results_dir), Path(args.results_md)
+    if args.table:
+        write_table(results_dir, markdown)
+        return
+    config = Path(args.sparse_config)
+    sparse_epochs = int(yaml.safe_load(config.read_text()).get("max_epochs", 60))
+    dense_epochs = args.dense_epochs or max(sparse_epochs // 2, 1)
+    runs = Path(args.runs_dir).expanduser() / args.setting
+    start = time.time()
+    dense = run_side(fit_command(config, runs / "dense", True, dense_epochs, args.extra), runs / "dense")
+    sparse = run_side(fit_command(config, runs / "sparse", False, sparse_epochs, args.extra), runs / "sparse")
+    command = "python scripts/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = setting_result(args.setting, command, dense, sparse)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{args.setting}.json").write_text(json.dumps(result, indent=2))
+    ledger = json.loads((runs / "sparse" / "ledger.json").read_text())
+    plot_transmitted_fraction({args.setting: ledger}, results_dir / f"{args.setting}_figure2.png")
+    write_table(results_dir, markdown)
+    print(f"{args.setting}: done in {time.time() - start:.0f} s this call; {markdown} updated")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""scripts/reproduce.py: both sides run, resume, the results file and the RESULTS.md table."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.reproduce import fit_command, parse_args, table
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """\
+devices: 2
+dataset: mnist-5k
+val_size: 500
+network: lenet300_100
+limit_train_batches: 2
+kl_warmup_epochs: 1
+max_epochs: 2
+wandb_mode: disabled
+"""
+
+
+def reproduce(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory) -> Path:
+    """A tiny mnist5k_4 reproduction (dense 1 epoch, sparse 2), with RESULTS.md prose around the table."""
+    folder = tmp_path_factory.mktemp("reproduce")
+    (folder / "tiny.yaml").write_text(CONFIG)
+    markers = "<!-- results:start -->\nold\n<!-- results:end -->"
+    (folder / "RESULTS.md").write_text(f"# Results\n\nprose above\n{markers}\nbelow\n")
+    args = ["mnist5k_4", "--sparse-config", "tiny.yaml", "--runs-dir", "runs", "--results-dir", "results"]
+    result = reproduce(*args, "--results-md", "RESULTS.md", cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+def test_both_sides_run_with_their_budgets_and_the_result_is_written(done):
+    result = json.loads((done / "results" / "mnist5k_4.json").read_text())
+    dense, sparse = result["dense"], result["sparse"]
+    assert (dense["epochs"], sparse["epochs"]) == (1, 2)
+    assert dense["kept_fraction"] == 1.0 and sparse["kept_fraction"] < 1.0
+    assert sparse["comm_wire_fraction"] < dense["comm_wire_fraction"]
+    assert result["paper"] == {"top1": 98.35, "kept": 1.9, "comm": 11.6}
+    assert result["command"].startswith("python scripts/reproduce.py mnist5k_4 --sparse-config tiny.yaml")
+    assert (done / "results" / "mnist5k_4_figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_replaces_only_the_part_between_the_markers(done):
+    text = (done / "RESULTS.md").read_text()
+    assert text.startswith("# Results\n\nprose above\n<!-- results:start -->\n| setting |")
+    assert text.endswith("<!-- results:end -->\nbelow\n") and "\nold\n" not in text
+    sparse = json.loads((done / "results" / "mnist5k_4.json").read_text())["sparse"]
+    row = next(line for line in text.splitlines() if line.startswith("| mnist5k_4 |"))
+    assert f"{100 * sparse['test_acc']:.2f} % (98.35 %)" in row and "| 1 / 2 |" in row
+
+
+def test_a_second_call_reuses_finished_sides(done):
+    logs = {p: p.stat().st_size for p in (done / "runs" / "mnist5k_4").glob("*.log")}
+    before = (done / "results" / "mnist5k_4.json").read_text()
+    args = ["mnist5k_4", "--sparse-config", "tiny.yaml", "--runs-dir", "runs", "--results-dir", "results"]
+    result = reproduce(*args, "--results-md", "RESULTS.md", cwd=done)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {p: p.stat().st_size for p in logs} == logs and len(logs) == 2
+    assert (
+        json.loads((done / "results" / "mnist5k_4.json").read_text())["sparse"]
+        == json.loads(before)["sparse"]
+    )
+
+
+def test_an_interrupted_side_is_resumed(tmp_path):
+    assert "--resume" not in fit_command(Path("c.yaml"), tmp_path, True, 3, [])
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    command = fit_command(Path("c.yaml"), tmp_path, True, 3, ["--seed", "1"])
+    assert command[-3:] == ["--resume", "--seed", "1"] and "--dense" in command
+
+
+def test_options_after_the_separator_go_to_fit_and_the_rest_to_reproduce():
+    args = parse_args(
+        ["fmnist_16", "--dense-epochs", "3", "--runs-dir", "r", "--", "--seed", "1", "--runs-dir"]
+    )
+    assert (args.dense_epochs, args.runs_dir, args.extra) == (3, "r", ["--seed", "1", "--runs-dir"])
+
+
+def test_table_of_a_setting_the_paper_did_not_run():
+    summary = {"test_acc": 0.5, "kept_fraction": 0.1, "comm_paper_fraction": 0.2, "comm_wire_fraction": 0.3}
+    run = {**summary, "epochs": 1, "wall_seconds": 3600.0}
+    row = {"setting": "x", "command": "c", "dense": run, "sparse": run}
+    row["paper"] = {"top1": None, "kept": None, "comm": None}
+    assert "| x | 50.00 % | 50.00 % (-) | 10.00 % (-) | 20.00 % (-) | 30.00 % | 1 / 1 | 2.0 h |" in table(
+        [row]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cifar_99"], r"setting 'cifar_99' has no config '.*cifar_99.yaml'; give --sparse-config"),
+        (["fmnist_16", "--dense-epochs", "0"], r"--dense-epochs must be >= 1, got 0"),
+        ([], r"give a setting, or --table"),
+    ],
+)
+def test_bad_arguments(args, message, tmp_path):
+    result = reproduce(*args, "--runs-dir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr.strip().splitlines()[-1])
+    assert not (tmp_path / "runs").exists()
