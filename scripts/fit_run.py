@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
@@ -64,6 +65,27 @@ def resolve_resume(args, model: SparseVDClassifier) -> str | None:
             f"--resume {str(path)!r} is a checkpoint of another architecture than --network {args.network}"
         )
     return str(path)
+
+
+def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
+    """The accelerator of a run of ``devices`` processes per node on a node with ``gpus`` GPUs.
+
+    One device is one process, and two processes cannot share a GPU (NCCL refuses), so ``auto``
+    takes the GPUs only when there is one per device, and the CPU otherwise.
+
+    Example::
+
+        >>> resolve_accelerator("auto", 16, gpus=1), resolve_accelerator("auto", 4, gpus=8)
+        ('cpu', 'gpu')
+    """
+    if accelerator == "auto":
+        return "gpu" if gpus >= devices else "cpu"
+    if accelerator in ("gpu", "cuda") and gpus < devices:
+        raise FitError(
+            f"--accelerator {accelerator} with --devices {devices} needs {devices} GPUs, this machine has "
+            f"{gpus}; use --accelerator cpu (or auto), or --devices {gpus} or fewer"
+        )
+    return accelerator
 
 
 def epoch_checkpoint(output: Path) -> ModelCheckpoint:
@@ -175,6 +197,7 @@ def run(args) -> int:
         output = Path(args.output_dir).expanduser()
         callbacks = build_callbacks(args, output)
         ckpt_path = resolve_resume(args, model)
+        args.accelerator = resolve_accelerator(args.accelerator, args.devices, torch.cuda.device_count())
     except (ValueError, FileNotFoundError) as error:
         raise FitError(str(error)) from None
     pl.seed_everything(args.seed, workers=True, verbose=False)

@@ -1,5 +1,6 @@
 """scripts/fit.py: bad input exits 2 with one line naming the value, and loses nothing already written."""
 
+import os
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from modules.networks import build_network
+from scripts.fit_run import resolve_accelerator
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--wandb-mode", "disabled"]
@@ -16,7 +18,8 @@ BASE = ["--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--wandb
 
 def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, str(ROOT / "scripts" / "fit.py"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the same machine to fit.py everywhere: no GPU
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
 @pytest.fixture
@@ -48,6 +51,7 @@ def _snapshot(folder: Path) -> dict:
         (["--lr-schedule", "step"], r"--lr-schedule: invalid choice: 'step'"),
         (["--min-lr-ratio", "2"], r"min_lr_ratio must be in \[0, 1\], got 2.0"),
         (["--comm-budget-bytes", "0"], r"max_bytes must be a finite number of bytes > 0, got 0.0"),
+        (["--accelerator", "gpu"], r"--accelerator gpu with --devices 2 needs 2 GPUs, this machine has 0"),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
         (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
         ([], r"already holds a run \(summary.json\); pass --resume or another folder"),
@@ -64,6 +68,20 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, run_dir
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert re.search(message, lines[0]), lines[0]
     assert _snapshot(run_dir) == before
+
+
+@pytest.mark.parametrize(
+    ("accelerator", "devices", "gpus", "expected"),
+    [
+        ("auto", 16, 1, "cpu"),
+        ("auto", 16, 0, "cpu"),
+        ("auto", 4, 4, "gpu"),
+        ("cpu", 2, 8, "cpu"),
+        ("gpu", 2, 2, "gpu"),
+    ],
+)
+def test_auto_takes_the_gpus_only_when_there_is_one_per_device(accelerator, devices, gpus, expected):
+    assert resolve_accelerator(accelerator, devices, gpus) == expected
 
 
 def test_checkpoint_of_another_architecture(run_dir, tmp_path):
