@@ -196,8 +196,8 @@ def run(args) -> int:
         model = build_model(args, dm)
         output = Path(args.output_dir).expanduser()
         callbacks = build_callbacks(args, output)
-        ckpt_path = resolve_resume(args, model)
         args.accelerator = resolve_accelerator(args.accelerator, args.devices, torch.cuda.device_count())
+        ckpt_path = resolve_resume(args, model)  # last: every other bad input is named before this one
     except (ValueError, FileNotFoundError) as error:
         raise FitError(str(error)) from None
     pl.seed_everything(args.seed, workers=True, verbose=False)
