@@ -1,11 +1,14 @@
 """What ``scripts/fit.py`` does once its arguments are parsed: check, build, fit, test, summarise."""
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+import wandb
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
@@ -17,6 +20,7 @@ from lightning_fed.plots import write_run_plots
 from modules.classifier import SparseVDClassifier
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
+WANDB_INIT_TIMEOUT_S = 30  # the longest an online run waits for W&B before it logs offline
 
 
 class FitError(Exception):
@@ -119,20 +123,42 @@ def previous_wandb_id(output: Path) -> str | None:
     return latest.resolve().name.rsplit("-", 1)[-1] if latest.is_symlink() else None
 
 
+def wandb_logger(args, output: Path) -> WandbLogger:
+    """The run's W&B logger; online mode falls back to offline where W&B cannot be reached.
+
+    The launching process opens the online run before training starts, waiting at most
+    ``WANDB_INIT_TIMEOUT_S``; on any failure (no network, no API key) it says so in one line and
+    logs offline under ``OUTPUT/wandb`` instead, for ``wandb sync`` later. A missing network
+    therefore never stops a run, and never slows its training steps.
+    """
+    resumed_id = previous_wandb_id(output) if args.resume else None
+
+    def make(mode: str) -> WandbLogger:
+        settings = wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S)
+        return WandbLogger(
+            project=args.wandb_project, save_dir=str(output), mode=mode, config=vars(args), id=resumed_id,
+            resume="allow" if resumed_id else None, settings=settings,
+        )  # fmt: skip
+
+    logger = make(args.wandb_mode)
+    launcher = "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
+    if args.wandb_mode == "online" and launcher:
+        try:
+            logger.experiment  # noqa: B018 (opens the run now, not inside training)
+        except Exception as error:  # any failure of W&B's own start-up: the run goes on offline
+            reason = (str(error).splitlines() or [type(error).__name__])[0]
+            print(
+                f"fit.py: W&B online unreachable ({reason}); logging offline to {output / 'wandb'}",
+                file=sys.stderr,
+            )
+            logger = make("offline")
+    return logger
+
+
 def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
     loggers = [CSVLogger(output, name="csv")]
     if args.wandb_mode != "disabled" and not args.fast_dev_run:
-        resumed_id = previous_wandb_id(output) if args.resume else None
-        loggers.append(
-            WandbLogger(
-                project=args.wandb_project,
-                save_dir=str(output),
-                mode=args.wandb_mode,
-                config=vars(args),
-                id=resumed_id,
-                resume="allow" if resumed_id else None,
-            )  # fmt: skip
-        )
+        loggers.append(wandb_logger(args, output))
     strategy = FederatedStrategy(transport=args.transport, share_log_sigma2=args.share_log_sigma2)
     limits = {
         k: getattr(args, k)

@@ -15,7 +15,7 @@ from callbacks import load_sparse_state_dict
 from datamodules import FederatedDataModule
 from modules.classifier import SparseVDClassifier
 from scripts.fit_run import epoch_checkpoint
-from tests.helpers.wandb_records import read_records
+from tests.helpers.wandb_records import history_rows, read_records, run_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
@@ -121,3 +121,22 @@ def test_last_checkpoint_is_written_at_the_end_of_every_epoch(tmp_path):
     assert seen == [None, 0, 1]
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert files == ["epoch=2-step=6.ckpt", "last.ckpt"]
+
+
+def test_online_mode_without_a_network_logs_offline_and_trains(tmp_path):
+    """W&B unreachable (a closed port): one line on stderr, the run trains and logs offline."""
+    env = {
+        **os.environ,
+        "WANDB_API_KEY": "0" * 40,
+        "WANDB_BASE_URL": "http://127.0.0.1:9",
+        "WANDB_SILENT": "true",
+    }
+    command = [sys.executable, str(ROOT / "scripts" / "fit.py"), *ARGS, "--max-epochs", "1"]
+    command += ["--wandb-mode", "online", "--output-dir", str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fit.py: W&B online unreachable (" in result.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 1
+    (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")  # beside the failed online attempt
+    rows = history_rows(run_file(offline))
+    assert any("val/acc" in row and "comm/total/wire_bytes" in row for row in rows)
