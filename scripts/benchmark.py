@@ -34,26 +34,24 @@ sys.path[:0] = [str(ROOT)]
 def plain_loop(dataset: str, step_size: int, steps: int, seed: int = 0) -> dict:
     """(a): seconds per step of a bare PyTorch loop over ``step_size`` samples a step."""
     import torch
-    import torch.nn.functional as F
 
     from datamodules.datasets import INFO, load_dataset
     from datamodules.loading import ImageBatches
-    from lightning_fed.nn import GradientMasker, kl_divergence, variational
-    from modules.networks import build_network
+    from modules.classifier import SparseVDClassifier
 
     torch.manual_seed(seed)
     info, data = INFO[dataset], load_dataset(dataset, train=True)
     batches = ImageBatches(data.images, data.labels, info.mean, info.std)
-    network = variational(build_network("cifarnet", info.channels, info.size, info.num_classes), 3.0)
-    masker = GradientMasker(network)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    # the module fit.py trains (variational CifarNet, its ELBO and its masker), used as a plain nn.Module
+    model = SparseVDClassifier("cifarnet", len(batches), info.num_classes, info.channels, info.size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = torch.randperm(len(batches))
     times = []
     for step in range(steps + 2):  # the first two steps warm up the allocator
         start = time.perf_counter()
         x, y = batches.__getitems__(order[step * step_size : (step + 1) * step_size].tolist())
-        masker.refresh()
-        loss = F.cross_entropy(network(x), y) + kl_divergence(network) / len(batches)
+        model.masker.refresh()
+        loss = model.elbo_terms(model(x), y)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -23,13 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from lightning_fed.cli import OneLineParser  # noqa: E402
 from lightning_fed.plots import plot_transmitted_fraction  # noqa: E402
+from scripts.fit import parse_args as fit_arguments  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -146,7 +145,7 @@ def main(argv=None) -> None:
         write_table(results_dir, markdown)
         return
     config = Path(args.sparse_config)
-    sparse_epochs = int(yaml.safe_load(config.read_text()).get("max_epochs", 60))
+    sparse_epochs = fit_arguments(["--config", str(config), *args.extra]).max_epochs
     dense_epochs = args.dense_epochs or max(sparse_epochs // 2, 1)
     runs = Path(args.runs_dir).expanduser() / args.setting
     start = time.time()
