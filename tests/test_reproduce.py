@@ -47,6 +47,10 @@ def test_both_sides_run_with_their_budgets_and_the_result_is_written(done):
     assert (dense["epochs"], sparse["epochs"]) == (1, 2)
     assert dense["kept_fraction"] == 1.0 and sparse["kept_fraction"] < 1.0
     assert sparse["comm_wire_fraction"] < dense["comm_wire_fraction"]
+    # the sparse run pays for its second epoch: its traffic is counted against the baseline's one
+    assert (dense["steps"], sparse["steps"]) == (2, 4)
+    assert result["comm_vs_dense"]["paper_fraction"] == pytest.approx(2 * sparse["comm_paper_fraction"])
+    assert result["comm_vs_dense"]["wire_fraction"] == pytest.approx(2 * sparse["comm_wire_fraction"])
     assert result["paper"] == {"top1": 98.35, "kept": 1.9, "comm": 11.6}
     assert result["command"].startswith("python scripts/reproduce.py mnist5k_4 --sparse-config tiny.yaml")
     assert (done / "results" / "mnist5k_4_figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -90,8 +94,8 @@ def test_options_after_the_separator_go_to_fit_and_the_rest_to_reproduce():
 
 
 def test_table_of_a_setting_the_paper_did_not_run():
-    summary = {"test_acc": 0.5, "kept_fraction": 0.1, "comm_paper_fraction": 0.2, "comm_wire_fraction": 0.3}
-    run = {**summary, "epochs": 1, "wall_seconds": 3600.0}
+    bytes_ = {"comm_paper_bytes": 20, "comm_wire_bytes": 30, "comm_dense_bytes": 100}
+    run = {"test_acc": 0.5, "kept_fraction": 0.1, **bytes_, "epochs": 1, "wall_seconds": 3600.0}
     row = {"setting": "x", "command": "c", "dense": run, "sparse": run}
     row["paper"] = {"top1": None, "kept": None, "comm": None}
     assert "| x | 50.00 % | 50.00 % (-) | 10.00 % (-) | 20.00 % (-) | 30.00 % | 1 / 1 | 2.0 h |" in table(
