@@ -39,6 +39,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _finite_float_at_least_0(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number >= 0)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from datamodules.datasets import INFO
     from datamodules.partitions import PARTITIONS
@@ -73,8 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="per epoch")
     g.add_argument("--min-lr-ratio", type=_finite_float, default=0.01, help="cosine: last lr / first lr")
     g.add_argument("--init-log-sigma2", type=_finite_float, default=-10.0, help="initial log_sigma2")
-    g.add_argument("--kl-warmup-epochs", type=_finite_float, default=0.0, help="KL weight ramp 0 -> 1")
+    g.add_argument("--kl-warmup-epochs", type=_finite_float, default=0.0, help="KL weight ramp 0 -> final")
     g.add_argument("--kl-delay-epochs", type=_finite_float, default=0.0, help="epochs at KL weight 0")
+    g.add_argument(
+        "--kl-final-weight",
+        type=_finite_float_at_least_0,
+        default=1.0,
+        help="KL weight after the ramp (1: ELBO)",
+    )
     g.add_argument("--init-from", default=None, help="checkpoint or state dict to start theta from")
     g.add_argument("--pretrained", action="store_true", help="ImageNet weights (resnet18; internet)")
     g.add_argument("--seed", type=int, default=0, help="seeds model, data split and shuffling")

@@ -41,7 +41,7 @@ def build_datamodule(args) -> FederatedDataModule:
 def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
     return SparseVDClassifier(
         args.network, dm.num_train, dm.info.num_classes, dm.info.channels, dm.info.size,
-        kl_weight=0.0 if (args.kl_warmup_epochs or args.kl_delay_epochs) else 1.0,
+        kl_weight=0.0 if (args.kl_warmup_epochs or args.kl_delay_epochs) else args.kl_final_weight,
         threshold=args.threshold, lr=args.lr, log_sigma2_lr=args.log_sigma2_lr, dense=args.dense,
         init_log_sigma2=args.init_log_sigma2, mask_log_sigma2=args.share_log_sigma2,
         init_from=args.init_from, pretrained=args.pretrained, lr_schedule=args.lr_schedule,
@@ -111,7 +111,8 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
         SparseModelExport(dirpath=output),
     ]
     if args.kl_warmup_epochs or args.kl_delay_epochs:
-        callbacks.append(KLWarmup(warmup=args.kl_warmup_epochs, delay=args.kl_delay_epochs))
+        warmup = KLWarmup(warmup=args.kl_warmup_epochs, delay=args.kl_delay_epochs, end=args.kl_final_weight)
+        callbacks.append(warmup)
     if args.comm_budget_bytes is not None:
         callbacks.append(CommunicationBudget(args.comm_budget_bytes))
     return callbacks

@@ -202,6 +202,7 @@ def test_resumed_callbacks_continue_their_schedules_and_totals(tmp_path):
         (lambda: KLWarmup(warmup=-1), r"warmup must be a finite number >= 0, got -1"),
         (lambda: KLWarmup(delay=float("nan")), r"delay must be a finite number >= 0, got nan"),
         (lambda: KLWarmup(start=2), r"start must be a number in \[0, 1\], got 2"),
+        (lambda: KLWarmup(end=-1), r"end must be a finite number >= 0, got -1"),
         (lambda: KLWarmup(shape="step"), r"shape should be 'linear' or 'cosine', got 'step'"),
         (lambda: KLWarmup(unit="batches"), r"unit should be 'epochs' or 'steps', got 'batches'"),
         (lambda: SparseModelExport(value_dtype="int8"), r"value_dtype must be one of float32, float16"),
@@ -222,3 +223,9 @@ def test_missing_or_foreign_export_file_is_a_clear_error(tmp_path):
     torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match=r"is not a lightning-fed-sparse/1 file"):
         load_sparse_state_dict(tmp_path / "plain.pt")
+
+
+def test_kl_warmup_ramps_to_its_end_weight_in_a_fit(tmp_path):
+    module = ForeignModule()
+    trainer_for(tmp_path, [KLWarmup(warmup=1, end=0.5)], max_epochs=2).fit(module, *loaders())
+    assert module.seen_kl_weights == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5, 0.5, 0.5]

@@ -50,6 +50,10 @@ def _snapshot(folder: Path) -> dict:
         (["--init-from", "absent.pt"], r"checkpoint 'absent.pt' does not exist"),
         (["--lr-schedule", "step"], r"--lr-schedule: invalid choice: 'step'"),
         (["--min-lr-ratio", "2"], r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+        (
+            ["--kl-final-weight", "-0.5"],
+            r"--kl-final-weight: -0.5 is not allowed \(must be a finite number >= 0\)",
+        ),
         (["--comm-budget-bytes", "0"], r"max_bytes must be a finite number of bytes > 0, got 0.0"),
         (["--accelerator", "gpu"], r"--accelerator gpu with --devices 2 needs 2 GPUs, this machine has 0"),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
@@ -98,3 +102,24 @@ def test_checkpoint_of_another_architecture(run_dir, tmp_path):
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
         assert "architecture" in result.stderr or "does not match the network" in result.stderr
     assert _snapshot(run_dir) == before
+
+
+def _model_and_warmups(tmp_path, *options):
+    from callbacks import KLWarmup
+    from scripts.fit import parse_args
+    from scripts.fit_run import build_callbacks, build_datamodule, build_model
+
+    args = parse_args([*BASE, "--kl-final-weight", "0.25", *options])
+    warmups = [c for c in build_callbacks(args, tmp_path) if isinstance(c, KLWarmup)]
+    return build_model(args, build_datamodule(args)), warmups
+
+
+def test_kl_final_weight_ends_the_ramp(tmp_path):
+    model, [warmup] = _model_and_warmups(tmp_path, "--kl-delay-epochs", "1", "--kl-warmup-epochs", "2")
+    assert model.kl_weight == 0.0  # the callback sets it from the first batch on
+    assert [warmup.weight_at(epoch) for epoch in (0, 0.5, 2, 3, 9)] == [0.0, 0.0, 0.125, 0.25, 0.25]
+
+
+def test_kl_final_weight_without_a_ramp_is_the_weight_from_the_start(tmp_path):
+    model, warmups = _model_and_warmups(tmp_path)
+    assert model.kl_weight == 0.25 and warmups == []
