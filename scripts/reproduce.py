@@ -2,6 +2,8 @@
 
 Usage:
     python scripts/reproduce.py fmnist_16 [--runs-dir ~/lf-runs/reproduce] [--sparse-config FILE]
+    python scripts/reproduce.py mnist5k_4 --sparse-config configs/mnist5k_4_beta.yaml \
+        --name mnist5k_4_beta --dense-dir ~/lf-runs/reproduce/mnist5k_4/dense   # a variant row
     python scripts/reproduce.py --table          # only rewrite RESULTS.md from results/*.json
 
 Stopping rule (one for both sides): a fixed epoch budget, the sparse run's from its config
@@ -14,12 +16,15 @@ with the same seed, data split and ``FederatedStrategy``, so both are counted by
 
 Runs take hours on a CPU: run this again after an interruption and it resumes each side from
 its last checkpoint, skipping a side that has finished (its ``summary.json`` exists). When both
-are done it writes ``results/SETTING.json``, copies the Figure-2 plot next to it, and rewrites
-the table of ``RESULTS.md`` between its markers.
+are done it writes ``results/NAME.json`` (NAME is the setting unless ``--name`` gives a variant's),
+writes the Figure-2 plot next to it, and rewrites the table of ``RESULTS.md`` between its markers.
+A variant (another sparse schedule of the same setting) can share a finished dense baseline
+through ``--dense-dir``; the paper's numbers come from the setting either way.
 """
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +38,7 @@ from lightning_fed.plots import plot_transmitted_fraction  # noqa: E402
 from scripts.fit import parse_args as fit_arguments  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 # The paper's Tables 3-5, random initialisation (reference.md, section 3): top-1 %, kept %, comm %.
 PAPER = {
@@ -86,11 +92,12 @@ def communication_vs_dense(dense: dict, sparse: dict) -> dict:
     }
 
 
-def setting_result(setting: str, command: str, dense: dict, sparse: dict) -> dict:
-    """The row of one setting: ours next to the paper's."""
+def setting_result(setting: str, command: str, dense: dict, sparse: dict, name: str | None = None) -> dict:
+    """The row of one setting (or of a variant ``name`` of it): ours next to the paper's."""
     top1, kept, comm = PAPER.get(setting, (None, None, None))
     return {
         "setting": setting,
+        "name": name or setting,
         "command": command,
         "dense": dense,
         "sparse": sparse,
@@ -112,13 +119,13 @@ def table(results: list[dict]) -> str:
         comm = communication_vs_dense(d, s)
         hours = (d.get("train_seconds", d["wall_seconds"]) + s.get("train_seconds", s["wall_seconds"])) / 3600
         rows.append(
-            f"| {r['setting']} | {100 * d['test_acc']:.2f} % "
+            f"| {r.get('name', r['setting'])} | {100 * d['test_acc']:.2f} % "
             f"| {100 * s['test_acc']:.2f} % ({_paper(p['top1'])}) "
             f"| {100 * s['kept_fraction']:.2f} % ({_paper(p['kept'])}) "
             f"| {100 * comm['paper_fraction']:.2f} % ({_paper(p['comm'])}) "
             f"| {100 * comm['wire_fraction']:.2f} % | {d['epochs']} / {s['epochs']} | {hours:.1f} h |"
         )
-    commands = "\n".join(f"- {r['setting']}: `{r['command']}`" for r in results)
+    commands = "\n".join(f"- {r.get('name', r['setting'])}: `{r['command']}`" for r in results)
     return head + "\n".join(rows) + "\n\nCommands (run from the repository root):\n\n" + commands + "\n"
 
 
@@ -142,7 +149,9 @@ def parse_args(argv=None):
     p.add_argument("setting", nargs="?", help=f"one of {', '.join(PAPER)} (configs/SETTING.yaml)")
     p.add_argument("--sparse-config", help="the sparse run's config (default configs/SETTING.yaml)")
     p.add_argument("--dense-epochs", type=int, help="the dense budget (default: half the sparse one)")
+    p.add_argument("--name", help="the row, results file and run folder of a variant (default: the setting)")
     p.add_argument("--runs-dir", default="~/lf-runs/reproduce", help="run folders, outside the work tree")
+    p.add_argument("--dense-dir", help="the dense baseline's run folder (default RUNS_DIR/NAME/dense)")
     p.add_argument("--results-dir", default=str(ROOT / "results"), help="where SETTING.json goes")
     p.add_argument("--results-md", default=str(ROOT / "RESULTS.md"), help="the table to rewrite")
     p.add_argument("--table", action="store_true", help="only rewrite the table")
@@ -159,6 +168,9 @@ def parse_args(argv=None):
         p.error(f"setting {args.setting!r} has no config {args.sparse_config!r}; give --sparse-config")
     if args.dense_epochs is not None and args.dense_epochs < 1:
         p.error(f"--dense-epochs must be >= 1, got {args.dense_epochs}")
+    if args.name is not None and not NAME.fullmatch(args.name):
+        p.error(f"--name {args.name!r} is not allowed (letters, digits, '_', '-' and '.' only)")
+    args.name = args.name or args.setting
     return args
 
 
@@ -171,18 +183,24 @@ def main(argv=None) -> None:
     config = Path(args.sparse_config)
     sparse_epochs = fit_arguments(["--config", str(config), *args.extra]).max_epochs
     dense_epochs = args.dense_epochs or max(sparse_epochs // 2, 1)
-    runs = Path(args.runs_dir).expanduser() / args.setting
+    runs = Path(args.runs_dir).expanduser() / args.name
+    dense_dir = Path(args.dense_dir).expanduser() if args.dense_dir else runs / "dense"
     start = time.time()
-    dense = run_side(fit_command(config, runs / "dense", True, dense_epochs, args.extra), runs / "dense")
+    dense = run_side(fit_command(config, dense_dir, True, dense_epochs, args.extra), dense_dir)
+    if dense["epochs"] != dense_epochs:
+        raise SystemExit(
+            f"reproduce: the dense baseline in {dense_dir} ran {dense['epochs']} epochs, not the "
+            f"{dense_epochs} asked; give --dense-epochs {dense['epochs']} or another --dense-dir"
+        )
     sparse = run_side(fit_command(config, runs / "sparse", False, sparse_epochs, args.extra), runs / "sparse")
     command = "python scripts/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    result = setting_result(args.setting, command, dense, sparse)
+    result = setting_result(args.setting, command, dense, sparse, args.name)
     results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{args.setting}.json").write_text(json.dumps(result, indent=2))
+    (results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     ledger = json.loads((runs / "sparse" / "ledger.json").read_text())
-    plot_transmitted_fraction({args.setting: ledger}, results_dir / f"{args.setting}_figure2.png")
+    plot_transmitted_fraction({args.name: ledger}, results_dir / f"{args.name}_figure2.png")
     write_table(results_dir, markdown)
-    print(f"{args.setting}: done in {time.time() - start:.0f} s this call; {markdown} updated")
+    print(f"{args.name}: done in {time.time() - start:.0f} s this call; {markdown} updated")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,36 @@ def test_a_second_call_reuses_finished_sides(done):
     )
 
 
+def test_a_variant_gets_its_own_row_and_reuses_the_dense_baseline_it_is_given(done):
+    dense_log = done / "runs" / "mnist5k_4" / "dense.log"
+    size = dense_log.stat().st_size
+    args = ["mnist5k_4", "--sparse-config", "tiny.yaml", "--name", "tiny_beta", "--runs-dir", "runs"]
+    args += ["--dense-dir", "runs/mnist5k_4/dense", "--results-dir", "results", "--results-md", "RESULTS.md"]
+    result = reproduce(*args, cwd=done)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert dense_log.stat().st_size == size and not (done / "runs" / "tiny_beta" / "dense").exists()
+    variant = json.loads((done / "results" / "tiny_beta.json").read_text())
+    original = json.loads((done / "results" / "mnist5k_4.json").read_text())
+    assert (variant["setting"], variant["name"]) == ("mnist5k_4", "tiny_beta")
+    assert variant["dense"] == original["dense"] and variant["paper"] == original["paper"]
+    assert (done / "runs" / "tiny_beta" / "sparse" / "summary.json").exists()
+    assert (done / "results" / "tiny_beta_figure2.png").exists()
+    rows = [line for line in (done / "RESULTS.md").read_text().splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| mnist5k_4", "| tiny_beta"]
+
+
+def test_a_dense_baseline_of_another_budget_is_refused(done):
+    args = ["mnist5k_4", "--sparse-config", "tiny.yaml", "--name", "other", "--runs-dir", "runs"]
+    args += ["--dense-dir", "runs/mnist5k_4/dense", "--dense-epochs", "2", "--results-dir", "results"]
+    result = reproduce(*args, "--results-md", "RESULTS.md", cwd=done)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "reproduce: the dense baseline in runs/mnist5k_4/dense ran 1 epochs, not the 2 asked; "
+        "give --dense-epochs 1 or another --dense-dir"
+    )
+    assert not (done / "runs" / "other").exists() and not (done / "results" / "other.json").exists()
+
+
 def test_an_interrupted_side_is_resumed(tmp_path):
     assert "--resume" not in fit_command(Path("c.yaml"), tmp_path, True, 3, [])
     (tmp_path / "checkpoints").mkdir()
@@ -109,6 +139,7 @@ def test_table_of_a_setting_the_paper_did_not_run():
         (["cifar_99"], r"setting 'cifar_99' has no config '.*cifar_99.yaml'; give --sparse-config"),
         (["fmnist_16", "--dense-epochs", "0"], r"--dense-epochs must be >= 1, got 0"),
         ([], r"give a setting, or --table"),
+        (["fmnist_16", "--name", "a/b"], r"--name 'a/b' is not allowed \(letters, digits, '_', '-'"),
     ],
 )
 def test_bad_arguments(args, message, tmp_path):
