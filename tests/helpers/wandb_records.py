@@ -7,6 +7,7 @@ chunks, each with a 7-byte header (CRC32, little-endian length, type: 1 full, 2 
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -40,10 +41,25 @@ def read_records(path) -> list:
     return records
 
 
+def finished_records(path, timeout: float = 120.0) -> list:
+    """The records of a finished run, once its file ends with the ``exit`` record.
+
+    ``run.finish()`` can return before W&B's writer has flushed its last 32 KiB block to disk (seen
+    on a loaded 2-core machine: the last epoch's histogram was missing), so wait for the end.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if records and records[-1].WhichOneof("record_type") == "exit":
+            return records
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
+        time.sleep(0.5)
+
+
 def history_rows(path) -> list[dict]:
-    """The ``history`` records (one per ``wandb.log`` call) as ``{key: value}`` dicts."""
+    """The ``history`` records (one per ``wandb.log`` call) of a finished run as ``{key: value}`` dicts."""
     rows = []
-    for record in read_records(path):
+    for record in finished_records(path):
         if record.WhichOneof("record_type") == "history":
             rows.append({_key(item): json.loads(item.value_json) for item in record.history.item})
     return rows
