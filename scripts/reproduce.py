@@ -72,6 +72,27 @@ def run_side(command: list[str], folder: Path) -> dict:
     return json.loads((folder / "summary.json").read_text())
 
 
+def check_dense_baseline(dense: dict, folder: Path, epochs: int, devices: int) -> None:
+    """Refuses a (shared) dense baseline of another budget or device count than the sparse side's.
+
+    Example::
+
+        >>> check_dense_baseline({"epochs": 30, "devices": 16}, Path("d"), 30, 4)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        SystemExit: reproduce: the dense baseline in d ran on 16 devices, not the 4 of the sparse run; ...
+    """
+    if dense["epochs"] != epochs:
+        raise SystemExit(
+            f"reproduce: the dense baseline in {folder} ran {dense['epochs']} epochs, not the "
+            f"{epochs} asked; give --dense-epochs {dense['epochs']} or another --dense-dir"
+        )
+    if dense["devices"] != devices:
+        raise SystemExit(
+            f"reproduce: the dense baseline in {folder} ran on {dense['devices']} devices, not the "
+            f"{devices} of the sparse run; give another --dense-dir"
+        )
+
+
 def communication_vs_dense(dense: dict, sparse: dict) -> dict:
     """The sparse run's traffic until its end over the dense baseline's until its own end.
 
@@ -181,17 +202,14 @@ def main(argv=None) -> None:
         write_table(results_dir, markdown)
         return
     config = Path(args.sparse_config)
-    sparse_epochs = fit_arguments(["--config", str(config), *args.extra]).max_epochs
+    fit_args = fit_arguments(["--config", str(config), *args.extra])
+    sparse_epochs = fit_args.max_epochs
     dense_epochs = args.dense_epochs or max(sparse_epochs // 2, 1)
     runs = Path(args.runs_dir).expanduser() / args.name
     dense_dir = Path(args.dense_dir).expanduser() if args.dense_dir else runs / "dense"
     start = time.time()
     dense = run_side(fit_command(config, dense_dir, True, dense_epochs, args.extra), dense_dir)
-    if dense["epochs"] != dense_epochs:
-        raise SystemExit(
-            f"reproduce: the dense baseline in {dense_dir} ran {dense['epochs']} epochs, not the "
-            f"{dense_epochs} asked; give --dense-epochs {dense['epochs']} or another --dense-dir"
-        )
+    check_dense_baseline(dense, dense_dir, dense_epochs, fit_args.devices)
     sparse = run_side(fit_command(config, runs / "sparse", False, sparse_epochs, args.extra), runs / "sparse")
     command = "python scripts/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = setting_result(args.setting, command, dense, sparse, args.name)

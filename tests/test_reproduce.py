@@ -96,16 +96,25 @@ def test_a_variant_gets_its_own_row_and_reuses_the_dense_baseline_it_is_given(do
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| mnist5k_4", "| tiny_beta"]
 
 
-def test_a_dense_baseline_of_another_budget_is_refused(done):
-    args = ["mnist5k_4", "--sparse-config", "tiny.yaml", "--name", "other", "--runs-dir", "runs"]
-    args += ["--dense-dir", "runs/mnist5k_4/dense", "--dense-epochs", "2", "--results-dir", "results"]
-    result = reproduce(*args, "--results-md", "RESULTS.md", cwd=done)
+@pytest.mark.parametrize(
+    ("config", "options", "message"),
+    [
+        ("tiny.yaml", ["--dense-epochs", "2"], "ran 1 epochs, not the 2 asked; give --dense-epochs 1 or"),
+        ("tiny4.yaml", [], "ran on 2 devices, not the 4 of the sparse run; give another --dense-dir"),
+    ],
+)
+def test_a_dense_baseline_of_another_budget_or_device_count_is_refused(done, config, options, message):
+    (done / "tiny4.yaml").write_text(CONFIG.replace("devices: 2", "devices: 4"))
+    args = ["mnist5k_4", "--sparse-config", config, "--name", "other", "--runs-dir", "runs", *options]
+    args += ["--dense-dir", "runs/mnist5k_4/dense", "--results-dir", "results", "--results-md", "RESULTS.md"]
+    table_before = (done / "RESULTS.md").read_text()
+    result = reproduce(*args, cwd=done)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "reproduce: the dense baseline in runs/mnist5k_4/dense ran 1 epochs, not the 2 asked; "
-        "give --dense-epochs 1 or another --dense-dir"
-    )
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("reproduce: the dense baseline in runs/mnist5k_4/dense ")
+    assert message in last_line
     assert not (done / "runs" / "other").exists() and not (done / "results" / "other.json").exists()
+    assert (done / "RESULTS.md").read_text() == table_before
 
 
 def test_an_interrupted_side_is_resumed(tmp_path):
