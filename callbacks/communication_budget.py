@@ -8,20 +8,21 @@ from typing_extensions import override
 
 from callbacks.traffic import dense_step_bytes, ledger_of
 
-MEASURES = ("wire", "paper")
+MEASURES = ("wire", "golomb", "paper")
 
 
 class CommunicationBudget(pl.Callback):
     """Stops the fit after the step at which the cumulative traffic reaches ``max_bytes``.
 
-    Traffic is read from the strategy's ledger (``wire`` bytes, indices included, or the paper's
-    ``paper`` measure, 4 bytes per value), or, under a strategy without a ledger, counted here as
+    Traffic is read from the strategy's ledger (``wire`` bytes, indices or bitmap included;
+    ``golomb``, positions as Rice-coded gaps; or the paper's ``paper`` measure, 4 bytes per
+    value), or, under a strategy without a ledger, counted here as
     the dense traffic the parameter count implies. All ranks agree on the decision (a rank
     stopping alone would leave the others waiting in a collective).
 
     Args:
         max_bytes: the budget, in bytes (> 0).
-        measure: ``"wire"`` or ``"paper"``.
+        measure: ``"wire"``, ``"golomb"`` or ``"paper"``.
 
     Example::
 
@@ -48,7 +49,7 @@ class CommunicationBudget(pl.Callback):
         ledger = ledger_of(trainer)
         if ledger is None:
             return self.spent_bytes + dense_step_bytes(pl_module, trainer.world_size)
-        return ledger.total.wire_bytes if self.measure == "wire" else ledger.total.paper_bytes
+        return getattr(ledger.total, f"{self.measure}_bytes")
 
     @override
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:

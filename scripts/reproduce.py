@@ -104,12 +104,16 @@ def communication_vs_dense(dense: dict, sparse: dict) -> dict:
         >>> communication_vs_dense(
         ...     {"comm_dense_bytes": 1000}, {"comm_paper_bytes": 100, "comm_wire_bytes": 120}
         ... )
-        {'paper_fraction': 0.1, 'wire_fraction': 0.12}
+        {'paper_fraction': 0.1, 'wire_fraction': 0.12, 'golomb_fraction': None}
+
+    ``golomb_fraction`` is None for a run counted before the ledger had the Golomb measure.
     """
     baseline = dense["comm_dense_bytes"]
+    golomb = sparse.get("comm_golomb_bytes")
     return {
         "paper_fraction": sparse["comm_paper_bytes"] / baseline,
         "wire_fraction": sparse["comm_wire_bytes"] / baseline,
+        "golomb_fraction": None if golomb is None else golomb / baseline,
     }
 
 
@@ -131,8 +135,9 @@ def table(results: list[dict]) -> str:
     """The markdown table of all finished settings."""
     head = (
         "| setting | dense top-1 | sparse top-1 (paper) | kept weights (paper) "
-        "| comm, paper's measure (paper) | comm, wire bytes | epochs dense / sparse | train time |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| comm, paper's measure (paper) | comm, wire bytes | comm, Golomb-coded "
+        "| epochs dense / sparse | train time |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     rows = []
     for r in results:
@@ -144,10 +149,15 @@ def table(results: list[dict]) -> str:
             f"| {100 * s['test_acc']:.2f} % ({_paper(p['top1'])}) "
             f"| {100 * s['kept_fraction']:.2f} % ({_paper(p['kept'])}) "
             f"| {100 * comm['paper_fraction']:.2f} % ({_paper(p['comm'])}) "
-            f"| {100 * comm['wire_fraction']:.2f} % | {d['epochs']} / {s['epochs']} | {hours:.1f} h |"
+            f"| {100 * comm['wire_fraction']:.2f} % | {_percent(comm['golomb_fraction'])} "
+            f"| {d['epochs']} / {s['epochs']} | {hours:.1f} h |"
         )
     commands = "\n".join(f"- {r.get('name', r['setting'])}: `{r['command']}`" for r in results)
     return head + "\n".join(rows) + "\n\nCommands (run from the repository root):\n\n" + commands + "\n"
+
+
+def _percent(fraction) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.2f} %"
 
 
 def _paper(value) -> str:

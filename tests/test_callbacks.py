@@ -209,7 +209,10 @@ def test_resumed_callbacks_continue_their_schedules_and_totals(tmp_path):
         (lambda: SparseModelExport(filename="a/b.pt"), r"filename must be a plain file name, got 'a/b.pt'"),
         (lambda: CommunicationBudget(max_bytes=0), r"max_bytes must be a finite number of bytes > 0, got 0"),
         (lambda: CommunicationBudget(max_bytes=float("inf")), r"max_bytes must be .* got inf"),
-        (lambda: CommunicationBudget(1e9, measure="bits"), r"measure must be one of wire, paper, got 'bits'"),
+        (
+            lambda: CommunicationBudget(1e9, measure="bits"),
+            r"measure must be one of wire, golomb, paper, got 'bits'",
+        ),
     ],
 )
 def test_bad_arguments_are_one_clear_error(make, message):

@@ -48,7 +48,8 @@ def test_summary_ledger_plots_and_printed_table(run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["devices"] == 2 and summary["epochs"] == 3 and summary["steps"] == 9
     assert 0 < summary["kept_fraction"] < 1 and 0 < summary["comm_paper_fraction"] < 1
-    assert summary["comm_wire_bytes"] < summary["comm_dense_bytes"]
+    assert summary["comm_golomb_bytes"] <= summary["comm_wire_bytes"] < summary["comm_dense_bytes"]
+    assert summary["comm_golomb_fraction"] == summary["comm_golomb_bytes"] / summary["comm_dense_bytes"]
     assert summary["export_bytes"] < summary["export_dense_bytes"]
     ledger = json.loads((run / "ledger.json").read_text())
     assert ledger["total"]["steps"] == 9 and sorted(ledger["epochs"]) == ["0", "1", "2"]
@@ -92,6 +93,7 @@ def test_wandb_offline_runs_hold_config_metrics_table_and_plots(run):
     keys = set().union(*rows)
     expected = {
         "comm/step/upload", "comm/total/wire_bytes", "comm/total/paper_fraction", "comm/epoch/wire_fraction",
+        "comm/total/golomb_bytes", "comm/epoch/golomb_fraction",
         "sparsity/total", "sparsity/network.1", "train/loss", "train/kl", "val/acc", "test/acc",
         "export/sparse_bytes", "summary/_type", "plots/_type",
     }  # fmt: skip

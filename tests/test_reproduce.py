@@ -51,6 +51,7 @@ def test_both_sides_run_with_their_budgets_and_the_result_is_written(done):
     assert (dense["steps"], sparse["steps"]) == (2, 4)
     assert result["comm_vs_dense"]["paper_fraction"] == pytest.approx(2 * sparse["comm_paper_fraction"])
     assert result["comm_vs_dense"]["wire_fraction"] == pytest.approx(2 * sparse["comm_wire_fraction"])
+    assert result["comm_vs_dense"]["golomb_fraction"] == pytest.approx(2 * sparse["comm_golomb_fraction"])
     assert result["paper"] == {"top1": 98.35, "kept": 1.9, "comm": 11.6}
     assert result["command"].startswith("python scripts/reproduce.py mnist5k_4 --sparse-config tiny.yaml")
     assert (done / "results" / "mnist5k_4_figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -137,9 +138,11 @@ def test_table_of_a_setting_the_paper_did_not_run():
     run = {"test_acc": 0.5, "kept_fraction": 0.1, **bytes_, "epochs": 1, "wall_seconds": 3600.0}
     row = {"setting": "x", "command": "c", "dense": run, "sparse": run}
     row["paper"] = {"top1": None, "kept": None, "comm": None}
-    assert "| x | 50.00 % | 50.00 % (-) | 10.00 % (-) | 20.00 % (-) | 30.00 % | 1 / 1 | 2.0 h |" in table(
+    assert "| x | 50.00 % | 50.00 % (-) | 10.00 % (-) | 20.00 % (-) | 30.00 % | - | 1 / 1 | 2.0 h |" in table(
         [row]
-    )
+    )  # a run counted before the Golomb measure existed has "-" there
+    row["sparse"] = {**run, "comm_golomb_bytes": 25}
+    assert "| 20.00 % (-) | 30.00 % | 25.00 % | 1 / 1 |" in table([row])
 
 
 @pytest.mark.parametrize(

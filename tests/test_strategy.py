@@ -69,7 +69,7 @@ def test_ledger_counts_equal_independent_recount_step_by_step(data_dir, tmp_path
     assert ranks[0]["history"] == ranks[1]["history"]  # every device keeps the global ledger
     params = sum(v.numel() for k, v in ranks[0]["state"].items() if not k.endswith("log_sigma2"))
     assert history[0]["dense_values"] == 2 * 2 * params
-    assert Traffic(**ranks[0]["total"]).paper_fraction < 1.0
+    assert Traffic.from_dict(ranks[0]["total"]).paper_fraction < 1.0
 
 
 def test_sparse_and_dense_transports_end_in_the_same_weights(data_dir, tmp_path):
@@ -87,7 +87,7 @@ def test_log_sigma2_is_local_in_the_variant_and_shared_in_algorithm_1(data_dir, 
     assert not torch.equal(variant[0]["state"][key], variant[1]["state"][key])
     assert torch.equal(variant[0]["state"]["network.1.weight"], variant[1]["state"]["network.1.weight"])
     assert torch.equal(shared[0]["state"][key], shared[1]["state"][key])
-    assert Traffic(**shared[0]["total"]).upload > Traffic(**variant[0]["total"]).upload
+    assert Traffic.from_dict(shared[0]["total"]).upload > Traffic.from_dict(variant[0]["total"]).upload
 
 
 def test_a_stopped_and_resumed_run_ends_like_one_that_never_stopped(data_dir, tmp_path):

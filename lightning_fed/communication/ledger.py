@@ -3,15 +3,16 @@
 import threading
 from dataclasses import asdict, dataclass, fields
 
-from lightning_fed.communication.encoding import VALUE_BYTES, paper_bytes, wire_bytes
+from lightning_fed.communication.encoding import VALUE_BYTES, golomb_bytes, paper_bytes, wire_bytes
 
 
 @dataclass
 class Traffic:
     """Traffic of one step (or a sum of steps), summed over all devices.
 
-    ``upload`` / ``download`` count gradient values; ``*_bytes`` the wire bytes of the encoding;
-    ``dense_values`` what dense distributed SGD would move (2 x N x P).
+    ``upload`` / ``download`` count gradient values; ``*_bytes`` the wire bytes of the encoding
+    (indices or bitmap); ``*_golomb_bytes`` those with Rice-coded positions; ``dense_values`` what
+    dense distributed SGD would move (2 x N x P).
     """
 
     upload: int = 0
@@ -20,6 +21,24 @@ class Traffic:
     download_bytes: int = 0
     dense_values: int = 0
     steps: int = 0
+    upload_golomb_bytes: int = 0
+    download_golomb_bytes: int = 0
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "Traffic":
+        """Reads :func:`dataclasses.asdict` output; a state saved before the Golomb measure existed
+        counts those steps at their wire bytes (an upper bound: Golomb positions never cost more
+        than a bitmap's, plus one byte).
+
+        Example::
+
+            >>> Traffic.from_dict({"upload": 2, "upload_bytes": 16, "steps": 1}).upload_golomb_bytes
+            16
+        """
+        state = dict(state)
+        for side in ("upload", "download"):
+            state.setdefault(f"{side}_golomb_bytes", state.get(f"{side}_bytes", 0))
+        return cls(**state)
 
     def __iadd__(self, other: "Traffic") -> "Traffic":
         for field in fields(self):
@@ -40,6 +59,10 @@ class Traffic:
         return self.upload_bytes + self.download_bytes
 
     @property
+    def golomb_bytes(self) -> int:
+        return self.upload_golomb_bytes + self.download_golomb_bytes
+
+    @property
     def dense_bytes(self) -> int:
         return self.dense_values * VALUE_BYTES
 
@@ -53,12 +76,17 @@ class Traffic:
         """Wire bytes (indices included) as a fraction of dense bytes."""
         return self.wire_bytes / self.dense_bytes if self.dense_bytes else 0.0
 
+    @property
+    def golomb_fraction(self) -> float:
+        """Bytes with Rice-coded positions as a fraction of dense bytes."""
+        return self.golomb_bytes / self.dense_bytes if self.dense_bytes else 0.0
+
     def metrics(self, prefix: str) -> dict[str, float]:
         """Flat metrics for a logger, e.g. ``comm/total/upload``."""
-        names = ["upload", "download", "paper_bytes", "wire_bytes", "dense_bytes"]
+        names = ["upload", "download", "paper_bytes", "wire_bytes", "golomb_bytes", "dense_bytes"]
         values = {f"{prefix}/{name}": float(getattr(self, name)) for name in names}
-        values[f"{prefix}/paper_fraction"] = self.paper_fraction
-        values[f"{prefix}/wire_fraction"] = self.wire_fraction
+        for measure in ("paper", "wire", "golomb"):
+            values[f"{prefix}/{measure}_fraction"] = getattr(self, f"{measure}_fraction")
         return values
 
 
@@ -75,20 +103,26 @@ def bucket_traffic(upload_counts, download_counts, numels, dense_mask, num_devic
     Example::
 
         >>> t = bucket_traffic([[2, 0], [1, 0]], [3, 0], [100, 100], [True, True], 2)
-        >>> t.upload, t.download, t.upload_bytes, t.dense_values
-        (3, 6, 24, 800)
+        >>> t.upload, t.download, t.upload_bytes, t.upload_golomb_bytes, t.dense_values
+        (3, 6, 24, 17, 800)
     """
-    upload_bytes = sum(
-        wire_bytes(n, numel) for row in upload_counts for n, numel in zip(row, numels, strict=True)
-    )
-    down_bytes = sum(wire_bytes(n, numel) for n, numel in zip(download_counts, numels, strict=True))
+
+    def sent(encoding) -> tuple[int, int]:
+        up = sum(encoding(n, numel) for row in upload_counts for n, numel in zip(row, numels, strict=True))
+        down = sum(encoding(n, numel) for n, numel in zip(download_counts, numels, strict=True))
+        return up, num_devices * down
+
+    upload_bytes, download_bytes = sent(wire_bytes)
+    upload_golomb, download_golomb = sent(golomb_bytes)
     dense = sum(numel for numel, counted in zip(numels, dense_mask, strict=True) if counted)
     return Traffic(
         upload=int(sum(sum(row) for row in upload_counts)),
         download=num_devices * int(sum(download_counts)),
         upload_bytes=upload_bytes,
-        download_bytes=num_devices * down_bytes,
+        download_bytes=download_bytes,
         dense_values=2 * num_devices * dense,
+        upload_golomb_bytes=upload_golomb,
+        download_golomb_bytes=download_golomb,
     )
 
 
@@ -146,7 +180,7 @@ class CommunicationLedger:
 
     def load_state_dict(self, state: dict) -> None:
         self.reset()
-        self.total = Traffic(**state.get("total", {}))
-        self.last_step = Traffic(**state.get("last_step", {}))
-        self.epochs = {int(e): Traffic(**t) for e, t in state.get("epochs", {}).items()}
-        self.history = [Traffic(**t) for t in state.get("history", [])]
+        self.total = Traffic.from_dict(state.get("total", {}))
+        self.last_step = Traffic.from_dict(state.get("last_step", {}))
+        self.epochs = {int(e): Traffic.from_dict(t) for e, t in state.get("epochs", {}).items()}
+        self.history = [Traffic.from_dict(t) for t in state.get("history", [])]
