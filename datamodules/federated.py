@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from datamodules.checks import check_count
 from datamodules.datasets import INFO, DatasetInfo, ImageData, load_dataset
 from datamodules.loading import ImageBatches, RankSlice, ShardBatchSampler, keep_batch
 from datamodules.partitions import PARTITIONS, Partition, make_partition
@@ -60,25 +61,17 @@ class FederatedDataModule(pl.LightningDataModule):
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(INFO)}")
         if partition not in PARTITIONS:
             raise ValueError(f"unknown partition {partition!r}; choose one of {', '.join(PARTITIONS)}")
-        if num_devices is not None and (isinstance(num_devices, bool) or not isinstance(num_devices, int)):
-            raise ValueError(f"num_devices must be an integer >= 1, got {num_devices!r}")
-        if num_devices is not None and num_devices < 1:
-            raise ValueError(f"num_devices must be an integer >= 1, got {num_devices!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be an integer > 0, got {batch_size!r}")
-        if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0:
-            raise ValueError(f"val_size must be an integer >= 0, got {val_size!r}")
         self.dataset_name = dataset
         self.info: DatasetInfo = INFO[dataset]
-        self.num_devices = num_devices
+        self.num_devices = None if num_devices is None else check_count("num_devices", num_devices)
         self.partition_name = partition
         self.partition_params = dict(partition_params or {})
-        self.batch_size = batch_size
+        self.batch_size = check_count("batch_size", batch_size)
         self.data_dir = data_dir
         self.seed = seed
         self.download = download
-        self.num_workers = num_workers
-        self.val_size = val_size
+        self.num_workers = check_count("num_workers", num_workers, minimum=0)
+        self.val_size = check_count("val_size", val_size, minimum=0)
         self.augment = augment and self.info.size == 32
         self.partition: Partition | None = None
         self._train: ImageData | None = None

@@ -4,15 +4,9 @@ A partition is a small seeded object: it computes the index map once, on first u
 out the indices of a device by index. Every partition reports its per-device label histogram.
 """
 
-import math
-
 import numpy as np
 
-
-def _check_count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+from datamodules.checks import check_count, check_number
 
 
 class Partition:
@@ -22,7 +16,7 @@ class Partition:
 
     def __init__(self, labels, num_devices: int, seed: int = 0) -> None:
         self.labels = np.asarray(labels)
-        self.num_devices = _check_count("num_devices", num_devices)
+        self.num_devices = check_count("num_devices", num_devices)
         if self.num_devices > len(self.labels):
             raise ValueError(
                 f"num_devices={num_devices} exceeds the {len(self.labels)} training samples; "
@@ -75,9 +69,7 @@ class IidPartition(Partition):
 
     def __init__(self, labels, num_devices: int, seed: int = 0, unequal_sigma: float = 0.0) -> None:
         super().__init__(labels, num_devices, seed)
-        if not math.isfinite(unequal_sigma) or unequal_sigma < 0:
-            raise ValueError(f"unequal_sigma must be a finite number >= 0, got {unequal_sigma!r}")
-        self.unequal_sigma = unequal_sigma
+        self.unequal_sigma = check_number("unequal_sigma", unequal_sigma)
 
     def _build(self, rng):
         order = rng.permutation(len(self.labels))
@@ -106,12 +98,8 @@ class DirichletPartition(Partition):
 
     def __init__(self, labels, num_devices: int, seed: int = 0, alpha: float = 0.5, min_size: int = 1):
         super().__init__(labels, num_devices, seed)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"Dirichlet alpha must be a number > 0, got {alpha!r}")
-        if not math.isfinite(alpha):
-            raise ValueError(f"Dirichlet alpha must be a finite number > 0, got {alpha!r}")
-        self.alpha = float(alpha)
-        self.min_size = _check_count("min_size", min_size)
+        self.alpha = check_number("Dirichlet alpha", alpha, positive=True)
+        self.min_size = check_count("min_size", min_size)
 
     def _draw(self, rng) -> list[np.ndarray]:
         shards: list[list[np.ndarray]] = [[] for _ in range(self.num_devices)]
@@ -152,7 +140,7 @@ class ShardPartition(Partition):
     def __init__(self, labels, num_devices: int, seed: int = 0, num_shards: int | None = None):
         super().__init__(labels, num_devices, seed)
         num_shards = 2 * self.num_devices if num_shards is None else num_shards
-        self.num_shards = _check_count("num_shards", num_shards)
+        self.num_shards = check_count("num_shards", num_shards)
         if self.num_shards % self.num_devices:
             raise ValueError(
                 f"num_shards={self.num_shards} does not divide among {self.num_devices} devices; "

@@ -116,8 +116,12 @@ def test_an_epoch_draws_the_same_batches_and_crops_in_a_fresh_loader_as_after_ea
         ({"dataset": "imagenet"}, r"unknown dataset 'imagenet'; choose one of fashion-mnist"),
         ({"partition": "zipf"}, r"unknown partition 'zipf'"),
         ({"num_devices": 0}, r"num_devices must be an integer >= 1, got 0"),
-        ({"batch_size": 0}, r"batch_size must be an integer > 0, got 0"),
-        ({"batch_size": -3}, r"batch_size must be an integer > 0, got -3"),
+        ({"num_devices": True}, r"num_devices must be an integer >= 1, got True"),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": -3}, r"batch_size must be an integer >= 1, got -3"),
+        ({"batch_size": 12.5}, r"batch_size must be an integer >= 1, got 12.5"),
+        ({"val_size": -1}, r"val_size must be an integer >= 0, got -1"),
+        ({"num_workers": -2}, r"num_workers must be an integer >= 0, got -2"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(kwargs, message):

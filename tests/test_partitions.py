@@ -61,13 +61,25 @@ def test_dirichlet_small_alpha_is_skewed_large_alpha_is_uniform():
         ),
         (lambda: IidPartition(LABELS, 0), r"num_devices must be an integer >= 1, got 0"),
         (lambda: IidPartition(LABELS, 2000), r"num_devices=2000 exceeds the 1000 training samples"),
-        (lambda: DirichletPartition(LABELS, 2, alpha=0), r"Dirichlet alpha must be a number > 0, got 0"),
+        (
+            lambda: DirichletPartition(LABELS, 2, alpha=0),
+            r"Dirichlet alpha must be a finite number > 0, got 0",
+        ),
         (
             lambda: DirichletPartition(LABELS, 2, alpha=-1.0),
-            r"Dirichlet alpha must be a number > 0, got -1.0",
+            r"Dirichlet alpha must be a finite number > 0, got -1.0",
         ),
+        (
+            lambda: DirichletPartition(LABELS, 2, alpha=float("inf")),
+            r"Dirichlet alpha must be a finite number > 0, got inf",
+        ),
+        (lambda: DirichletPartition(LABELS, 2, min_size=0), r"min_size must be an integer >= 1, got 0"),
         (lambda: ShardPartition(LABELS, 3, num_shards=10), r"num_shards=10 does not divide among 3 devices"),
         (lambda: IidPartition(LABELS, 2, unequal_sigma=-1), r"unequal_sigma must be a finite number >= 0"),
+        (
+            lambda: IidPartition(LABELS, 2, unequal_sigma="1"),
+            r"unequal_sigma must be a finite number >= 0, got '1'",
+        ),
     ],
 )
 def test_bad_partition_arguments(make, message):
