@@ -10,26 +10,33 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from lightning_fed.communication import Traffic
+
 GIB = 2**30
 
 
-def epoch_fractions(ledger_state: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per epoch: epoch numbers, fraction of dense values sent (the paper's measure), and of dense
-    wire bytes (indices included).
+def epoch_fractions(ledger_state: dict) -> dict[str, np.ndarray | None]:
+    """Per epoch: ``epoch`` numbers and the fraction of dense communication by each measure:
+    ``paper`` (values sent), ``wire`` (indices or bitmap included) and ``golomb`` (Rice-coded
+    positions; None for a ledger saved before it counted them).
 
     Example::
 
         >>> state = {"epochs": {"0": {"upload": 5, "download": 5, "upload_bytes": 60,
-        ...                           "download_bytes": 60, "dense_values": 40}}}
-        >>> [a.tolist() for a in epoch_fractions(state)]
-        [[0], [0.25], [0.75]]
+        ...                           "download_bytes": 60, "dense_values": 40,
+        ...                           "upload_golomb_bytes": 30, "download_golomb_bytes": 30}}}
+        >>> {k: v.tolist() for k, v in epoch_fractions(state).items()}
+        {'epoch': [0], 'paper': [0.25], 'wire': [0.75], 'golomb': [0.375]}
     """
     rows = sorted((int(e), t) for e, t in ledger_state.get("epochs", {}).items())
-    epochs = np.array([e for e, _ in rows], dtype=int)
-    dense = np.array([max(t["dense_values"], 1) for _, t in rows], dtype=float)
-    values = np.array([t["upload"] + t["download"] for _, t in rows], dtype=float)
-    wire = np.array([t["upload_bytes"] + t["download_bytes"] for _, t in rows], dtype=float)
-    return epochs, values / dense, wire / (4 * dense)
+    traffic = [Traffic.from_dict(t) for _, t in rows]
+    counted_golomb = all("upload_golomb_bytes" in t for _, t in rows)
+    fractions = {"epoch": np.array([e for e, _ in rows], dtype=int)}
+    for measure in ("paper", "wire", "golomb"):
+        fractions[measure] = np.array([getattr(t, f"{measure}_fraction") for t in traffic], dtype=float)
+    if not counted_golomb:
+        fractions["golomb"] = None
+    return fractions
 
 
 def cumulative_bytes(ledger_state: dict) -> dict[str, np.ndarray]:
@@ -44,15 +51,19 @@ def cumulative_bytes(ledger_state: dict) -> dict[str, np.ndarray]:
 def plot_transmitted_fraction(runs: dict[str, dict], path) -> Path:
     """Figure 2 of the paper: fraction of gradients transmitted per epoch, against the dense line.
 
-    ``runs`` maps a label to a ledger state; a dense baseline's ledger may be one of them.
+    ``runs`` maps a label to a ledger state; a dense baseline's ledger may be one of them. Each run
+    gets a line per measure (paper's, wire bytes, and Golomb-coded where its ledger counted it).
     """
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.add_subplot()
     axes.axhline(1.0, color="black", linestyle="--", linewidth=1, label="dense (all gradients)")
     for label, state in runs.items():
-        epochs, paper, wire = epoch_fractions(state)
-        axes.plot(epochs + 1, paper, marker=".", label=f"{label}: values (paper's measure)")
-        axes.plot(epochs + 1, wire, marker=".", linestyle=":", label=f"{label}: wire bytes")
+        fractions = epoch_fractions(state)
+        epochs = fractions["epoch"] + 1
+        axes.plot(epochs, fractions["paper"], marker=".", label=f"{label}: values (paper's measure)")
+        axes.plot(epochs, fractions["wire"], marker=".", linestyle=":", label=f"{label}: wire bytes")
+        if fractions["golomb"] is not None:
+            axes.plot(epochs, fractions["golomb"], linestyle="--", label=f"{label}: Golomb-coded")
     axes.set(xlabel="epoch", ylabel="fraction of dense communication", ylim=(0, 1.1))
     axes.set_title("Fraction of gradients transmitted per epoch")
     axes.legend(fontsize="small")
