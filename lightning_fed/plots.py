@@ -41,11 +41,11 @@ def epoch_fractions(ledger_state: dict) -> dict[str, np.ndarray | None]:
 
 def cumulative_bytes(ledger_state: dict) -> dict[str, np.ndarray]:
     """Cumulative paper, wire and dense bytes after every step (needs the ledger's history)."""
-    history = ledger_state.get("history", [])
-    values = np.array([t["upload"] + t["download"] for t in history], dtype=float)
-    wire = np.array([t["upload_bytes"] + t["download_bytes"] for t in history], dtype=float)
-    dense = np.array([t["dense_values"] for t in history], dtype=float)
-    return {"paper": np.cumsum(4 * values), "wire": np.cumsum(wire), "dense": np.cumsum(4 * dense)}
+    history = [Traffic.from_dict(t) for t in ledger_state.get("history", [])]
+    return {
+        measure: np.cumsum(np.array([getattr(t, f"{measure}_bytes") for t in history], dtype=float))
+        for measure in ("paper", "wire", "dense")
+    }
 
 
 def plot_transmitted_fraction(runs: dict[str, dict], path) -> Path:

@@ -3,7 +3,7 @@
 import pytest
 
 from lightning_fed.communication import CommunicationLedger, bucket_traffic
-from lightning_fed.plots import epoch_fractions, plot_transmitted_fraction
+from lightning_fed.plots import cumulative_bytes, epoch_fractions, plot_transmitted_fraction
 
 
 def _ledger_state(kept_per_epoch: list[int], numel: int = 10_000, devices: int = 4) -> dict:
@@ -30,3 +30,11 @@ def test_a_ledger_saved_before_the_golomb_measure_has_no_golomb_line(tmp_path):
     assert epoch_fractions(state)["golomb"] is None
     path = plot_transmitted_fraction({"old": state, "new": _ledger_state([50])}, tmp_path / "f2.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cumulative_bytes_add_up_each_measure_step_by_step():
+    totals = cumulative_bytes(_ledger_state([10_000, 50]))
+    dense_step = 2 * 4 * 10_000 * 4  # 2 x N x P values of 4 bytes
+    assert totals["dense"].tolist() == [dense_step, 2 * dense_step]
+    assert totals["paper"].tolist() == [dense_step, dense_step + 2 * 4 * 50 * 4]
+    assert totals["paper"][1] < totals["wire"][1] < totals["dense"][1]
