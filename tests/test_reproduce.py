@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from lightning_fed.epoch_log import epoch_rows, read_epochs
 from scripts.reproduce import fit_command, parse_args, table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +160,16 @@ def test_bad_arguments(args, message, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert re.search(message, result.stderr.strip().splitlines()[-1])
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_per_epoch_traffic_of_a_real_run_adds_up_to_its_ledger(done):
+    sparse = done / "runs" / "mnist5k_4" / "sparse"
+    rows = epoch_rows(read_epochs(sparse))
+    summary = json.loads((sparse / "summary.json").read_text())
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert all(r["val_acc"] is not None and 0 < r["kept"] <= 1 for r in rows)
+    # equal epochs (2 steps each): the dense epochs sent are epochs x the run's own fraction
+    for measure in ("paper", "wire", "golomb"):
+        assert rows[-1][f"total_{measure}"] == pytest.approx(
+            2 * summary[f"comm_{measure}_fraction"], rel=1e-5
+        )

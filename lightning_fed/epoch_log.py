@@ -1,0 +1,136 @@
+"""A run's per-epoch record read back from its CSV logs: the figures behind RESULTS.md's tables.
+
+``fit.py`` logs through Lightning's ``CSVLogger`` into ``RUN/csv/version_N/metrics.csv``, one
+version per call (a resumed run has several). Every epoch-level metric is there, during the run
+as well as after it, so a run still in progress can be read the same way as a finished one.
+Traffic is counted in *dense epochs*: the ``comm/epoch/*_fraction`` of an epoch is what it sent
+over what dense distributed SGD sends in one epoch, so their sum over epochs is the run's traffic
+in dense epochs (divide by a dense baseline's epoch count for the fraction of its traffic).
+"""
+
+import csv
+import re
+from pathlib import Path
+
+MEASURES = ("paper", "wire", "golomb")
+COLUMNS = {
+    "kept": "sparsity/total",
+    "val_acc": "val/acc",
+    **{measure: f"comm/epoch/{measure}_fraction" for measure in MEASURES},
+}
+_VERSION = re.compile(r"version_(\d+)")
+
+
+def csv_versions(run_dir) -> list[Path]:
+    """The run's ``metrics.csv`` files, oldest version first (``version_10`` after ``version_9``).
+
+    Example::
+
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> for n in (10, 9):
+        ...     (run / "csv" / f"version_{n}").mkdir(parents=True)
+        ...     _ = (run / "csv" / f"version_{n}" / "metrics.csv").write_text("epoch\\n")
+        >>> [path.parent.name for path in csv_versions(run)]
+        ['version_9', 'version_10']
+    """
+    paths = Path(run_dir).expanduser().glob("csv/version_*/metrics.csv")
+    return sorted(paths, key=lambda path: int(_VERSION.fullmatch(path.parent.name).group(1)))
+
+
+def read_epochs(run_dir) -> dict[int, dict[str, float]]:
+    """Every epoch's logged values by metric name; where versions overlap, the later one wins.
+
+    Rows without an epoch and empty cells are skipped, so step rows add nothing but their own
+    epoch-level values (Lightning logs ``on_epoch`` metrics in rows of their own).
+
+    Raises:
+        FileNotFoundError: the folder has no ``csv/version_*/metrics.csv``.
+    """
+    paths = csv_versions(run_dir)
+    if not paths:
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} has no csv/version_*/metrics.csv (is it a fit.py run folder?)"
+        )
+    epochs: dict[int, dict[str, float]] = {}
+    for path in paths:
+        with open(path, newline="") as file:
+            for row in csv.DictReader(file):
+                if not row.get("epoch"):
+                    continue
+                values = {k: float(v) for k, v in row.items() if k not in ("epoch", "step") and v}
+                epochs.setdefault(int(float(row["epoch"])), {}).update(values)
+    return dict(sorted(epochs.items()))
+
+
+def epoch_rows(epochs: dict[int, dict[str, float]]) -> list[dict]:
+    """One row a training epoch: the ``COLUMNS`` (None where not logged; epochs with none of them,
+    such as the test's row after the last epoch, are left out) and, for each traffic measure,
+    ``total_<measure>``: the dense epochs sent up to and including this one (None until the
+    measure is first logged: a run counted before the ledger had it has no Golomb total).
+
+    Example::
+
+        >>> epochs = {0: {"comm/epoch/paper_fraction": 0.5, "val/acc": 0.8},
+        ...           1: {"comm/epoch/paper_fraction": 0.25}}
+        >>> [(r["epoch"], r["paper"], r["val_acc"], r["total_paper"]) for r in epoch_rows(epochs)]
+        [(0, 0.5, 0.8, 0.5), (1, 0.25, None, 0.75)]
+    """
+    totals: dict[str, float | None] = dict.fromkeys(MEASURES)
+    rows = []
+    for epoch, values in sorted(epochs.items()):
+        if not any(metric in values for metric in COLUMNS.values()):
+            continue
+        row = {"epoch": epoch, **{column: values.get(metric) for column, metric in COLUMNS.items()}}
+        for measure in MEASURES:
+            if row[measure] is not None:
+                totals[measure] = (totals[measure] or 0.0) + row[measure]
+            row[f"total_{measure}"] = totals[measure]
+        rows.append(row)
+    return rows
+
+
+def span_totals(rows: list[dict], first: int, last: int | None = None) -> dict[str, float | None]:
+    """Dense epochs sent in epochs ``first`` to ``last`` (both included; None: to the end), by
+    each measure; None for a measure not logged in the span.
+
+    Example::
+
+        >>> rows = epoch_rows({e: {"comm/epoch/wire_fraction": 0.1 * (e + 1)} for e in range(4)})
+        >>> round(span_totals(rows, 1, 2)["wire"], 6), round(span_totals(rows, 3)["wire"], 6)
+        (0.5, 0.4)
+    """
+    chosen = [r for r in rows if r["epoch"] >= first and (last is None or r["epoch"] <= last)]
+    values = {measure: [r[measure] for r in chosen if r[measure] is not None] for measure in MEASURES}
+    return {measure: sum(v) if v else None for measure, v in values.items()}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as a markdown table: percentages for accuracy and kept weights, dense epochs for
+    traffic (per epoch, then the running total), "-" where a value was not logged.
+
+    Example::
+
+        >>> rows = epoch_rows({0: {"val/acc": 0.756, "comm/epoch/paper_fraction": 0.774}})
+        >>> print(markdown_table(rows).splitlines()[-1])
+        | 0 | - | 75.6 % | 0.774 | - | - | 0.77 | - | - |
+    """
+    head = (
+        "| epoch | kept weights | validation acc. | sent, paper's measure | sent, wire bytes "
+        "| sent, Golomb-coded | total paper | total wire | total Golomb |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        cells = [str(r["epoch"]), _percent(r["kept"]), _percent(r["val_acc"])]
+        cells += [number(r[m], 3) for m in MEASURES] + [number(r[f"total_{m}"], 2) for m in MEASURES]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def number(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
