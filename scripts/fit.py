@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="KL weight after the ramp (1: ELBO)",
     )
+    g.add_argument("--kl-decay-at", type=_finite_float_at_least_0, help="epoch the KL weight starts to fall")
+    g.add_argument("--kl-decay-epochs", type=_finite_float_at_least_0, default=0.0, help="length of the fall")
+    g.add_argument("--kl-decay-to", type=_finite_float_at_least_0, help="KL weight after the fall")
     g.add_argument("--init-from", default=None, help="checkpoint or state dict to start theta from")
     g.add_argument("--pretrained", action="store_true", help="ImageNet weights (resnet18; internet)")
     g.add_argument("--seed", type=int, default=0, help="seeds model, data split and shuffling")
@@ -114,7 +117,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     args, _ = parser.parse_known_args(argv)
     if args.config:
         parser.set_defaults(**_read_config(parser, args.config))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    _check_kl_decay(parser, args)
+    return args
+
+
+def _check_kl_decay(parser, args) -> None:
+    """The KL weight's fall needs both ends, and starts after the ramp is over."""
+    if (args.kl_decay_at is None) != (args.kl_decay_to is None):
+        parser.error("--kl-decay-at and --kl-decay-to go together: give both or neither")
+    ramp_end = args.kl_delay_epochs + args.kl_warmup_epochs
+    if args.kl_decay_at is not None and args.kl_decay_at < ramp_end:
+        parser.error(
+            f"--kl-decay-at {args.kl_decay_at:g} is before the end of the KL ramp "
+            f"(--kl-delay-epochs + --kl-warmup-epochs = {ramp_end:g}); give a value >= {ramp_end:g}"
+        )
 
 
 def _read_config(parser, path: str) -> dict:

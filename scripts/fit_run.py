@@ -110,8 +110,11 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
         SparsityMonitor(log_histograms=not args.dense),
         SparseModelExport(dirpath=output),
     ]
-    if args.kl_warmup_epochs or args.kl_delay_epochs:
-        warmup = KLWarmup(warmup=args.kl_warmup_epochs, delay=args.kl_delay_epochs, end=args.kl_final_weight)
+    if args.kl_warmup_epochs or args.kl_delay_epochs or args.kl_decay_at is not None:
+        warmup = KLWarmup(
+            warmup=args.kl_warmup_epochs, delay=args.kl_delay_epochs, end=args.kl_final_weight,
+            decay_at=args.kl_decay_at, decay=args.kl_decay_epochs, decay_to=args.kl_decay_to or 0.0,
+        )  # fmt: skip
         callbacks.append(warmup)
     if args.comm_budget_bytes is not None:
         callbacks.append(CommunicationBudget(args.comm_budget_bytes))

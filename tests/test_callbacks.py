@@ -205,6 +205,14 @@ def test_resumed_callbacks_continue_their_schedules_and_totals(tmp_path):
         (lambda: KLWarmup(end=-1), r"end must be a finite number >= 0, got -1"),
         (lambda: KLWarmup(shape="step"), r"shape should be 'linear' or 'cosine', got 'step'"),
         (lambda: KLWarmup(unit="batches"), r"unit should be 'epochs' or 'steps', got 'batches'"),
+        (lambda: KLWarmup(warmup=True), r"warmup must be a finite number >= 0, got True"),
+        (lambda: KLWarmup(decay=-2, decay_at=5), r"decay must be a finite number >= 0, got -2"),
+        (lambda: KLWarmup(decay_to=float("inf")), r"decay_to must be a finite number >= 0, got inf"),
+        (
+            lambda: KLWarmup(warmup=10, delay=5, decay_at=12),
+            r"decay_at must be None or a finite number >= delay \+ warmup \(15\), got 12",
+        ),
+        (lambda: KLWarmup(decay_at="30"), r"decay_at must be None or a finite number .* got '30'"),
         (lambda: SparseModelExport(value_dtype="int8"), r"value_dtype must be one of float32, float16"),
         (lambda: SparseModelExport(filename="a/b.pt"), r"filename must be a plain file name, got 'a/b.pt'"),
         (lambda: CommunicationBudget(max_bytes=0), r"max_bytes must be a finite number of bytes > 0, got 0"),
@@ -232,3 +240,12 @@ def test_kl_warmup_ramps_to_its_end_weight_in_a_fit(tmp_path):
     module = ForeignModule()
     trainer_for(tmp_path, [KLWarmup(warmup=1, end=0.5)], max_epochs=2).fit(module, *loaders())
     assert module.seen_kl_weights == [0.0, 0.125, 0.25, 0.375, 0.5, 0.5, 0.5, 0.5]
+
+
+def test_kl_weight_falls_after_the_ramp_when_a_decay_is_given(tmp_path):
+    module = ForeignModule()
+    warmup = KLWarmup(warmup=1, end=0.5, decay_at=2, decay=1, decay_to=0.1)
+    trainer_for(tmp_path, [warmup], max_epochs=4).fit(module, *loaders())
+    ramp, hold, fall, after = (module.seen_kl_weights[i : i + 4] for i in range(0, 16, 4))
+    assert ramp == [0.0, 0.125, 0.25, 0.375] and hold == [0.5] * 4
+    assert fall == pytest.approx([0.5, 0.4, 0.3, 0.2]) and after == pytest.approx([0.1] * 4)

@@ -54,6 +54,17 @@ def _snapshot(folder: Path) -> dict:
             ["--kl-final-weight", "-0.5"],
             r"--kl-final-weight: -0.5 is not allowed \(must be a finite number >= 0\)",
         ),
+        (["--kl-decay-at", "30"], r"--kl-decay-at and --kl-decay-to go together: give both or neither"),
+        (["--kl-decay-to", "0.1"], r"--kl-decay-at and --kl-decay-to go together"),
+        (
+            ["--kl-warmup-epochs", "5", "--kl-decay-at", "4", "--kl-decay-to", "0.1"],
+            r"--kl-decay-at 4 is before the end of the KL ramp "
+            r"\(--kl-delay-epochs \+ --kl-warmup-epochs = 5\); give a value >= 5",
+        ),
+        (
+            ["--kl-decay-epochs", "-1"],
+            r"--kl-decay-epochs: -1 is not allowed \(must be a finite number >= 0\)",
+        ),
         (["--comm-budget-bytes", "0"], r"max_bytes must be a finite number of bytes > 0, got 0.0"),
         (["--accelerator", "gpu"], r"--accelerator gpu with --devices 2 needs 2 GPUs, this machine has 0"),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
@@ -118,6 +129,22 @@ def test_kl_final_weight_ends_the_ramp(tmp_path):
     model, [warmup] = _model_and_warmups(tmp_path, "--kl-delay-epochs", "1", "--kl-warmup-epochs", "2")
     assert model.kl_weight == 0.0  # the callback sets it from the first batch on
     assert [warmup.weight_at(epoch) for epoch in (0, 0.5, 2, 3, 9)] == [0.0, 0.0, 0.125, 0.25, 0.25]
+
+
+def test_kl_decay_options_reach_the_schedule(tmp_path):
+    options = [
+        "--kl-warmup-epochs",
+        "2",
+        "--kl-decay-at",
+        "10",
+        "--kl-decay-epochs",
+        "4",
+        "--kl-decay-to",
+        "0.05",
+    ]
+    model, [warmup] = _model_and_warmups(tmp_path, *options)
+    weights = [warmup.weight_at(epoch) for epoch in (1, 2, 10, 12, 14, 20)]
+    assert weights == pytest.approx([0.125, 0.25, 0.25, 0.15, 0.05, 0.05])
 
 
 def test_kl_final_weight_without_a_ramp_is_the_weight_from_the_start(tmp_path):
