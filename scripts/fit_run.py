@@ -74,22 +74,59 @@ def resolve_resume(args, model: SparseVDClassifier) -> str | None:
 def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
     """The accelerator of a run of ``devices`` processes per node on a node with ``gpus`` GPUs.
 
-    One device is one process, and two processes cannot share a GPU (NCCL refuses), so ``auto``
-    takes the GPUs only when there is one per device, and the CPU otherwise.
+    ``auto`` takes the GPUs whenever the node has one; with fewer GPUs than devices the device
+    processes share them (``shared_gpus``).
 
     Example::
 
-        >>> resolve_accelerator("auto", 16, gpus=1), resolve_accelerator("auto", 4, gpus=8)
-        ('cpu', 'gpu')
+        >>> resolve_accelerator("auto", 16, gpus=1), resolve_accelerator("auto", 4, gpus=0)
+        ('gpu', 'cpu')
     """
     if accelerator == "auto":
-        return "gpu" if gpus >= devices else "cpu"
-    if accelerator in ("gpu", "cuda") and gpus < devices:
+        return "gpu" if gpus >= 1 else "cpu"
+    if accelerator in ("gpu", "cuda") and gpus < 1:
         raise FitError(
-            f"--accelerator {accelerator} with --devices {devices} needs {devices} GPUs, this machine has "
-            f"{gpus}; use --accelerator cpu (or auto), or --devices {gpus} or fewer"
+            f"--accelerator {accelerator} needs a GPU, this machine has none; use --accelerator cpu"
         )
     return accelerator
+
+
+def shared_gpus(devices: int, gpus: int) -> list[torch.device] | None:
+    """The GPU of each device process when there are fewer GPUs than devices (round robin).
+
+    None when every device has a GPU of its own. Two processes on one GPU cannot talk through
+    NCCL, so a run with shared GPUs synchronises through gloo (``strategy_options``).
+
+    Example::
+
+        >>> [str(gpu) for gpu in shared_gpus(3, gpus=2)], shared_gpus(4, gpus=4)
+        (['cuda:0', 'cuda:1', 'cuda:0'], None)
+    """
+    if gpus >= devices:
+        return None
+    return [torch.device("cuda", rank % gpus) for rank in range(devices)]
+
+
+def strategy_options(accelerator: str, devices: int, gpus: int) -> dict:
+    """``FederatedStrategy`` and ``Trainer`` options of the device placement.
+
+    Example::
+
+        >>> options = strategy_options("gpu", 16, gpus=1)
+        >>> options["strategy"]["process_group_backend"], len(options["strategy"]["parallel_devices"])
+        ('gloo', 16)
+        >>> options["trainer"]
+        {'devices': 'auto'}
+        >>> strategy_options("cpu", 16, gpus=1)
+        {'strategy': {}, 'trainer': {'devices': 16}}
+    """
+    placement = shared_gpus(devices, gpus) if accelerator in ("gpu", "cuda") else None
+    if placement is None:
+        return {"strategy": {}, "trainer": {"devices": devices}}
+    return {
+        "strategy": {"parallel_devices": placement, "process_group_backend": "gloo"},
+        "trainer": {"devices": "auto"},  # the strategy's parallel_devices say how many processes
+    }
 
 
 def epoch_checkpoint(output: Path) -> ModelCheckpoint:
@@ -163,7 +200,10 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     loggers = [CSVLogger(output, name="csv")]
     if args.wandb_mode != "disabled" and not args.fast_dev_run:
         loggers.append(wandb_logger(args, output))
-    strategy = FederatedStrategy(transport=args.transport, share_log_sigma2=args.share_log_sigma2)
+    options = strategy_options(args.accelerator, args.devices, torch.cuda.device_count())
+    strategy = FederatedStrategy(
+        transport=args.transport, share_log_sigma2=args.share_log_sigma2, **options["strategy"]
+    )
     limits = {
         k: getattr(args, k)
         for k in ("limit_train_batches", "limit_val_batches")
@@ -171,7 +211,7 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     }
     limits = {k: int(v) if float(v).is_integer() and v > 1 else v for k, v in limits.items()}
     return pl.Trainer(
-        accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=strategy,
+        accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=strategy, **options["trainer"],
         max_epochs=args.max_epochs, fast_dev_run=args.fast_dev_run, logger=loggers, callbacks=callbacks,
         default_root_dir=output, use_distributed_sampler=False, log_every_n_steps=args.log_every_n_steps,
         **limits,

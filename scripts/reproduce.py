@@ -205,27 +205,39 @@ def parse_args(argv=None):
     return args
 
 
+def plan(args) -> dict:
+    """A row's two sides: each side's fit.py call and run folder, and what the baseline must match."""
+    config = Path(args.sparse_config)
+    fit_args = fit_arguments(["--config", str(config), *args.extra])
+    dense_epochs = args.dense_epochs or max(fit_args.max_epochs // 2, 1)
+    runs = Path(args.runs_dir).expanduser() / args.name
+    dense_dir = Path(args.dense_dir).expanduser() if args.dense_dir else runs / "dense"
+    sparse_dir = runs / "sparse"
+    return {
+        "dense": (fit_command(config, dense_dir, True, dense_epochs, args.extra), dense_dir),
+        "sparse": (fit_command(config, sparse_dir, False, fit_args.max_epochs, args.extra), sparse_dir),
+        "dense_epochs": dense_epochs,
+        "devices": fit_args.devices,
+    }
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     results_dir, markdown = Path(args.results_dir), Path(args.results_md)
     if args.table:
         write_table(results_dir, markdown)
         return
-    config = Path(args.sparse_config)
-    fit_args = fit_arguments(["--config", str(config), *args.extra])
-    sparse_epochs = fit_args.max_epochs
-    dense_epochs = args.dense_epochs or max(sparse_epochs // 2, 1)
-    runs = Path(args.runs_dir).expanduser() / args.name
-    dense_dir = Path(args.dense_dir).expanduser() if args.dense_dir else runs / "dense"
+    sides = plan(args)
     start = time.time()
-    dense = run_side(fit_command(config, dense_dir, True, dense_epochs, args.extra), dense_dir)
-    check_dense_baseline(dense, dense_dir, dense_epochs, fit_args.devices)
-    sparse = run_side(fit_command(config, runs / "sparse", False, sparse_epochs, args.extra), runs / "sparse")
+    dense = run_side(*sides["dense"])
+    check_dense_baseline(dense, sides["dense"][1], sides["dense_epochs"], sides["devices"])
+    sparse_dir = sides["sparse"][1]
+    sparse = run_side(*sides["sparse"])
     command = "python scripts/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = setting_result(args.setting, command, dense, sparse, args.name)
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2))
-    ledger = json.loads((runs / "sparse" / "ledger.json").read_text())
+    ledger = json.loads((sparse_dir / "ledger.json").read_text())
     plot_transmitted_fraction({args.name: ledger}, results_dir / f"{args.name}_figure2.png")
     write_table(results_dir, markdown)
     print(f"{args.name}: done in {time.time() - start:.0f} s this call; {markdown} updated")

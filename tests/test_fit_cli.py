@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from modules.networks import build_network
-from scripts.fit_run import resolve_accelerator
+from scripts.fit_run import FitError, resolve_accelerator, strategy_options
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--wandb-mode", "disabled"]
@@ -66,7 +66,10 @@ def _snapshot(folder: Path) -> dict:
             r"--kl-decay-epochs: -1 is not allowed \(must be a finite number >= 0\)",
         ),
         (["--comm-budget-bytes", "0"], r"max_bytes must be a finite number of bytes > 0, got 0.0"),
-        (["--accelerator", "gpu"], r"--accelerator gpu with --devices 2 needs 2 GPUs, this machine has 0"),
+        (
+            ["--accelerator", "gpu"],
+            r"--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu",
+        ),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
         (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
         ([], r"already holds a run \(summary.json\); pass --resume or another folder"),
@@ -88,15 +91,38 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, run_dir
 @pytest.mark.parametrize(
     ("accelerator", "devices", "gpus", "expected"),
     [
-        ("auto", 16, 1, "cpu"),
+        ("auto", 16, 1, "gpu"),
         ("auto", 16, 0, "cpu"),
         ("auto", 4, 4, "gpu"),
         ("cpu", 2, 8, "cpu"),
         ("gpu", 2, 2, "gpu"),
+        ("gpu", 16, 1, "gpu"),
     ],
 )
-def test_auto_takes_the_gpus_only_when_there_is_one_per_device(accelerator, devices, gpus, expected):
+def test_auto_takes_the_gpus_whenever_there_is_one(accelerator, devices, gpus, expected):
     assert resolve_accelerator(accelerator, devices, gpus) == expected
+
+
+def test_gpu_without_a_gpu_is_a_one_line_error():
+    with pytest.raises(
+        FitError, match=r"^--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu$"
+    ):
+        resolve_accelerator("gpu", 4, 0)
+
+
+@pytest.mark.parametrize(
+    ("devices", "gpus", "expected"), [(16, 1, [0] * 16), (5, 2, [0, 1, 0, 1, 0]), (4, 8, None)]
+)
+def test_devices_share_the_gpus_round_robin_through_gloo(devices, gpus, expected):
+    options = strategy_options("gpu", devices, gpus)
+    if expected is None:
+        assert options == {"strategy": {}, "trainer": {"devices": devices}}
+        return
+    assert [device.index for device in options["strategy"]["parallel_devices"]] == expected
+    assert {device.type for device in options["strategy"]["parallel_devices"]} == {"cuda"}
+    assert options["strategy"]["process_group_backend"] == "gloo"  # NCCL refuses two ranks on one GPU
+    assert options["trainer"] == {"devices": "auto"}
+    assert strategy_options("cpu", devices, gpus) == {"strategy": {}, "trainer": {"devices": devices}}
 
 
 def test_checkpoint_of_another_architecture(run_dir, tmp_path):

@@ -1,0 +1,69 @@
+"""scripts/reproduce_parallel.py: rows run side by side, a shared baseline once, the deadline."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_reproduce import CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+PATHS = "--runs-dir runs --results-dir results --results-md RESULTS.md"
+ROWS = f"""\
+# a setting and a variant of it that shares its dense baseline
+mnist5k_4 --sparse-config tiny.yaml {PATHS}
+mnist5k_4 --sparse-config beta.yaml --name beta --dense-dir runs/mnist5k_4/dense {PATHS}
+"""
+
+
+def parallel(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "scripts" / "reproduce_parallel.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    (tmp_path / "tiny.yaml").write_text(CONFIG)
+    (tmp_path / "beta.yaml").write_text(CONFIG + "kl_final_weight: 0.1\n")
+    (tmp_path / "RESULTS.md").write_text("# Results\n\n<!-- results:start -->\n<!-- results:end -->\n")
+    (tmp_path / "rows").write_text(ROWS)
+    return tmp_path
+
+
+def test_rows_run_side_by_side_and_are_written_by_reproduce(folder):
+    result = parallel("rows", cwd=folder)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    runs = folder / "runs"
+    # three sides: the shared dense baseline ran once, with one log
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.glob("*/*.log")) == [
+        "beta/sparse.log", "mnist5k_4/dense.log", "mnist5k_4/sparse.log",
+    ]  # fmt: skip
+    base = json.loads((folder / "results" / "mnist5k_4.json").read_text())
+    beta = json.loads((folder / "results" / "beta.json").read_text())
+    assert base["dense"] == beta["dense"] and base["sparse"] != beta["sparse"]
+    assert beta["command"] == "python scripts/reproduce.py " + ROWS.splitlines()[2]
+    table = (folder / "RESULTS.md").read_text()
+    assert "| mnist5k_4 |" in table and "| beta |" in table
+
+
+def test_the_deadline_stops_every_side_and_no_row_is_written(folder):
+    result = parallel("rows", "--deadline-s", "0.1", cwd=folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("stopped at the deadline") == 3
+    assert "not finished; run this again to resume it" in result.stdout
+    assert not (folder / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["absent"], "rows file 'absent' does not exist"),
+        (["rows", "--deadline-s", "0"], "--deadline-s must be > 0, got 0.0"),
+    ],
+)
+def test_bad_arguments(args, message, folder):
+    result = parallel(*args, cwd=folder)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(message)
+    assert not (folder / "runs").exists()
