@@ -1,11 +1,13 @@
 """Run several rows of RESULTS.md at once on one large machine: every side its own process.
 
 Usage:
-    python scripts/reproduce_parallel.py ROWS_FILE [--deadline-s SECONDS]
+    python scripts/reproduce_parallel.py ROWS_FILE [--deadline-s SECONDS] [--max-device-processes N]
 
 ``ROWS_FILE`` holds one ``scripts/reproduce.py`` call per line (its arguments only), highest
 priority first; ``#`` starts a comment. Every side of every row (dense baseline, sparse run)
-starts at once, a dense baseline shared by several rows (``--dense-dir``) once. The processes of
+starts at once, a dense baseline shared by several rows (``--dense-dir``) once; with
+``--max-device-processes`` a side waits, in priority order, until the device processes already
+running leave room for its own (one per federated device). The processes of
 the row on line ``i`` (from 0) run at ``nice 3 * i``, so the first rows get the CPU first. Each
 side is the exact ``fit.py`` call ``reproduce.py`` makes, and writes to the same run folder and log,
 so when both sides of a row are done this script calls ``reproduce.py`` with the row's own
@@ -14,6 +16,8 @@ row's own command. At the deadline the sides still running are stopped; their la
 checkpoint stays, and the same call (or the row's ``reproduce.py`` call) resumes them.
 
 On a GPU machine every side's device processes share the GPUs (``fit.py --accelerator auto``).
+Each holds about 1.7 GiB of GPU memory (CUDA context, cuBLAS workspace, the model), so an H200
+(140 GiB) runs about 80 of them, an H100 (80 GiB) about 45; more fail with "CUDA out of memory".
 
 Example ROWS_FILE::
 
@@ -63,7 +67,13 @@ def side_jobs(rows: list[list[str]]) -> list[dict]:
         for side in ("dense", "sparse"):
             command, folder = sides[side]
             if folder not in jobs and not (folder / "summary.json").exists():
-                jobs[folder] = {"command": command, "folder": folder, "nice": min(19, NICE_STEP * line)}
+                nice = min(19, NICE_STEP * line)
+                jobs[folder] = {
+                    "command": command,
+                    "folder": folder,
+                    "nice": nice,
+                    "devices": sides["devices"],
+                }
     return list(jobs.values())
 
 
@@ -74,32 +84,50 @@ def start(job: dict) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def wait_all(processes: dict[Path, subprocess.Popen], deadline: float) -> set[Path]:
-    """Waits for every process until ``deadline``; stops the rest. Returns the folders stopped."""
-    while time.time() < deadline and any(p.poll() is None for p in processes.values()):
-        time.sleep(5)
-    stopped = {folder for folder, p in processes.items() if p.poll() is None}
-    for folder in stopped:
-        os.killpg(processes[folder].pid, signal.SIGTERM)
-    end = time.time() + GRACE_S
-    while time.time() < end and any(processes[f].poll() is None for f in stopped):
+def run_all(jobs: list[dict], deadline: float, max_devices: float) -> tuple[dict, set[Path]]:
+    """Runs the jobs, in order, at most ``max_devices`` device processes at a time, until ``deadline``.
+
+    Returns every started job's process by folder, and the folders stopped at the deadline.
+    """
+    waiting, processes, running = list(jobs), {}, {}
+    began = time.time()
+    while (waiting or running) and time.time() < deadline:
+        while waiting and sum(j["devices"] for j in running.values()) + waiting[0]["devices"] <= max_devices:
+            job = waiting.pop(0)
+            processes[job["folder"]] = running[job["folder"]] = job | {"process": start(job)}
+            print(
+                f"[{time.time() - began:5.0f} s] start {job['folder']} ({job['devices']} devices)", flush=True
+            )
         time.sleep(1)
-    for folder in stopped:
-        if processes[folder].poll() is None:
-            os.killpg(processes[folder].pid, signal.SIGKILL)
-            processes[folder].wait()
-    return stopped
+        for folder in [f for f, j in running.items() if j["process"].poll() is not None]:
+            print(f"[{time.time() - began:5.0f} s] end {folder}", flush=True)
+            del running[folder]
+    for job in running.values():
+        os.killpg(job["process"].pid, signal.SIGTERM)
+    end = time.time() + GRACE_S
+    while time.time() < end and any(j["process"].poll() is None for j in running.values()):
+        time.sleep(1)
+    for job in running.values():
+        if job["process"].poll() is None:
+            os.killpg(job["process"].pid, signal.SIGKILL)
+            job["process"].wait()
+    return {folder: job["process"] for folder, job in processes.items()}, set(running)
 
 
 def parse_args(argv=None):
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("rows", help="file of reproduce.py calls, one a line, highest priority first")
     p.add_argument("--deadline-s", type=float, default=None, help="stop what still runs after this long")
+    p.add_argument(
+        "--max-device-processes", type=int, default=None, help="device processes at a time (GPU memory)"
+    )
     args = p.parse_args(argv)
     if not Path(args.rows).is_file():
         p.error(f"rows file {args.rows!r} does not exist")
     if args.deadline_s is not None and not args.deadline_s > 0:
         p.error(f"--deadline-s must be > 0, got {args.deadline_s}")
+    if args.max_device_processes is not None and args.max_device_processes < 1:
+        p.error(f"--max-device-processes must be >= 1, got {args.max_device_processes}")
     return args
 
 
@@ -107,10 +135,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rows = read_rows(Path(args.rows))
     jobs = side_jobs(rows)  # every row is checked (and its config read) before anything starts
+    cap = args.max_device_processes or float("inf")
+    too_wide = [job for job in jobs if job["devices"] > cap]
+    if too_wide:
+        raise SystemExit(
+            f"reproduce_parallel: {too_wide[0]['folder']} needs {too_wide[0]['devices']} device processes, "
+            f"more than --max-device-processes {args.max_device_processes}"
+        )
     began = time.time()
-    processes = {job["folder"]: start(job) for job in jobs}
     deadline = began + args.deadline_s if args.deadline_s else float("inf")
-    stopped = wait_all(processes, deadline)
+    processes, stopped = run_all(jobs, deadline, cap)
+    for job in jobs:
+        if job["folder"] not in processes:
+            print(f"{job['folder']}: not started before the deadline")
     failed = 0
     for folder, process in processes.items():
         state = "stopped at the deadline" if folder in stopped else f"exit {process.returncode}"

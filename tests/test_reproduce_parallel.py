@@ -34,6 +34,9 @@ def folder(tmp_path) -> Path:
 
 def test_rows_run_side_by_side_and_are_written_by_reproduce(folder):
     result = parallel("rows", cwd=folder)
+    assert result.stdout.count(" start ") == 3 and result.stdout.index(" end ") > result.stdout.rindex(
+        " start "
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     runs = folder / "runs"
     # three sides: the shared dense baseline ran once, with one log
@@ -56,11 +59,29 @@ def test_the_deadline_stops_every_side_and_no_row_is_written(folder):
     assert not (folder / "results").exists()
 
 
+def test_a_cap_on_device_processes_runs_the_sides_one_at_a_time_in_row_order(folder):
+    result = parallel("rows", "--max-device-processes", "3", cwd=folder)  # each side has 2 devices
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    events = [line.split("] ")[1] for line in result.stdout.splitlines() if line.startswith("[")]
+    assert [event.split()[0] for event in events] == ["start", "end"] * 3
+    started = [event.split()[1] for event in events[::2]]
+    assert started == ["runs/mnist5k_4/dense", "runs/mnist5k_4/sparse", "runs/beta/sparse"]
+    assert (folder / "results" / "beta.json").exists()
+
+
+def test_a_side_wider_than_the_cap_is_refused_before_anything_starts(folder):
+    result = parallel("rows", "--max-device-processes", "1", cwd=folder)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("needs 2 device processes, more than --max-device-processes 1")
+    assert not (folder / "runs").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["absent"], "rows file 'absent' does not exist"),
         (["rows", "--deadline-s", "0"], "--deadline-s must be > 0, got 0.0"),
+        (["rows", "--max-device-processes", "0"], "--max-device-processes must be >= 1, got 0"),
     ],
 )
 def test_bad_arguments(args, message, folder):
