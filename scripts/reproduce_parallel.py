@@ -102,16 +102,21 @@ def run_all(jobs: list[dict], deadline: float, max_devices: float) -> tuple[dict
         for folder in [f for f, j in running.items() if j["process"].poll() is not None]:
             print(f"[{time.time() - began:5.0f} s] end {folder}", flush=True)
             del running[folder]
-    for job in running.values():
-        os.killpg(job["process"].pid, signal.SIGTERM)
-    end = time.time() + GRACE_S
-    while time.time() < end and any(j["process"].poll() is None for j in running.values()):
-        time.sleep(1)
-    for job in running.values():
-        if job["process"].poll() is None:
-            os.killpg(job["process"].pid, signal.SIGKILL)
-            job["process"].wait()
+    stop([job["process"] for job in running.values()])
     return {folder: job["process"] for folder, job in processes.items()}, set(running)
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to each process group (every device process of a side), SIGKILL after ``GRACE_S``."""
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    end = time.time() + GRACE_S
+    while time.time() < end and any(process.poll() is None for process in processes):
+        time.sleep(1)
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def parse_args(argv=None):
