@@ -60,10 +60,23 @@ def read_rows(path: Path) -> list[list[str]]:
 
 
 def side_jobs(rows: list[list[str]]) -> list[dict]:
-    """Every distinct side to run: its command, run folder and nice level (of its first row)."""
+    """Every distinct side to run: its command, run folder and nice level (of its first row).
+
+    A dense baseline shared by several rows runs the first row's call; rows that would need it
+    with another epoch budget or device count are refused here, before anything starts, rather
+    than by ``reproduce.py`` once the runs are over.
+    """
     jobs: dict[Path, dict] = {}
+    baselines: dict[Path, tuple[int, int]] = {}
     for line, row in enumerate(rows):
         sides = reproduce.plan(reproduce.parse_args(row))
+        dense_dir, budget = sides["dense"][1], (sides["dense_epochs"], sides["devices"])
+        if baselines.setdefault(dense_dir, budget) != budget:
+            raise SystemExit(
+                f"reproduce_parallel: row {line + 1} needs the dense baseline {dense_dir} for "
+                f"{budget[0]} epochs on {budget[1]} devices, an earlier row for "
+                f"{baselines[dense_dir][0]} on {baselines[dense_dir][1]}"
+            )
         for side in ("dense", "sparse"):
             command, folder = sides[side]
             if folder not in jobs and not (folder / "summary.json").exists():

@@ -76,6 +76,15 @@ def test_a_side_wider_than_the_cap_is_refused_before_anything_starts(folder):
     assert not (folder / "runs").exists()
 
 
+def test_rows_that_need_a_shared_baseline_with_other_budgets_are_refused_before_anything_starts(folder):
+    rows = ROWS.splitlines()
+    (folder / "rows").write_text(f"{rows[1]}\n{rows[2]} --dense-epochs 2\n")
+    result = parallel("rows", cwd=folder)
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("for 2 epochs on 2 devices, an earlier row for 1 on 2")
+    assert not (folder / "runs").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
