@@ -222,6 +222,14 @@ def _callback(trainer: pl.Trainer, kind: type):
     return next(callback for callback in trainer.callbacks if isinstance(callback, kind))
 
 
+def hardware(trainer: pl.Trainer) -> str:
+    """What the run trained on, for the results table: the GPU's name, or the CPU's core count."""
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {os.cpu_count()} cores"
+
+
 def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict, seconds: float) -> dict:
     total = trainer.strategy.ledger.total
     export = _callback(trainer, SparseModelExport).sizes
@@ -240,6 +248,7 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict
         "devices": trainer.world_size,
         "wall_seconds": seconds,
         "train_seconds": _callback(trainer, Timer).time_elapsed("train"),
+        "hardware": hardware(trainer),
         "export_bytes": export.get("export/sparse_bytes"),
         "export_dense_bytes": export.get("export/dense_bytes"),
     }
@@ -257,6 +266,7 @@ def print_summary(summary: dict) -> None:
         ("devices x steps", f"{summary['devices']} x {summary['steps']}"),
         ("wall time (this call)", f"{summary['wall_seconds']:.0f} s"),
         ("training time (all sessions)", f"{summary['train_seconds']:.0f} s"),
+        ("trained on", summary["hardware"]),
     ]
     width = max(len(name) for name, _ in rows)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))

@@ -150,10 +150,16 @@ def table(results: list[dict]) -> str:
             f"| {100 * s['kept_fraction']:.2f} % ({_paper(p['kept'])}) "
             f"| {100 * comm['paper_fraction']:.2f} % ({_paper(p['comm'])}) "
             f"| {100 * comm['wire_fraction']:.2f} % | {_percent(comm['golomb_fraction'])} "
-            f"| {d['epochs']} / {s['epochs']} | {hours:.1f} h |"
+            f"| {d['epochs']} / {s['epochs']} | {hours:.1f} h{_hardware(d, s)} |"
         )
     commands = "\n".join(f"- {r.get('name', r['setting'])}: `{r['command']}`" for r in results)
     return head + "\n".join(rows) + "\n\nCommands (run from the repository root):\n\n" + commands + "\n"
+
+
+def _hardware(dense: dict, sparse: dict) -> str:
+    """' (H200)' after a row's time: what both sides trained on; '' for rows run before it was kept."""
+    names = dict.fromkeys(side["hardware"] for side in (dense, sparse) if side.get("hardware"))
+    return f" ({' / '.join(names)})" if names else ""
 
 
 def _percent(fraction) -> str:

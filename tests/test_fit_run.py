@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def run(tmp_path_factory) -> Path:
     fit("--max-epochs", "2", "--output-dir", str(folder), cwd=folder.parent)
     (folder / "first_summary.json").write_text((folder / "summary.json").read_text())
     (folder / "first_ledger.json").write_text((folder / "ledger.json").read_text())
-    fit("--max-epochs", "3", "--output-dir", str(folder), "--resume", cwd=folder.parent)
+    printed = fit("--max-epochs", "3", "--output-dir", str(folder), "--resume", cwd=folder.parent).stdout
+    (folder.parent / "printed.txt").write_text(printed)
     return folder
 
 
@@ -51,6 +53,9 @@ def test_summary_ledger_plots_and_printed_table(run):
     assert summary["comm_golomb_bytes"] <= summary["comm_wire_bytes"] < summary["comm_dense_bytes"]
     assert summary["comm_golomb_fraction"] == summary["comm_golomb_bytes"] / summary["comm_dense_bytes"]
     assert summary["export_bytes"] < summary["export_dense_bytes"]
+    assert summary["hardware"] == f"CPU, {os.cpu_count()} cores"
+    printed = (run.parent / "printed.txt").read_text()
+    assert re.search(rf"^trained on +CPU, {os.cpu_count()} cores$", printed, re.MULTILINE), printed
     ledger = json.loads((run / "ledger.json").read_text())
     assert ledger["total"]["steps"] == 9 and sorted(ledger["epochs"]) == ["0", "1", "2"]
     for name in ("transmitted_fraction", "cumulative_bytes", "kept_per_layer"):

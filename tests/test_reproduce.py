@@ -1,6 +1,7 @@
 """scripts/reproduce.py: both sides run, resume, the results file and the RESULTS.md table."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def test_both_sides_run_with_their_budgets_and_the_result_is_written(done):
     assert result["paper"] == {"top1": 98.35, "kept": 1.9, "comm": 11.6}
     assert result["command"].startswith("python scripts/reproduce.py mnist5k_4 --sparse-config tiny.yaml")
     assert (done / "results" / "mnist5k_4_figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert dense["hardware"] == sparse["hardware"] == f"CPU, {os.cpu_count()} cores"
 
 
 def test_the_table_replaces_only_the_part_between_the_markers(done):
@@ -144,6 +146,10 @@ def test_table_of_a_setting_the_paper_did_not_run():
     )  # a run counted before the Golomb measure existed has "-" there
     row["sparse"] = {**run, "comm_golomb_bytes": 25}
     assert "| 20.00 % (-) | 30.00 % | 25.00 % | 1 / 1 |" in table([row])
+    row["dense"], row["sparse"] = {**run, "hardware": "NVIDIA H200"}, {**run, "hardware": "NVIDIA H200"}
+    assert "| 1 / 1 | 2.0 h (NVIDIA H200) |" in table([row])
+    row["sparse"] = {**run, "hardware": "CPU, 2 cores"}
+    assert "| 1 / 1 | 2.0 h (NVIDIA H200 / CPU, 2 cores) |" in table([row])
 
 
 @pytest.mark.parametrize(
