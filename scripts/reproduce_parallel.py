@@ -91,10 +91,11 @@ def side_jobs(rows: list[list[str]]) -> list[dict]:
 
 
 def start(job: dict) -> subprocess.Popen:
+    """Starts one side in a session of its own (so the deadline can stop all its device processes)."""
     job["folder"].mkdir(parents=True, exist_ok=True)
-    log = open(job["folder"].with_suffix(".log"), "a")  # noqa: SIM115 (open while the process runs)
     command = ["nice", "-n", str(job["nice"]), *job["command"]]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(job["folder"].with_suffix(".log"), "a") as log:  # the child keeps its own copy
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def run_all(jobs: list[dict], deadline: float, max_devices: float) -> tuple[dict, set[Path]]:
