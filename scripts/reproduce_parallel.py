@@ -59,8 +59,8 @@ def read_rows(path: Path) -> list[list[str]]:
     return [row for row in rows if row]
 
 
-def side_jobs(rows: list[list[str]]) -> list[dict]:
-    """Every distinct side to run: its command, run folder and nice level (of its first row).
+def side_jobs(plans: list[dict]) -> list[dict]:
+    """Every distinct side of the rows' ``reproduce.plan``: command, run folder, nice (of its first row).
 
     A dense baseline shared by several rows runs the first row's call; rows that would need it
     with another epoch budget or device count are refused here, before anything starts, rather
@@ -68,8 +68,7 @@ def side_jobs(rows: list[list[str]]) -> list[dict]:
     """
     jobs: dict[Path, dict] = {}
     baselines: dict[Path, tuple[int, int]] = {}
-    for line, row in enumerate(rows):
-        sides = reproduce.plan(reproduce.parse_args(row))
+    for line, sides in enumerate(plans):
         dense_dir, budget = sides["dense"][1], (sides["dense_epochs"], sides["devices"])
         if baselines.setdefault(dense_dir, budget) != budget:
             raise SystemExit(
@@ -153,7 +152,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows = read_rows(Path(args.rows))
-    jobs = side_jobs(rows)  # every row is checked (and its config read) before anything starts
+    plans = [reproduce.plan(reproduce.parse_args(row)) for row in rows]  # every row checked first
+    jobs = side_jobs(plans)
     cap = args.max_device_processes or float("inf")
     too_wide = [job for job in jobs if job["devices"] > cap]
     if too_wide:
@@ -172,8 +172,7 @@ def main(argv=None) -> int:
         state = "stopped at the deadline" if folder in stopped else f"exit {process.returncode}"
         failed += folder not in stopped and process.returncode != 0
         print(f"{folder}: {state} after {time.time() - began:.0f} s; log {folder.with_suffix('.log')}")
-    for row in rows:
-        sides = reproduce.plan(reproduce.parse_args(row))
+    for row, sides in zip(rows, plans):
         if all((sides[side][1] / "summary.json").exists() for side in ("dense", "sparse")):
             reproduce.main(row)
         else:
