@@ -45,7 +45,7 @@ class FederatedStrategy(DDPStrategy):
         self.transport = transport
         self.share_log_sigma2 = share_log_sigma2
         self.ledger = CommunicationLedger()
-        self._resumed_local: list[dict] | None = None  # every device's local state, read on resume
+        self._resumed_local: dict | None = None  # this device's local state, read on resume
         self._gathered_local: list[dict] | None = None  # every device's local state, for the next save
         self._stashed_local: list[torch.Tensor] | None = None  # own log_sigma2 while device 0's is evaluated
 
@@ -175,7 +175,10 @@ class FederatedStrategy(DDPStrategy):
                         f"{self.world_size} devices; resume with --devices {len(local)}"
                     )
                 local = None  # nothing local but generator states: a new federation size starts afresh
-            self._resumed_local = local
+            # Keep this device's entry only: every rank loads the whole checkpoint, and the other
+            # devices' log_sigma2 and moments (N - 1 model-sized copies) would stay until training.
+            self._resumed_local = None if local is None else local[self.global_rank]
+            federated["local"] = None
         return checkpoint
 
     @override
@@ -184,7 +187,7 @@ class FederatedStrategy(DDPStrategy):
         if self._resumed_local is not None:
             module = self.lightning_module
             with torch.no_grad():
-                for name, value in self._resumed_local[self.global_rank]["params"].items():
+                for name, value in self._resumed_local["params"].items():
                     module.get_parameter(name).copy_(value)
 
     @override
@@ -193,7 +196,7 @@ class FederatedStrategy(DDPStrategy):
         if self._resumed_local is None:
             return
         module, state = self.lightning_module, self.optimizers[0].state
-        for name, entry in self._resumed_local[self.global_rank]["optimizer"].items():
+        for name, entry in self._resumed_local["optimizer"].items():
             param = module.get_parameter(name)
             state[param] = {k: v.to(param.device) if v.dim() else v for k, v in entry.items()}
 
@@ -203,7 +206,7 @@ class FederatedStrategy(DDPStrategy):
         # the same dropout noise and loader seeds as one that never stopped.
         super().on_train_start()
         if self._resumed_local is not None:
-            _set_rng_state(self._resumed_local[self.global_rank].get("rng"), self.root_device)
+            _set_rng_state(self._resumed_local.get("rng"), self.root_device)
             self._resumed_local = None
 
 
