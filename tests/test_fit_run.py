@@ -16,6 +16,7 @@ from callbacks import load_sparse_state_dict
 from datamodules import FederatedDataModule
 from modules.classifier import SparseVDClassifier
 from scripts.fit_run import epoch_checkpoint
+from scripts.pruning_report import main as pruning_report
 from tests.helpers.wandb_records import history_rows, read_records, run_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +80,15 @@ def test_exported_sparse_model_has_the_runs_test_accuracy_to_the_last_digit(run)
     )
     accuracy = trainer.test(model, dm, verbose=False)[0]["test/acc"]
     assert accuracy == summary["test_acc"] and accuracy > 0.5
+
+
+def test_pruning_report_reads_the_runs_checkpoint_and_each_devices_log_sigma2(run, capsys):
+    kept = json.loads((run / "summary.json").read_text())["kept_fraction"]
+    pruning_report([str(run / "checkpoints" / "last.ckpt")])
+    device0 = capsys.readouterr().out
+    assert re.search(rf"^\| all \| 266,200 \| {100 * kept:.1f} % \|", device0, re.MULTILINE), device0
+    pruning_report([str(run / "checkpoints" / "last.ckpt"), "--device", "1"])
+    assert capsys.readouterr().out != device0  # device 1 learned its own log_sigma2
 
 
 def test_wandb_offline_runs_hold_config_metrics_table_and_plots(run):

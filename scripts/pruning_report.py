@@ -1,0 +1,88 @@
+"""What pruned the weights of a checkpoint: learned noise (log_sigma2) or a shrinking theta.
+
+Usage:
+    python scripts/pruning_report.py ~/lf-runs/reproduce/fmnist_16_beta003/sparse/checkpoints/last.ckpt
+    python scripts/pruning_report.py CKPT --device 3     # device 3's own log_sigma2 (the paper's variant)
+
+Prints, per variational layer, the weights kept, log_sigma2's 1 / 50 / 99 % quantiles, and how many
+of the pruned weights theta alone prunes (``log_alpha`` over the threshold with log_sigma2 put back
+to its initial value). The threshold and the initial log_sigma2 are the run's own (the checkpoint's
+hyper-parameters). The checkpointed model holds device 0's log_sigma2; ``--device R`` reads device
+R's from the checkpoint's per-device state.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from lightning_fed.cli import OneLineParser  # noqa: E402
+from lightning_fed.nn.init_from import network_state, read_checkpoint  # noqa: E402
+from lightning_fed.nn.pruning import LayerPruning, pruning_report  # noqa: E402
+from lightning_fed.strategy import CHECKPOINT_KEY  # noqa: E402
+
+
+def device_state(checkpoint: dict, device: int | None) -> dict:
+    """The network's state dict with ``device``'s own log_sigma2 (device 0's, as saved, for None)."""
+    state = network_state(checkpoint)
+    if device is None:
+        return state
+    local = (checkpoint.get(CHECKPOINT_KEY) or {}).get("local") or []
+    if not 0 <= device < len(local) or not local[device]["params"]:
+        raise ValueError(
+            f"--device {device}: the checkpoint holds the local log_sigma2 of {len(local)} devices "
+            f"(0 to {len(local) - 1})"
+            if local
+            else f"--device {device}: the checkpoint holds no per-device log_sigma2"
+        )
+    return {**state, **network_state(local[device]["params"])}
+
+
+def markdown(report: dict[str, LayerPruning]) -> str:
+    """The report as a table, with the whole model's line last."""
+    lines = [
+        "| layer | weights | kept | log_sigma2 1 % / 50 % / 99 % | pruned by theta alone |",
+        "|---|---|---|---|---|",
+    ]
+    for name, layer in report.items():
+        quantiles = " / ".join(f"{q:.2f}" for q in layer.log_sigma2_quantiles)
+        lines.append(
+            f"| {name} | {layer.total:,} | {_share(layer.kept, layer.total)} | {quantiles} "
+            f"| {_share(layer.pruned_by_theta, layer.pruned)} of the pruned |"
+        )
+    total = sum(r.total for r in report.values())
+    kept = sum(r.kept for r in report.values())
+    by_theta = sum(r.pruned_by_theta for r in report.values())
+    lines.append(
+        f"| all | {total:,} | {_share(kept, total)} | | {_share(by_theta, total - kept)} of the pruned |"
+    )
+    return "\n".join(lines)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "-"
+
+
+def parse_args(argv=None):
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("checkpoint", help="a fit.py checkpoint (RUN/checkpoints/last.ckpt)")
+    p.add_argument("--device", type=int, help="read this device's own log_sigma2 (default: device 0's)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        checkpoint = read_checkpoint(args.checkpoint)
+        hparams = checkpoint.get("hyper_parameters", {})
+        state = device_state(checkpoint, args.device)
+        report = pruning_report(state, hparams.get("threshold", 3.0), hparams.get("init_log_sigma2", -10.0))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"pruning_report.py: error: {error}") from None
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
