@@ -159,6 +159,7 @@ class FederatedStrategy(DDPStrategy):
             "share_log_sigma2": self.share_log_sigma2,
             "local": self._gathered_local,
         }
+        self._gathered_local = None  # N model-sized copies on rank 0: not kept until the next save
         super().save_checkpoint(checkpoint, filepath, storage_options)
 
     @override
