@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -11,6 +12,7 @@ import torch
 import wandb
 from pytorch_lightning.callbacks import ModelCheckpoint, Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from callbacks import CommunicationBudget, CommunicationMonitor, KLWarmup, SparseModelExport, SparsityMonitor
 from datamodules import FederatedDataModule
@@ -21,6 +23,14 @@ from modules.classifier import SparseVDClassifier
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
 WANDB_INIT_TIMEOUT_S = 30  # the longest an online run waits for W&B before it logs offline
+
+
+# Lightning advises sync_dist=True for every metric logged per epoch in a distributed run. The
+# comm/* figures are the same on every device (one ledger of all traffic), and sparsity/* are
+# device 0's on purpose (its model is the one checkpointed and tested): the advice does not apply.
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self.log\('(comm|sparsity)/", category=PossibleUserWarning
+)
 
 
 class FitError(Exception):

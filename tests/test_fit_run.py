@@ -42,8 +42,9 @@ def run(tmp_path_factory) -> Path:
     fit("--max-epochs", "2", "--output-dir", str(folder), cwd=folder.parent)
     (folder / "first_summary.json").write_text((folder / "summary.json").read_text())
     (folder / "first_ledger.json").write_text((folder / "ledger.json").read_text())
-    printed = fit("--max-epochs", "3", "--output-dir", str(folder), "--resume", cwd=folder.parent).stdout
-    (folder.parent / "printed.txt").write_text(printed)
+    resumed = fit("--max-epochs", "3", "--output-dir", str(folder), "--resume", cwd=folder.parent)
+    (folder.parent / "printed.txt").write_text(resumed.stdout)
+    (folder.parent / "stderr.txt").write_text(resumed.stderr)
     return folder
 
 
@@ -61,6 +62,12 @@ def test_summary_ledger_plots_and_printed_table(run):
     assert ledger["total"]["steps"] == 9 and sorted(ledger["epochs"]) == ["0", "1", "2"]
     for name in ("transmitted_fraction", "cumulative_bytes", "kept_per_layer"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_no_advice_to_sync_metrics_that_are_the_same_or_device_0s_on_purpose(run):
+    stderr = (run.parent / "stderr.txt").read_text()
+    assert "GPU available" in stderr  # Lightning's own lines: stderr was kept
+    assert not re.search(r"recommended to use `self.log\('(comm|sparsity)/", stderr), stderr[-3000:]
 
 
 def test_resume_continues_the_ledger_of_the_first_run(run):
