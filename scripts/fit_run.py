@@ -143,9 +143,17 @@ def epoch_checkpoint(output: Path) -> ModelCheckpoint:
     """Writes ``checkpoints/last.ckpt`` at the end of every epoch, so ``--resume`` loses at most one.
 
     Lightning writes ``last.ckpt`` only in a step where a top-k checkpoint was written, so one
-    top-k file (the newest, ``epoch=E-step=S.ckpt``) is kept beside it.
+    top-k file (the newest, ``epoch=E-step=S.ckpt``) is kept beside it. ``last.ckpt`` is always
+    overwritten: with Lightning's version counter a run resumed from a moved or renamed folder
+    wrote ``last-v1.ckpt`` beside the old ``last.ckpt``, and the next ``--resume`` went back to it.
     """
-    return ModelCheckpoint(dirpath=output / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1)
+    return ModelCheckpoint(
+        dirpath=output / "checkpoints",
+        save_last=True,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
 
 
 def build_callbacks(args, output: Path) -> list[pl.Callback]:

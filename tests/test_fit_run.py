@@ -147,6 +147,27 @@ def test_last_checkpoint_is_written_at_the_end_of_every_epoch(tmp_path):
     assert files == ["epoch=2-step=6.ckpt", "last.ckpt"]
 
 
+def test_a_run_resumed_from_a_moved_folder_still_writes_last_ckpt(tmp_path):
+    """Lightning forgets its last checkpoint's path when the folder moves; last.ckpt must advance."""
+    data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
+
+    def fit_to(epochs: int, output: Path, ckpt_path=None) -> None:
+        trainer = pl.Trainer(
+            max_epochs=epochs, callbacks=[epoch_checkpoint(output)], logger=False,
+            enable_progress_bar=False, enable_model_summary=False, default_root_dir=output,
+        )  # fmt: skip
+        model = SparseVDClassifier("lenet300_100", num_train=32)
+        trainer.fit(
+            model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=16), ckpt_path=ckpt_path
+        )
+
+    fit_to(1, tmp_path / "first")
+    moved = (tmp_path / "first").rename(tmp_path / "moved")
+    fit_to(2, moved, ckpt_path=moved / "checkpoints" / "last.ckpt")
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+    assert not (moved / "checkpoints" / "last-v1.ckpt").exists()
+
+
 def test_online_mode_without_a_network_logs_offline_and_trains(tmp_path):
     """W&B unreachable (a closed port): one line on stderr, the run trains and logs offline."""
     env = {
