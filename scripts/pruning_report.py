@@ -30,12 +30,12 @@ def device_state(checkpoint: dict, device: int | None) -> dict:
     if device is None:
         return state
     local = (checkpoint.get(CHECKPOINT_KEY) or {}).get("local") or []
+    if not local:
+        raise ValueError(f"--device {device}: the checkpoint holds no per-device log_sigma2")
     if not 0 <= device < len(local) or not local[device]["params"]:
         raise ValueError(
             f"--device {device}: the checkpoint holds the local log_sigma2 of {len(local)} devices "
             f"(0 to {len(local) - 1})"
-            if local
-            else f"--device {device}: the checkpoint holds no per-device log_sigma2"
         )
     return {**state, **network_state(local[device]["params"])}
 
