@@ -19,6 +19,7 @@ from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.plots import write_run_plots
+from lightning_fed.run_lock import RunFolderInUse, hold_run_folder
 from modules.classifier import SparseVDClassifier
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
@@ -79,6 +80,11 @@ def resolve_resume(args, model: SparseVDClassifier) -> str | None:
             f"--resume {str(path)!r} is a checkpoint of another architecture than --network {args.network}"
         )
     return str(path)
+
+
+def is_launcher() -> bool:
+    """Whether this is the process ``fit.py`` was started as (on node 0), not a device process it spawned."""
+    return "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
@@ -200,8 +206,7 @@ def wandb_logger(args, output: Path) -> WandbLogger:
         )  # fmt: skip
 
     logger = make(args.wandb_mode)
-    launcher = "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
-    if args.wandb_mode == "online" and launcher:
+    if args.wandb_mode == "online" and is_launcher():
         try:
             logger.experiment  # noqa: B018 (opens the run now, not inside training)
         except Exception as error:  # any failure of W&B's own start-up: the run goes on offline
@@ -299,8 +304,21 @@ def run(args) -> int:
         callbacks = build_callbacks(args, output)
         args.accelerator = resolve_accelerator(args.accelerator, args.devices, torch.cuda.device_count())
         ckpt_path = resolve_resume(args, model)  # last: every other bad input is named before this one
+        lock = hold_run_folder(output) if is_launcher() else None  # the device processes run under it
+    except RunFolderInUse as error:
+        raise FitError(f"--output-dir {error}") from None
     except (ValueError, FileNotFoundError) as error:
         raise FitError(str(error)) from None
+    try:
+        fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    return 0
+
+
+def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str | None, start: float) -> None:
+    """Trains (or resumes), tests, and writes the summary, ledger and plots into ``output``."""
     pl.seed_everything(args.seed, workers=True, verbose=False)
     output.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(args, output, callbacks)
@@ -314,7 +332,6 @@ def run(args) -> int:
         plots = write_run_plots(output / "plots", ledger, _callback(trainer, SparsityMonitor).history)
         log_to_wandb(trainer, summary, plots)
         print_summary(summary)
-    return 0
 
 
 def log_to_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:

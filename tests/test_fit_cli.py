@@ -176,3 +176,31 @@ def test_kl_decay_options_reach_the_schedule(tmp_path):
 def test_kl_final_weight_without_a_ramp_is_the_weight_from_the_start(tmp_path):
     model, warmups = _model_and_warmups(tmp_path)
     assert model.kl_weight == 0.25 and warmups == []
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_folder_in_use_by_a_running_fit_is_refused_and_untouched(resume, tmp_path):
+    """A second fit.py into a folder a live run holds (fresh, or --resume of its checkpoint) stops at once."""
+    from lightning_fed.run_lock import hold_run_folder
+    from scripts.fit import parse_args
+    from scripts.fit_run import build_datamodule, build_model
+
+    folder = tmp_path / "running"
+    (folder / "csv" / "version_0").mkdir(parents=True)
+    (folder / "csv" / "version_0" / "metrics.csv").write_text("epoch,val/acc\n0,0.5\n")
+    if resume:
+        args = parse_args([*BASE, "--output-dir", str(folder)])
+        model = build_model(args, build_datamodule(args))
+        (folder / "checkpoints").mkdir()
+        torch.save({"state_dict": model.state_dict()}, folder / "checkpoints" / "last.ckpt")
+    before = _snapshot(folder)
+    held = hold_run_folder(folder)  # the running run's launcher holds it
+    try:
+        result = fit(*BASE, "--output-dir", str(folder), *(["--resume"] if resume else []), cwd=tmp_path)
+    finally:
+        os.close(held)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"--output-dir {str(folder)!r} is in use by a fit.py still training there" in lines[0], lines[0]
+    assert _snapshot(folder) == before
