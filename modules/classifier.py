@@ -11,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_fed.nn import GradientMasker, kl_divergence, sparsity, variational
 from lightning_fed.nn.init_from import init_from as load_theta
-from lightning_fed.nn.layers import check_threshold
+from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD, check_threshold
 from modules.networks import build_network
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -76,11 +76,11 @@ class SparseVDClassifier(pl.LightningModule):
         in_channels: int = 1,
         image_size: int = 28,
         kl_weight: float = 1.0,
-        threshold: float = 3.0,
+        threshold: float = DEFAULT_THRESHOLD,
         lr: float = 1e-3,
         log_sigma2_lr: float | None = None,
         dense: bool = False,
-        init_log_sigma2: float = -10.0,
+        init_log_sigma2: float = DEFAULT_INIT_LOG_SIGMA2,
         mask_gradients: bool = True,
         mask_log_sigma2: bool = False,
         init_from=None,

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from datamodules.datasets import INFO
     from datamodules.partitions import PARTITIONS
     from lightning_fed.cli import OneLineParser
+    from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD
     from modules.networks import NETWORKS
 
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,12 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--augment", action="store_true", help="crop and flip (32x32 datasets)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--network", default="cifarnet", choices=list(NETWORKS), help="network")
-    g.add_argument("--threshold", type=_finite_float, default=3.0, help="log_alpha threshold T")
+    g.add_argument("--threshold", type=_finite_float, default=DEFAULT_THRESHOLD, help="log_alpha threshold T")
     g.add_argument("--lr", type=_finite_float, default=1e-3, help="Adam learning rate")
     g.add_argument("--log-sigma2-lr", type=_finite_float, default=None, help="learning rate of log_sigma2")
     g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="per epoch")
     g.add_argument("--min-lr-ratio", type=_finite_float, default=0.01, help="cosine: last lr / first lr")
-    g.add_argument("--init-log-sigma2", type=_finite_float, default=-10.0, help="initial log_sigma2")
+    g.add_argument(
+        "--init-log-sigma2", type=_finite_float, default=DEFAULT_INIT_LOG_SIGMA2, help="initial log_sigma2"
+    )
     g.add_argument("--kl-warmup-epochs", type=_finite_float, default=0.0, help="KL weight ramp 0 -> final")
     g.add_argument("--kl-delay-epochs", type=_finite_float, default=0.0, help="epochs at KL weight 0")
     g.add_argument(

@@ -20,6 +20,7 @@ sys.path[:0] = [str(ROOT)]
 
 from lightning_fed.cli import OneLineParser  # noqa: E402
 from lightning_fed.nn.init_from import network_state, read_checkpoint  # noqa: E402
+from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD  # noqa: E402
 from lightning_fed.nn.pruning import LayerPruning, pruning_report  # noqa: E402
 from lightning_fed.strategy import CHECKPOINT_KEY  # noqa: E402
 
@@ -78,7 +79,8 @@ def main(argv=None) -> None:
         checkpoint = read_checkpoint(args.checkpoint)
         hparams = checkpoint.get("hyper_parameters", {})
         state = device_state(checkpoint, args.device)
-        report = pruning_report(state, hparams.get("threshold", 3.0), hparams.get("init_log_sigma2", -10.0))
+        threshold = hparams.get("threshold", DEFAULT_THRESHOLD)
+        report = pruning_report(state, threshold, hparams.get("init_log_sigma2", DEFAULT_INIT_LOG_SIGMA2))
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"pruning_report.py: error: {error}") from None
     print(markdown(report))
