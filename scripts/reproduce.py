@@ -67,9 +67,25 @@ def run_side(command: list[str], folder: Path) -> dict:
             result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
         if result.returncode != 0:
             raise SystemExit(
-                f"reproduce: {folder.name} run failed (exit {result.returncode}); see {log.name}"
+                f"reproduce: {folder.name} run failed (exit {result.returncode}: "
+                f"{last_line(Path(log.name))}); see {log.name}"
             )
     return json.loads((folder / "summary.json").read_text())
+
+
+def last_line(log: Path) -> str:
+    r"""The last non-blank line of a side's log: fit.py's one-line error, or a traceback's last line.
+
+    Example::
+
+        >>> import tempfile
+        >>> log = Path(tempfile.mkdtemp()) / "sparse.log"
+        >>> _ = log.write_text("epoch 0\nfit.py: error: --devices: 0 is not allowed\n\n")
+        >>> last_line(log)
+        'fit.py: error: --devices: 0 is not allowed'
+    """
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][-300:] if lines else "no output"
 
 
 def check_dense_baseline(dense: dict, folder: Path, epochs: int, devices: int) -> None:

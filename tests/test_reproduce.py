@@ -179,3 +179,22 @@ def test_the_per_epoch_traffic_of_a_real_run_adds_up_to_its_ledger(done):
         assert rows[-1][f"total_{measure}"] == pytest.approx(
             2 * summary[f"comm_{measure}_fraction"], rel=1e-5
         )
+
+
+def test_a_side_whose_folder_a_live_run_holds_fails_with_fit_error_line(tmp_path):
+    """A second reproduce.py of a setting still running elsewhere stops, naming why, and writes nothing."""
+    from lightning_fed.run_lock import hold_run_folder
+
+    (tmp_path / "tiny.yaml").write_text(CONFIG)
+    held = hold_run_folder(tmp_path / "runs" / "mnist5k_4" / "dense")
+    try:
+        args = ["mnist5k_4", "--sparse-config", "tiny.yaml", "--runs-dir", "runs", "--results-dir", "results"]
+        result = reproduce(*args, cwd=tmp_path)
+    finally:
+        os.close(held)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert re.search(
+        r"reproduce: dense run failed \(exit 2: fit.py: error: --output-dir '.*dense' is in use",
+        result.stderr,
+    )
+    assert not (tmp_path / "results").exists()
