@@ -170,6 +170,8 @@ def main(argv=None) -> int:
     failed = 0
     for folder, process in processes.items():
         state = "stopped at the deadline" if folder in stopped else f"exit {process.returncode}"
+        if folder not in stopped and process.returncode != 0:
+            state += f" ({reproduce.last_line(folder.with_suffix('.log'))})"
         failed += folder not in stopped and process.returncode != 0
         print(f"{folder}: {state} after {time.time() - began:.0f} s; log {folder.with_suffix('.log')}")
     for row, sides in zip(rows, plans):

@@ -1,12 +1,15 @@
 """scripts/reproduce_parallel.py: rows run side by side, a shared baseline once, the deadline."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lightning_fed.run_lock import hold_run_folder
 from tests.test_reproduce import CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,3 +100,18 @@ def test_bad_arguments(args, message, folder):
     result = parallel(*args, cwd=folder)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith(message)
     assert not (folder / "runs").exists()
+
+
+def test_a_side_a_live_run_holds_fails_with_its_reason_and_the_others_go_on(folder):
+    """A second runner (or a stale one still running) cannot start a duplicate into a side in use."""
+    held = hold_run_folder(folder / "runs" / "mnist5k_4" / "dense")
+    try:
+        result = parallel("rows", cwd=folder)
+    finally:
+        os.close(held)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(
+        r"dense: exit 2 \(fit.py: error: --output-dir '.*dense' is in use by a fit.py", result.stdout
+    )
+    assert (folder / "runs" / "mnist5k_4" / "sparse" / "summary.json").exists()  # the other sides ran
+    assert result.stdout.count("not finished; run this again to resume it") == 2
