@@ -87,6 +87,18 @@ def is_launcher() -> bool:
     return "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
 
 
+def claim_run_folder(output: Path) -> int | None:
+    """Creates the run folder and holds its lock for this process (``lightning_fed.run_lock``)."""
+    if output.exists() and not output.is_dir():
+        raise FitError(f"--output-dir {str(output)!r} is a file, not a folder; pass a folder")
+    try:
+        return hold_run_folder(output)
+    except RunFolderInUse as error:
+        raise FitError(f"--output-dir {error}") from None
+    except OSError as error:
+        raise FitError(f"--output-dir {str(output)!r} cannot be created: {error.strerror}") from None
+
+
 def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
     """The accelerator of a run of ``devices`` processes per node on a node with ``gpus`` GPUs.
 
@@ -304,9 +316,7 @@ def run(args) -> int:
         callbacks = build_callbacks(args, output)
         args.accelerator = resolve_accelerator(args.accelerator, args.devices, torch.cuda.device_count())
         ckpt_path = resolve_resume(args, model)  # last: every other bad input is named before this one
-        lock = hold_run_folder(output) if is_launcher() else None  # the device processes run under it
-    except RunFolderInUse as error:
-        raise FitError(f"--output-dir {error}") from None
+        lock = claim_run_folder(output) if is_launcher() else None  # the device processes run under it
     except (ValueError, FileNotFoundError) as error:
         raise FitError(str(error)) from None
     try:

@@ -204,3 +204,20 @@ def test_a_folder_in_use_by_a_running_fit_is_refused_and_untouched(resume, tmp_p
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"--output-dir {str(folder)!r} is in use by a fit.py still training there" in lines[0], lines[0]
     assert _snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("notes.txt", "is a file, not a folder; pass a folder"),
+        ("notes.txt/run", "cannot be created: Not a directory"),
+    ],
+)
+def test_an_output_dir_that_cannot_be_a_folder_is_one_line_and_the_file_is_kept(where, message, tmp_path):
+    (tmp_path / "notes.txt").write_text("a user's file")
+    result = fit(*BASE, "--output-dir", str(tmp_path / where), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[0] == f"fit.py: error: --output-dir {str(tmp_path / where)!r} {message}"
+    assert (tmp_path / "notes.txt").read_text() == "a user's file"
