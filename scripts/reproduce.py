@@ -84,7 +84,10 @@ def last_line(log: Path) -> str:
         >>> last_line(log)
         'fit.py: error: --devices: 0 is not allowed'
     """
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    with open(log, "rb") as file:  # a long run's log is megabytes of progress bars: read its end
+        file.seek(max(0, file.seek(0, 2) - 65536))
+        tail = file.read().decode(errors="replace")
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1][-300:] if lines else "no output"
 
 

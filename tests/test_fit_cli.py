@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_fed.run_lock import hold_run_folder
 from modules.networks import build_network
 from scripts.fit_run import FitError, resolve_accelerator, strategy_options
 
@@ -181,7 +182,6 @@ def test_kl_final_weight_without_a_ramp_is_the_weight_from_the_start(tmp_path):
 @pytest.mark.parametrize("resume", [False, True])
 def test_a_folder_in_use_by_a_running_fit_is_refused_and_untouched(resume, tmp_path):
     """A second fit.py into a folder a live run holds (fresh, or --resume of its checkpoint) stops at once."""
-    from lightning_fed.run_lock import hold_run_folder
     from scripts.fit import parse_args
     from scripts.fit_run import build_datamodule, build_model
 
