@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import load_sparse_state_dict
 from datamodules import FederatedDataModule
+from lightning_fed.nn.init_from import read_checkpoint
+from lightning_fed.strategy import CHECKPOINT_KEY
 from modules.classifier import SparseVDClassifier
 from scripts.fit_run import epoch_checkpoint
 from scripts.pruning_report import main as pruning_report
@@ -89,13 +91,25 @@ def test_exported_sparse_model_has_the_runs_test_accuracy_to_the_last_digit(run)
     assert accuracy == summary["test_acc"] and accuracy > 0.5
 
 
-def test_pruning_report_reads_the_runs_checkpoint_and_each_devices_log_sigma2(run, capsys):
+def test_pruning_report_reads_the_runs_checkpoint_and_each_devices_log_sigma2(run, capsys, tmp_path):
+    checkpoint_path = run / "checkpoints" / "last.ckpt"
     kept = json.loads((run / "summary.json").read_text())["kept_fraction"]
-    pruning_report([str(run / "checkpoints" / "last.ckpt")])
+    pruning_report([str(checkpoint_path)])
     device0 = capsys.readouterr().out
     assert re.search(rf"^\| all \| 266,200 \| {100 * kept:.1f} % \|", device0, re.MULTILINE), device0
-    pruning_report([str(run / "checkpoints" / "last.ckpt"), "--device", "1"])
-    assert capsys.readouterr().out != device0  # device 1 learned its own log_sigma2
+    pruning_report([str(checkpoint_path), "--device", "0"])
+    assert capsys.readouterr().out == device0  # the checkpointed model holds device 0's log_sigma2
+    checkpoint = read_checkpoint(checkpoint_path)
+    local = checkpoint[CHECKPOINT_KEY]["local"]
+    own = [torch.equal(local[0]["params"][k], local[1]["params"][k]) for k in local[1]["params"]]
+    assert own and not all(own)  # device 1 learned its own log_sigma2 (past the table's 2 decimals)
+    for key, log_sigma2 in local[1]["params"].items():  # so that --device 1 prunes everything
+        local[1]["params"][key] = log_sigma2 + 30.0
+    torch.save(checkpoint, tmp_path / "edited.ckpt")
+    pruning_report([str(tmp_path / "edited.ckpt"), "--device", "1"])
+    assert re.search(r"^\| all \| 266,200 \| 0\.0 % \|", capsys.readouterr().out, re.MULTILINE)
+    pruning_report([str(tmp_path / "edited.ckpt")])
+    assert capsys.readouterr().out == device0
 
 
 def test_wandb_offline_runs_hold_config_metrics_table_and_plots(run):
