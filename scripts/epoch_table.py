@@ -67,6 +67,21 @@ def parse_spans(text: str) -> list[tuple[int, int | None]]:
     return spans
 
 
+def span_label(rows: list[dict], first: int, last: int | None) -> str:
+    """``FIRST-LAST``; an open span ends at the last logged epoch, or stays ``FIRST-`` before it.
+
+    Example::
+
+        >>> rows = [{"epoch": 0}, {"epoch": 1}]
+        >>> span_label(rows, 0, None), span_label(rows, 5, None), span_label(rows, 1, 3)
+        ('0-1', '5-', '1-3')
+    """
+    if last is not None:
+        return f"{first}-{last}"
+    logged = rows[-1]["epoch"] if rows else -1
+    return f"{first}-{logged}" if logged >= first else f"{first}-"
+
+
 def spans_table(rows: list[dict], spans: list[tuple[int, int | None]]) -> str:
     """The dense epochs sent within each span, by each measure."""
     lines = [
@@ -75,8 +90,11 @@ def spans_table(rows: list[dict], spans: list[tuple[int, int | None]]) -> str:
     ]
     for first, last in spans:
         totals = span_totals(rows, first, last)
-        end = rows[-1]["epoch"] if last is None and rows else last
-        lines.append(f"| {first}-{end} | " + " | ".join(number(totals[m], 2) for m in MEASURES) + " |")
+        lines.append(
+            f"| {span_label(rows, first, last)} | "
+            + " | ".join(number(totals[m], 2) for m in MEASURES)
+            + " |"
+        )
     return "\n".join(lines)
 
 

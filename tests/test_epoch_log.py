@@ -57,12 +57,13 @@ def test_a_measure_never_logged_stays_unknown_rather_than_zero(resumed_run):
 
 
 def test_the_script_prints_the_chosen_rows_and_spans(resumed_run, capsys):
-    main([str(resumed_run), "--epochs", "1,3,7", "--spans", "0-1,2-"])
+    main([str(resumed_run), "--epochs", "1,3,7", "--spans", "0-1,2-,9-"])
     out = capsys.readouterr().out
     assert "| 1 | 30.0 % | 80.0 % | 0.400 | 0.600 | - | 1.20 | 1.80 | - |" in out
     assert "| 3 | 10.0 % | 90.0 % | 0.100 | 0.150 | - | 1.50 | 2.25 | - |" in out
     assert "| 0 |" not in out and "not logged yet: epochs 7" in out
     assert "| 0-1 | 1.20 | 1.80 | - |" in out and "| 2-3 | 0.30 | 0.45 | - |" in out
+    assert "| 9- | - | - | - |" in out  # an open span not reached yet
 
 
 @pytest.mark.parametrize(
