@@ -101,8 +101,8 @@ def test_pruning_report_reads_the_runs_checkpoint_and_each_devices_log_sigma2(ru
     assert capsys.readouterr().out == device0  # the checkpointed model holds device 0's log_sigma2
     checkpoint = read_checkpoint(checkpoint_path)
     local = checkpoint[CHECKPOINT_KEY]["local"]
-    own = [torch.equal(local[0]["params"][k], local[1]["params"][k]) for k in local[1]["params"]]
-    assert own and not all(own)  # device 1 learned its own log_sigma2 (past the table's 2 decimals)
+    same = [torch.equal(local[0]["params"][k], local[1]["params"][k]) for k in local[1]["params"]]
+    assert same and not all(same)  # device 1 learned its own log_sigma2 (past the table's 2 decimals)
     for key, log_sigma2 in local[1]["params"].items():  # so that --device 1 prunes everything
         local[1]["params"][key] = log_sigma2 + 30.0
     torch.save(checkpoint, tmp_path / "edited.ckpt")
