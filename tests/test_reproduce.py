@@ -184,7 +184,6 @@ def test_the_per_epoch_traffic_of_a_real_run_adds_up_to_its_ledger(done):
 
 def test_a_side_whose_folder_a_live_run_holds_fails_with_fit_error_line(tmp_path):
     """A second reproduce.py of a setting still running elsewhere stops, naming why, and writes nothing."""
-
     (tmp_path / "tiny.yaml").write_text(CONFIG)
     held = hold_run_folder(tmp_path / "runs" / "mnist5k_4" / "dense")
     try:
