@@ -8,21 +8,21 @@ from typing_extensions import override
 
 from callbacks.traffic import dense_step_bytes, ledger_of
 
-MEASURES = ("wire", "golomb", "paper")
+MEASURES = ("wire", "paper")
 
 
 class CommunicationBudget(pl.Callback):
     """Stops the fit after the step at which the cumulative traffic reaches ``max_bytes``.
 
-    Traffic is read from the strategy's ledger (``wire`` bytes, indices or bitmap included;
-    ``golomb``, positions as Rice-coded gaps; or the paper's ``paper`` measure, 4 bytes per
-    value), or, under a strategy without a ledger, counted here as
-    the dense traffic the parameter count implies. All ranks agree on the decision (a rank
-    stopping alone would leave the others waiting in a collective).
+    Traffic is read from the strategy's ledger (``wire``: the payloads' bytes, headers and
+    positions included; or the paper's ``paper`` measure, 4 bytes per value), or, under a
+    strategy without a ledger, counted here as the dense traffic the parameter count implies.
+    All ranks agree on the decision (a rank stopping alone would leave the others waiting in a
+    collective).
 
     Args:
         max_bytes: the budget, in bytes (> 0).
-        measure: ``"wire"``, ``"golomb"`` or ``"paper"``.
+        measure: ``"wire"`` or ``"paper"``.
 
     Example::
 

@@ -9,21 +9,24 @@ from torch.utils.data import DataLoader
 
 from datamodules.checks import check_count
 from datamodules.datasets import INFO, DatasetInfo, ImageData, load_dataset
-from datamodules.loading import ImageBatches, RankSlice, ShardBatchSampler, keep_batch
+from datamodules.loading import DeviceLoaders, ImageBatches, RankSlice, ShardBatchSampler, keep_batch
 from datamodules.partitions import PARTITIONS, Partition, make_partition
 
 
 class FederatedDataModule(pl.LightningDataModule):
-    """Shards a training set over ``num_devices`` devices; rank r trains on shard r only.
+    """Shards a training set over ``num_devices`` devices; each device trains on its shard only.
 
-    Under DDP each rank's train loader serves its own shard (Lightning's DistributedSampler is
-    switched off); validation (a seeded split of the training set) and test (the official test
-    set) are divided among the ranks without duplicates. ``device_dataloader(i)`` serves any
-    device's shard, for code that runs several devices in one process.
+    Under a strategy that hosts several devices per process (``FederatedStrategy``, whose
+    ``hosted_devices`` it reads) the train loader yields ``{device: batch}`` for the devices the
+    process hosts; under a strategy with one process per device (plain DDP) process r trains on
+    shard r, and ``num_devices`` must equal the number of processes. Validation (a seeded split of
+    the training set) and test (the official test set) are divided among the processes without
+    duplicates. ``device_dataloader(i)`` serves any device's shard.
 
     Args:
         dataset: ``fashion-mnist`` (default), ``mnist``, ``mnist-5k``, ``cifar10``, ``svhn``, ``gtsrb``.
-        num_devices: number of devices; defaults to the trainer's world size, and must equal it.
+        num_devices: number of devices N; defaults to the strategy's ``num_devices``, else the
+            number of processes.
         partition: ``iid`` (the paper), ``dirichlet`` or ``shards``.
         partition_params: the partition's own parameters (``alpha``, ``num_shards``, ``unequal_sigma``).
         batch_size: minibatch per device (the paper: 128).
@@ -96,15 +99,24 @@ class FederatedDataModule(pl.LightningDataModule):
         if trainer is None:
             self.num_devices = self.num_devices or 1
             return
-        world = trainer.world_size
         if self.num_devices is None:
-            self.num_devices = world
-        elif world > 1 and self.num_devices != world:
+            self.num_devices = getattr(trainer.strategy, "num_devices", None) or trainer.world_size
+
+    def hosted_devices(self) -> list[int]:
+        """The devices whose shards this process trains on."""
+        trainer = self.trainer
+        if trainer is None:
+            return list(range(self.num_devices))
+        hosted = getattr(trainer.strategy, "hosted_devices", None)
+        if hosted is not None:
+            return list(hosted)
+        if self.num_devices != trainer.world_size:
             raise ValueError(
-                f"num_devices={self.num_devices} but the trainer runs {world} processes; "
-                f"each process is one device, so they must be equal"
+                f"num_devices={self.num_devices} but {type(trainer.strategy).__name__} runs one device per "
+                f"process and has {trainer.world_size}; use strategy='federated' to host several devices "
+                "in a process, or as many processes as devices"
             )
-        trainer._accelerator_connector.use_distributed_sampler = False  # rank r reads shard r only
+        return [trainer.global_rank]
 
     def _load_train(self) -> None:
         full = load_dataset(self.dataset_name, self.data_dir, train=True, download=self.download)
@@ -155,9 +167,14 @@ class FederatedDataModule(pl.LightningDataModule):
             generator=self._generator(device),
         )  # fmt: skip
 
-    def train_dataloader(self) -> DataLoader:
-        rank = self.trainer.global_rank if self.trainer is not None else 0
-        return self.device_dataloader(rank)
+    def device_sizes(self) -> list[int]:
+        """Samples in each device's shard (the weights of a weighted average)."""
+        return [int(size) for size in self.partition.sizes()]
+
+    def train_dataloader(self) -> DeviceLoaders:
+        one_per_process = self.trainer is not None and not hasattr(self.trainer.strategy, "hosted_devices")
+        loaders = {device: self.device_dataloader(device) for device in self.hosted_devices()}
+        return DeviceLoaders(loaders, plain=one_per_process)
 
     def val_dataloader(self) -> DataLoader | list:
         return self._evaluation_loader(self._val) if self._val is not None else []

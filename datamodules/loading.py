@@ -111,3 +111,44 @@ class RankSlice(DistributedSampler):
 
     def __iter__(self):
         return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class DeviceLoaders:
+    """The train loader of a process: one batch per hosted device per step, as ``{device: batch}``.
+
+    Not a ``DataLoader``, so Lightning leaves the devices' own samplers alone (it would swap in a
+    ``DistributedSampler``); it forwards ``set_epoch`` to them, so every epoch reshuffles. With
+    ``plain=True`` (a single device under a strategy that hosts one device per process) it yields
+    that device's batches as they are.
+
+    Example::
+
+        >>> from torch.utils.data import DataLoader
+        >>> loaders = {d: DataLoader(range(4), batch_size=2) for d in (2, 3)}
+        >>> [batch[3].tolist() for batch in DeviceLoaders(loaders)]
+        [[0, 1], [2, 3]]
+    """
+
+    def __init__(self, loaders: dict, plain: bool = False) -> None:
+        if plain and len(loaders) != 1:
+            raise ValueError(f"plain=True needs exactly one device loader, got {len(loaders)}")
+        self.loaders = dict(loaders)
+        self.plain = plain
+        self.sampler = self  # Lightning calls loader.sampler.set_epoch(epoch) at every epoch start
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders.values():
+            for sampler in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+                if callable(getattr(sampler, "set_epoch", None)):
+                    sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders.values())
+
+    def __iter__(self):
+        if self.plain:
+            yield from next(iter(self.loaders.values()))
+            return
+        devices = list(self.loaders)
+        for batches in zip(*self.loaders.values(), strict=False):
+            yield dict(zip(devices, batches, strict=True))

@@ -17,8 +17,8 @@ GIB = 2**30
 
 def epoch_fractions(ledger_state: dict) -> dict[str, np.ndarray | None]:
     """Per epoch: ``epoch`` numbers and the fraction of dense communication by each measure:
-    ``paper`` (values sent), ``wire`` (indices or bitmap included) and ``golomb`` (Rice-coded
-    positions; None for a ledger saved before it counted them).
+    ``paper`` (values sent), ``wire`` (payload bytes) and ``golomb`` (the Rice-coded estimate that
+    ledgers before real payloads kept; None for every other ledger: their wire bytes are coded).
 
     Example::
 
@@ -32,10 +32,14 @@ def epoch_fractions(ledger_state: dict) -> dict[str, np.ndarray | None]:
     traffic = [Traffic.from_dict(t) for _, t in rows]
     counted_golomb = all("upload_golomb_bytes" in t for _, t in rows)
     fractions = {"epoch": np.array([e for e, _ in rows], dtype=int)}
-    for measure in ("paper", "wire", "golomb"):
+    for measure in ("paper", "wire"):
         fractions[measure] = np.array([getattr(t, f"{measure}_fraction") for t in traffic], dtype=float)
-    if not counted_golomb:
-        fractions["golomb"] = None
+    fractions["golomb"] = None
+    if counted_golomb and rows:
+        golomb = [
+            (t["upload_golomb_bytes"] + t["download_golomb_bytes"]) / (4 * t["dense_values"]) for _, t in rows
+        ]
+        fractions["golomb"] = np.array(golomb, dtype=float)
     return fractions
 
 

@@ -40,8 +40,9 @@ class SparseVDClassifier(pl.LightningModule):
     """Classifier trained on the ELBO ``NLL_mean + kl_weight * KL / num_train``.
 
     Every step, before backward, the masks ``M(alpha) = log_alpha < threshold`` are taken from
-    the current log_alpha; tensor hooks multiply each theta gradient by its mask, so DDP (and the
-    ``FederatedStrategy``'s communication hook) only ever sees masked gradients.
+    the current log_alpha; tensor hooks multiply each theta gradient by its mask. Under
+    ``FederatedStrategy`` what a device sends is masked by the strategy's ``SharingPlan`` as well,
+    so a deep copy of the module (whose tensor hooks are gone) still sends masked gradients.
 
     Args:
         network: an ``nn.Module`` or the name of one in :mod:`modules.networks`.
@@ -137,10 +138,8 @@ class SparseVDClassifier(pl.LightningModule):
         kl = kl_divergence(self.network).to(nll)
         return {"nll": nll, "kl": kl, "loss": nll + self.kl_weight * kl / self.num_train}
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self.masker.refresh()
-
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        self.masker.refresh()  # the masks of this step, from the computing device's log_alpha
         x, y = batch
         terms = self.elbo_terms(self(x), y)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, prog_bar=False)

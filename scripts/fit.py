@@ -56,10 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML file of option defaults (keys as the long options, '_' for '-')")
     g = p.add_argument_group("federation")
-    g.add_argument("--devices", type=_int_at_least(1), default=16, help="devices (processes) per node")
-    g.add_argument("--num-nodes", type=_int_at_least(1), default=1, help="machines; devices x nodes = N")
+    g.add_argument(
+        "--devices", type=_int_at_least(1), default=16, help="federated devices N, all nodes together"
+    )
+    g.add_argument(
+        "--processes",
+        type=_int_at_least(1),
+        default=None,
+        help="processes per node hosting the devices (default: 1 on CPU, one per GPU)",
+    )
+    g.add_argument(
+        "--num-nodes", type=_int_at_least(1), default=1, help="machines; processes x nodes divide N"
+    )
     g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"], help="hardware")
-    g.add_argument("--transport", default="dense", choices=["dense", "sparse"], help="how gradients travel")
+    g.add_argument(
+        "--transport",
+        default="dense",
+        choices=["dense", "sparse"],
+        help="across processes: all-reduce of sums (dense) or all-gather of the payloads (sparse)",
+    )
     g.add_argument("--share-log-sigma2", action="store_true", help="Algorithm 1 proper: sync log_sigma2 too")
     g.add_argument("--dense", action="store_true", help="the dense baseline: no variational dropout")
     g = p.add_argument_group("data")
@@ -122,7 +137,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.set_defaults(**_read_config(parser, args.config))
     args = parser.parse_args(argv)
     _check_kl_decay(parser, args)
+    _check_processes(parser, args)
     return args
+
+
+def _check_processes(parser, args) -> None:
+    """``--processes`` x ``--num-nodes`` must divide ``--devices`` into equal blocks."""
+    if args.processes is None:
+        return
+    from lightning_fed.federation.hosting import check_processes
+
+    try:
+        check_processes(args.processes * args.num_nodes, args.devices)
+    except ValueError as error:
+        parser.error(f"--processes {args.processes}: {error}")
 
 
 def _check_kl_decay(parser, args) -> None:

@@ -42,7 +42,7 @@ def build_datamodule(args) -> FederatedDataModule:
     params = {"iid": {"unequal_sigma": args.unequal_sigma}, "dirichlet": {"alpha": args.dirichlet_alpha}}
     params["shards"] = {"num_shards": args.num_shards} if args.num_shards else {}
     dm = FederatedDataModule(
-        args.dataset, args.devices * args.num_nodes, args.partition, params[args.partition], args.batch_size,
+        args.dataset, args.devices, args.partition, params[args.partition], args.batch_size,
         args.data_dir, args.seed, args.download, 0, args.val_size, args.augment,
     )  # fmt: skip
     dm.setup("fit")  # load and partition now, so bad data fails before any process starts
@@ -78,6 +78,11 @@ def resolve_resume(args, model: SparseVDClassifier) -> str | None:
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise FitError(
             f"--resume {str(path)!r} is a checkpoint of another architecture than --network {args.network}"
+        )
+    saved = (checkpoint.get("federated") or {}).get("num_devices")
+    if saved is not None and saved != args.devices:
+        raise FitError(
+            f"--resume {str(path)!r} is a run of {saved} devices; resume it with --devices {saved}"
         )
     return str(path)
 
@@ -117,6 +122,22 @@ def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
             f"--accelerator {accelerator} needs a GPU, this machine has none; use --accelerator cpu"
         )
     return accelerator
+
+
+def default_processes(devices: int, num_nodes: int, accelerator: str, gpus: int) -> int:
+    """Processes per node when ``--processes`` is not given: one on a CPU node (one process on all
+    cores beats several, README "Processes"), one per GPU on a GPU node, as many as divide evenly.
+
+    Example::
+
+        >>> default_processes(16, 1, "cpu", gpus=0), default_processes(16, 1, "gpu", gpus=8)
+        (1, 8)
+        >>> default_processes(12, 1, "gpu", gpus=8), default_processes(16, 2, "cpu", gpus=0)
+        (6, 1)
+    """
+    most = gpus if accelerator in ("gpu", "cuda") else 1
+    per_node = max(devices // num_nodes, 1)
+    return max(p for p in range(1, max(min(most, per_node), 1) + 1) if devices % (p * num_nodes) == 0)
 
 
 def shared_gpus(devices: int, gpus: int) -> list[torch.device] | None:
@@ -235,10 +256,11 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     loggers = [CSVLogger(output, name="csv")]
     if args.wandb_mode != "disabled" and not args.fast_dev_run:
         loggers.append(wandb_logger(args, output))
-    options = strategy_options(args.accelerator, args.devices, torch.cuda.device_count())
+    options = strategy_options(args.accelerator, args.processes, torch.cuda.device_count())
     strategy = FederatedStrategy(
-        transport=args.transport, share_log_sigma2=args.share_log_sigma2, **options["strategy"]
-    )
+        num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
+        **options["strategy"],
+    )  # fmt: skip
     limits = {
         k: getattr(args, k)
         for k in ("limit_train_batches", "limit_val_batches")
@@ -273,14 +295,14 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict
         "kept_fraction": model.kept_fraction(),
         "comm_paper_fraction": total.paper_fraction,
         "comm_wire_fraction": total.wire_fraction,
-        "comm_golomb_fraction": total.golomb_fraction,
         "comm_paper_bytes": total.paper_bytes,
         "comm_wire_bytes": total.wire_bytes,
-        "comm_golomb_bytes": total.golomb_bytes,
+        "comm_transport_bytes": total.transport_bytes,
         "comm_dense_bytes": total.dense_bytes,
         "steps": total.steps,
         "epochs": trainer.current_epoch,
-        "devices": trainer.world_size,
+        "devices": trainer.strategy.num_devices,
+        "processes": trainer.world_size,
         "wall_seconds": seconds,
         "train_seconds": _callback(trainer, Timer).time_elapsed("train"),
         "hardware": hardware(trainer),
@@ -295,10 +317,13 @@ def print_summary(summary: dict) -> None:
         ("kept weights", f"{100 * summary['kept_fraction']:.2f} %"),
         ("communication, paper's measure", f"{100 * summary['comm_paper_fraction']:.2f} % of dense"),
         ("communication, wire bytes", f"{100 * summary['comm_wire_fraction']:.2f} % of dense"),
-        ("communication, Golomb-coded", f"{100 * summary['comm_golomb_fraction']:.2f} % of dense"),
         ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
         ("model file (sparse / dense)", f"{summary['export_bytes']:,} / {summary['export_dense_bytes']:,} B"),
         ("devices x steps", f"{summary['devices']} x {summary['steps']}"),
+        (
+            "processes, bytes between them",
+            f"{summary['processes']}, {summary['comm_transport_bytes'] / 2**20:.1f} MiB",
+        ),
         ("wall time (this call)", f"{summary['wall_seconds']:.0f} s"),
         ("training time (all sessions)", f"{summary['train_seconds']:.0f} s"),
         ("trained on", summary["hardware"]),
@@ -314,7 +339,10 @@ def run(args) -> int:
         model = build_model(args, dm)
         output = Path(args.output_dir).expanduser()
         callbacks = build_callbacks(args, output)
-        args.accelerator = resolve_accelerator(args.accelerator, args.devices, torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
+        args.accelerator = resolve_accelerator(args.accelerator, args.devices, gpus)
+        if args.processes is None:
+            args.processes = default_processes(args.devices, args.num_nodes, args.accelerator, gpus)
         ckpt_path = resolve_resume(args, model)  # last: every other bad input is named before this one
         lock = claim_run_folder(output) if is_launcher() else None  # the device processes run under it
     except (ValueError, FileNotFoundError) as error:

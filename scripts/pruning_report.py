@@ -19,21 +19,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from lightning_fed.cli import OneLineParser  # noqa: E402
+from lightning_fed.federation.checkpoint import device_states_of  # noqa: E402
 from lightning_fed.nn.init_from import network_state, read_checkpoint  # noqa: E402
 from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD  # noqa: E402
 from lightning_fed.nn.pruning import LayerPruning, pruning_report  # noqa: E402
-from lightning_fed.strategy import CHECKPOINT_KEY  # noqa: E402
 
 
-def device_state(checkpoint: dict, device: int | None) -> dict:
+def device_state(checkpoint: dict, device: int | None, path=None) -> dict:
     """The network's state dict with ``device``'s own log_sigma2 (device 0's, as saved, for None)."""
     state = network_state(checkpoint)
     if device is None:
         return state
-    local = (checkpoint.get(CHECKPOINT_KEY) or {}).get("local") or []
+    local = device_states_of(checkpoint, path)
     if not local:
         raise ValueError(f"--device {device}: the checkpoint holds no per-device log_sigma2")
-    if not 0 <= device < len(local) or not local[device]["params"]:
+    if device not in local or not local[device]["params"]:
         raise ValueError(
             f"--device {device}: the checkpoint holds the local log_sigma2 of {len(local)} devices "
             f"(0 to {len(local) - 1})"
@@ -78,7 +78,7 @@ def main(argv=None) -> None:
     try:
         checkpoint = read_checkpoint(args.checkpoint)
         hparams = checkpoint.get("hyper_parameters", {})
-        state = device_state(checkpoint, args.device)
+        state = device_state(checkpoint, args.device, args.checkpoint)
         threshold = hparams.get("threshold", DEFAULT_THRESHOLD)
         report = pruning_report(state, threshold, hparams.get("init_log_sigma2", DEFAULT_INIT_LOG_SIGMA2))
     except (FileNotFoundError, ValueError) as error:

@@ -219,7 +219,7 @@ def test_resumed_callbacks_continue_their_schedules_and_totals(tmp_path):
         (lambda: CommunicationBudget(max_bytes=float("inf")), r"max_bytes must be .* got inf"),
         (
             lambda: CommunicationBudget(1e9, measure="bits"),
-            r"measure must be one of wire, golomb, paper, got 'bits'",
+            r"measure must be one of wire, paper, got 'bits'",
         ),
     ],
 )

@@ -54,8 +54,8 @@ def test_summary_ledger_plots_and_printed_table(run):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["devices"] == 2 and summary["epochs"] == 3 and summary["steps"] == 9
     assert 0 < summary["kept_fraction"] < 1 and 0 < summary["comm_paper_fraction"] < 1
-    assert summary["comm_golomb_bytes"] <= summary["comm_wire_bytes"] < summary["comm_dense_bytes"]
-    assert summary["comm_golomb_fraction"] == summary["comm_golomb_bytes"] / summary["comm_dense_bytes"]
+    assert summary["comm_paper_bytes"] <= summary["comm_wire_bytes"] < summary["comm_dense_bytes"]
+    assert summary["comm_transport_bytes"] == 0 and summary["processes"] == 1  # one process hosts both
     assert summary["export_bytes"] < summary["export_dense_bytes"]
     assert summary["hardware"] == f"CPU, {os.cpu_count()} cores"
     printed = (run.parent / "printed.txt").read_text()
@@ -129,7 +129,7 @@ def test_wandb_offline_runs_hold_config_metrics_table_and_plots(run):
     keys = set().union(*rows)
     expected = {
         "comm/step/upload", "comm/total/wire_bytes", "comm/total/paper_fraction", "comm/epoch/wire_fraction",
-        "comm/total/golomb_bytes", "comm/epoch/golomb_fraction",
+        "comm/total/transport_bytes", "comm/epoch/paper_fraction",
         "sparsity/total", "sparsity/network.1", "train/loss", "train/kl", "val/acc", "test/acc",
         "export/sparse_bytes", "summary/_type", "plots/_type",
     }  # fmt: skip

@@ -1,33 +1,44 @@
 """Figure 2's data: per-epoch fractions of dense communication, by each measure the ledger counts."""
 
 import pytest
+import torch
 
-from lightning_fed.communication import CommunicationLedger, bucket_traffic
+from lightning_fed.communication import CommunicationLedger, SparseCodec, Traffic
 from lightning_fed.plots import cumulative_bytes, epoch_fractions, plot_transmitted_fraction
 
 
 def _ledger_state(kept_per_epoch: list[int], numel: int = 10_000, devices: int = 4) -> dict:
-    ledger = CommunicationLedger()
+    """One step an epoch: every device uploads ``kept`` entries, the server sends them back."""
+    ledger, codec = CommunicationLedger(), SparseCodec()
     for epoch, kept in enumerate(kept_per_epoch):
-        ledger.record(bucket_traffic([[kept]] * devices, [kept], [numel], [True], devices))
+        message = torch.zeros(numel)
+        message[:kept] = 1.0
+        payload = codec.encode([message])
+        for _ in range(devices):
+            ledger.record(Traffic.of_upload(payload))
+        ledger.record(Traffic.of_download(payload, receivers=devices))
+        ledger.record(Traffic(dense_values=2 * devices * numel))
         ledger.end_step(epoch=epoch)
     return ledger.state_dict()
 
 
-def test_fractions_follow_the_ledger_and_golomb_is_cheapest_when_sparse():
+def test_fractions_follow_the_payloads():
     fractions = epoch_fractions(_ledger_state([10_000, 1_000, 50]))
     assert fractions["epoch"].tolist() == [0, 1, 2]
     assert fractions["paper"].tolist() == pytest.approx([1.0, 0.1, 0.005])
-    # dense: nothing to index; sparse: positions cost, Rice-coded gaps less than 32-bit indices
-    assert fractions["wire"][0] == fractions["golomb"][0] == pytest.approx(1.0)
-    assert fractions["paper"][2] < fractions["golomb"][2] < fractions["wire"][2]
+    # dense: 5 header bytes on 40,000 of values; sparse: positions cost a little more than the values
+    assert fractions["wire"][0] == pytest.approx(1.0 + 5 / 40_000)
+    assert fractions["paper"][2] < fractions["wire"][2] < 2 * fractions["paper"][2]
+    assert fractions["golomb"] is None  # the estimate of ledgers before real payloads
 
 
-def test_a_ledger_saved_before_the_golomb_measure_has_no_golomb_line(tmp_path):
+def test_a_ledger_saved_with_the_golomb_estimate_still_plots_it(tmp_path):
     state = _ledger_state([10_000, 50])
     for epoch in state["epochs"].values():
-        del epoch["upload_golomb_bytes"], epoch["download_golomb_bytes"]
-    assert epoch_fractions(state)["golomb"] is None
+        epoch["upload_golomb_bytes"] = epoch["download_golomb_bytes"] = epoch["upload_bytes"] // 2
+    assert epoch_fractions(state)["golomb"].tolist() == pytest.approx(
+        [t["upload_bytes"] / (4 * t["dense_values"]) for t in state["epochs"].values()]
+    )
     path = plot_transmitted_fraction({"old": state, "new": _ledger_state([50])}, tmp_path / "f2.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,14 +1,6 @@
-"""Counting communication: sparse encodings, their byte sizes, and the ledger."""
+"""Messages as real bytes: codecs (payload in, payload out) and the ledger of payload lengths."""
 
-from lightning_fed.communication.encoding import decode_sum, encode, paper_bytes, wire_bytes
-from lightning_fed.communication.ledger import CommunicationLedger, Traffic, bucket_traffic
+from lightning_fed.communication.codecs import ENCODINGS, Codec, Payload, SparseCodec
+from lightning_fed.communication.ledger import VALUE_BYTES, CommunicationLedger, Traffic
 
-__all__ = [
-    "CommunicationLedger",
-    "Traffic",
-    "bucket_traffic",
-    "decode_sum",
-    "encode",
-    "paper_bytes",
-    "wire_bytes",
-]
+__all__ = ["ENCODINGS", "VALUE_BYTES", "Codec", "CommunicationLedger", "Payload", "SparseCodec", "Traffic"]

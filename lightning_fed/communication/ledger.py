@@ -3,16 +3,19 @@
 import threading
 from dataclasses import asdict, dataclass, fields
 
-from lightning_fed.communication.encoding import VALUE_BYTES, golomb_bytes, paper_bytes, wire_bytes
+from lightning_fed.communication.codecs import Payload
+
+VALUE_BYTES = 4  # the paper's measure: 4 bytes per transmitted value
 
 
 @dataclass
 class Traffic:
     """Traffic of one step (or a sum of steps), summed over all devices.
 
-    ``upload`` / ``download`` count gradient values; ``*_bytes`` the wire bytes of the encoding
-    (indices or bitmap); ``*_golomb_bytes`` those with Rice-coded positions; ``dense_values`` what
-    dense distributed SGD would move (2 x N x P).
+    ``upload`` / ``download`` count the float values in the payloads (the paper's measure);
+    ``*_bytes`` the payloads' lengths, headers and positions included (wire bytes);
+    ``dense_values`` what dense distributed SGD would move (2 x N x P); ``transport_bytes`` what
+    the collectives between processes moved (0 when the whole federation is in one process).
     """
 
     upload: int = 0
@@ -21,24 +24,37 @@ class Traffic:
     download_bytes: int = 0
     dense_values: int = 0
     steps: int = 0
-    upload_golomb_bytes: int = 0
-    download_golomb_bytes: int = 0
+    transport_bytes: int = 0
 
     @classmethod
     def from_dict(cls, state: dict) -> "Traffic":
-        """Reads :func:`dataclasses.asdict` output; a state saved before the Golomb measure existed
-        counts those steps at their wire bytes (an upper bound: Golomb positions never cost more
-        than a bitmap's, plus one byte).
+        """Reads :func:`dataclasses.asdict` output; keys of older ledgers (the Golomb estimate) are
+        ignored.
 
         Example::
 
-            >>> Traffic.from_dict({"upload": 2, "upload_bytes": 16, "steps": 1}).upload_golomb_bytes
+            >>> Traffic.from_dict({"upload": 2, "upload_bytes": 16, "upload_golomb_bytes": 9}).upload_bytes
             16
         """
-        state = dict(state)
-        for side in ("upload", "download"):
-            state.setdefault(f"{side}_golomb_bytes", state.get(f"{side}_bytes", 0))
-        return cls(**state)
+        names = {field.name for field in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in names})
+
+    @classmethod
+    def of_upload(cls, payload: Payload) -> "Traffic":
+        """One device's upload.
+
+        Example::
+
+            >>> traffic = Traffic.of_upload(Payload(b"abcdef", 1))
+            >>> traffic.upload, traffic.upload_bytes, traffic.download
+            (1, 6, 0)
+        """
+        return cls(upload=payload.values, upload_bytes=len(payload))
+
+    @classmethod
+    def of_download(cls, payload: Payload, receivers: int) -> "Traffic":
+        """The server's message, downloaded by ``receivers`` devices."""
+        return cls(download=receivers * payload.values, download_bytes=receivers * len(payload))
 
     def __iadd__(self, other: "Traffic") -> "Traffic":
         for field in fields(self):
@@ -51,16 +67,12 @@ class Traffic:
 
     @property
     def paper_bytes(self) -> int:
-        """The paper's measure: 4 bytes per value, indices ignored."""
-        return paper_bytes(self.values)
+        """The paper's measure: 4 bytes per value, positions ignored."""
+        return self.values * VALUE_BYTES
 
     @property
     def wire_bytes(self) -> int:
         return self.upload_bytes + self.download_bytes
-
-    @property
-    def golomb_bytes(self) -> int:
-        return self.upload_golomb_bytes + self.download_golomb_bytes
 
     @property
     def dense_bytes(self) -> int:
@@ -73,64 +85,23 @@ class Traffic:
 
     @property
     def wire_fraction(self) -> float:
-        """Wire bytes (indices included) as a fraction of dense bytes."""
+        """Payload bytes (headers and positions included) as a fraction of dense bytes."""
         return self.wire_bytes / self.dense_bytes if self.dense_bytes else 0.0
-
-    @property
-    def golomb_fraction(self) -> float:
-        """Bytes with Rice-coded positions as a fraction of dense bytes."""
-        return self.golomb_bytes / self.dense_bytes if self.dense_bytes else 0.0
 
     def metrics(self, prefix: str) -> dict[str, float]:
         """Flat metrics for a logger, e.g. ``comm/total/upload``."""
-        names = ["upload", "download", "paper_bytes", "wire_bytes", "golomb_bytes", "dense_bytes"]
+        names = ["upload", "download", "paper_bytes", "wire_bytes", "dense_bytes", "transport_bytes"]
         values = {f"{prefix}/{name}": float(getattr(self, name)) for name in names}
-        for measure in ("paper", "wire", "golomb"):
+        for measure in ("paper", "wire"):
             values[f"{prefix}/{measure}_fraction"] = getattr(self, f"{measure}_fraction")
         return values
-
-
-def bucket_traffic(upload_counts, download_counts, numels, dense_mask, num_devices: int) -> Traffic:
-    """Traffic of one exchange of a group of tensors.
-
-    Args:
-        upload_counts: ``[num_devices][num_tensors]`` values each device sends per tensor.
-        download_counts: ``[num_tensors]`` non-zero values of the average per tensor.
-        numels: ``[num_tensors]`` sizes of the tensors.
-        dense_mask: ``[num_tensors]`` True for tensors that dense SGD would send too (theta, bias).
-        num_devices: N.
-
-    Example::
-
-        >>> t = bucket_traffic([[2, 0], [1, 0]], [3, 0], [100, 100], [True, True], 2)
-        >>> t.upload, t.download, t.upload_bytes, t.upload_golomb_bytes, t.dense_values
-        (3, 6, 24, 17, 800)
-    """
-
-    def sent(encoding) -> tuple[int, int]:
-        up = sum(encoding(n, numel) for row in upload_counts for n, numel in zip(row, numels, strict=True))
-        down = sum(encoding(n, numel) for n, numel in zip(download_counts, numels, strict=True))
-        return up, num_devices * down
-
-    upload_bytes, download_bytes = sent(wire_bytes)
-    upload_golomb, download_golomb = sent(golomb_bytes)
-    dense = sum(numel for numel, counted in zip(numels, dense_mask, strict=True) if counted)
-    return Traffic(
-        upload=int(sum(sum(row) for row in upload_counts)),
-        download=num_devices * int(sum(download_counts)),
-        upload_bytes=upload_bytes,
-        download_bytes=download_bytes,
-        dense_values=2 * num_devices * dense,
-        upload_golomb_bytes=upload_golomb,
-        download_golomb_bytes=download_golomb,
-    )
 
 
 class CommunicationLedger:
     """Accumulates :class:`Traffic`: the current step, per epoch, per step history, and in total.
 
-    The strategy's communication hook calls :meth:`record` once per gradient bucket (possibly
-    from a communication thread) and :meth:`end_step` after the optimizer step.
+    The strategy calls :meth:`record` for every payload it counts and :meth:`end_step` after
+    the optimizer step.
 
     Example::
 

@@ -1,0 +1,24 @@
+"""The federation: devices as data, what they share, how their messages meet at the server."""
+
+from lightning_fed.federation.aggregation import RunningSum, federated_mean
+from lightning_fed.federation.device_state import DeviceState, DeviceStates, device_seed
+from lightning_fed.federation.hosting import check_processes, hosted_devices
+from lightning_fed.federation.sharing import SharedTensor, SharingPlan
+from lightning_fed.federation.transport import TRANSPORTS, AllGather, AllReduce, InProcess, make_transport
+
+__all__ = [
+    "TRANSPORTS",
+    "AllGather",
+    "AllReduce",
+    "DeviceState",
+    "DeviceStates",
+    "InProcess",
+    "RunningSum",
+    "SharedTensor",
+    "SharingPlan",
+    "check_processes",
+    "device_seed",
+    "federated_mean",
+    "hosted_devices",
+    "make_transport",
+]

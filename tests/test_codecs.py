@@ -1,0 +1,87 @@
+"""Codecs: every payload decodes to exactly what was encoded, and its length is what it claims."""
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_fed.communication import ENCODINGS, Payload, SparseCodec
+from lightning_fed.communication.codecs import HEADER
+from lightning_fed.communication.rice import best_k, gaps_of, rice_bits, rice_decode, rice_encode
+
+DENSITIES = [0.0, 1e-4, 0.003, 0.03, 0.2, 0.5, 0.97, 1.0]
+SHAPES = [(1,), (7,), (64, 3), (300, 784), (64, 1, 5, 5)]
+
+
+def masked(shape, density: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(shape, generator=generator)
+    keep = torch.rand(shape, generator=generator) < density
+    return values * keep
+
+
+@pytest.mark.parametrize(
+    "encodings", [None, ["dense"], ["indices"], ["bitmap"], ["rice"], ["bitmap", "rice"]]
+)
+def test_decode_of_encode_is_exact_for_many_densities_and_shapes(encodings):
+    codec = SparseCodec() if encodings is None else SparseCodec(encodings)
+    for seed, density in enumerate(DENSITIES):
+        tensors = [masked(shape, density, seed * 10 + i) for i, shape in enumerate(SHAPES)]
+        payload = codec.encode([t.reshape(-1) for t in tensors])
+        decoded = codec.decode(payload, [t.numel() for t in tensors])
+        for original, back in zip(tensors, decoded, strict=True):
+            assert torch.equal(back.reshape(original.shape), original), (encodings, density)
+        expected_values = sum(
+            t.numel() if name == "dense" else int(t.count_nonzero())
+            for t, name in zip(tensors, codec.last_encodings, strict=True)
+        )
+        assert payload.values == expected_values
+
+
+def test_payload_length_is_header_plus_the_chosen_encodings_exact_size():
+    codec = SparseCodec()
+    for density in DENSITIES:
+        flat = masked((300, 784), density, 3).reshape(-1)
+        payload = codec.encode([flat])
+        positions = np.flatnonzero(flat.numpy())
+        if positions.size == 0:
+            assert len(payload) == HEADER.size and codec.last_encodings == ["empty"]
+            continue
+        sizes = {
+            name: e.size(positions.size, flat.numel(), gaps_of(positions)) for name, e in ENCODINGS.items()
+        }
+        assert len(payload) == HEADER.size + min(s for s in sizes.values() if s is not None)
+        assert sizes[codec.last_encodings[0]] == len(payload) - HEADER.size
+
+
+def test_the_cheapest_encoding_follows_the_density():
+    def chosen(density, encodings=tuple(ENCODINGS)):
+        codec = SparseCodec(encodings)
+        codec.encode([masked((100_000,), density, 1)])
+        return codec.last_encodings[0]
+
+    assert [chosen(d) for d in (0.001, 0.2, 1.0)] == ["rice", "rice", "dense"]
+    without_rice = ("dense", "indices", "bitmap")
+    assert [chosen(d, without_rice) for d in (0.001, 0.2, 1.0)] == ["indices", "bitmap", "dense"]
+
+
+def test_rice_coding_round_trips_and_takes_the_bits_it_counts():
+    rng = np.random.default_rng(0)
+    for count, numel in [(1, 1), (5, 10), (100, 100_000), (3000, 235_200)]:
+        positions = np.sort(rng.choice(numel, size=count, replace=False))
+        gaps = gaps_of(positions)
+        k = best_k(gaps)
+        stream = rice_encode(gaps, k)
+        assert len(stream) == -(-rice_bits(gaps, k) // 8)
+        assert np.array_equal(rice_decode(stream, count, k), gaps)
+        assert all(rice_bits(gaps, k) <= rice_bits(gaps, other) for other in range(20))
+
+
+def test_bad_encodings_and_a_truncated_payload_are_errors():
+    with pytest.raises(
+        ValueError, match="encodings must be a non-empty list of dense, indices, bitmap, rice"
+    ):
+        SparseCodec(["zip"])
+    codec = SparseCodec()
+    payload = codec.encode([torch.tensor([0.0, 1.0])])
+    with pytest.raises(ValueError, match="bytes after its last tensor"):
+        codec.decode(Payload(payload.data + b"\0", payload.values), [2])

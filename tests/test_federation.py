@@ -1,0 +1,137 @@
+"""The federation's pure pieces: what is shared and masked, device state, aggregation, hosting."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_fed.communication import SparseCodec
+from lightning_fed.federation import (
+    DeviceStates,
+    InProcess,
+    SharingPlan,
+    check_processes,
+    federated_mean,
+    hosted_devices,
+)
+from lightning_fed.nn import variational
+
+
+def small_model() -> nn.Module:
+    torch.manual_seed(0)
+    return variational(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(8, 3)))
+
+
+def test_the_plan_shares_theta_masked_keeps_log_sigma2_and_buffers_local():
+    plan = SharingPlan(small_model())
+    shared = {t.name: t.mask_of for t in plan.shared}
+    assert shared == {
+        "0.weight": "0",
+        "0.bias": None,
+        "1.weight": None,
+        "1.bias": None,
+        "3.weight": "3",
+        "3.bias": None,
+    }
+    assert plan.local_parameters == ["0.log_sigma2", "3.log_sigma2"]
+    assert plan.local_buffers == ["1.running_mean", "1.running_var", "1.num_batches_tracked"]
+    algorithm_1 = SharingPlan(small_model(), share_log_sigma2=True)
+    assert algorithm_1.local_parameters == []
+    log_sigma2 = {
+        t.name: (t.mask_of, t.in_dense_baseline) for t in algorithm_1.shared if "log_sigma2" in t.name
+    }
+    assert log_sigma2 == {"0.log_sigma2": ("0", False), "3.log_sigma2": ("3", False)}
+    assert algorithm_1.dense_numel == plan.dense_numel == sum(t.numel for t in plan.shared)
+
+
+def test_the_upload_is_masked_by_m_alpha_even_for_a_deep_copy_of_the_model():
+    model = small_model()
+    with torch.no_grad():
+        model[3].log_sigma2[0].fill_(5.0)  # log_alpha >= 3 for every weight of output 0
+    for candidate in (model, copy.deepcopy(model)):
+        candidate.zero_grad()
+        candidate(torch.randn(4, 1, 4, 4)).sum().backward()
+        upload = dict(
+            zip(
+                [t.name for t in SharingPlan(candidate).shared],
+                SharingPlan(candidate).upload(candidate),
+                strict=True,
+            )
+        )
+        grad = candidate[3].weight.grad
+        assert torch.all(upload["3.weight"].view(3, 8)[0] == 0) and torch.all(grad[0] != 0)
+        assert torch.equal(upload["3.weight"].view(3, 8)[1:], grad[1:])
+
+
+def test_device_states_swap_parameters_buffers_optimizer_state_and_random_streams():
+    model = small_model()
+    plan = SharingPlan(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    states = DeviceStates(model, plan, devices=[0, 1], seed=7, optimizer=optimizer)
+    draws = {}
+    for device in (0, 1):
+        with states.hosting(device):
+            draws[device] = torch.rand(3)  # the device's own stream
+            model(torch.randn(4, 1, 4, 4) + device).sum().backward()  # batch-norm statistics move
+            for t in plan.shared:
+                model.get_parameter(t.name).grad = None
+            optimizer.step()  # local parameters only
+            optimizer.zero_grad()
+    states.rest()
+    zero, one = states.states[0], states.states[1]
+    assert not torch.equal(zero.buffers["1.running_mean"], one.buffers["1.running_mean"])
+    assert not torch.equal(zero.params["0.log_sigma2"], one.params["0.log_sigma2"])
+    assert torch.equal(model[1].running_mean, zero.buffers["1.running_mean"])  # device 0 rests in the model
+    assert torch.equal(model[0].log_sigma2, zero.params["0.log_sigma2"])
+    assert optimizer.state[model[0].log_sigma2] is zero.optimizer["0.log_sigma2"]
+    assert not torch.equal(draws[0], draws[1])
+    again = DeviceStates(small_model(), plan, devices=[1], seed=7)  # another process hosting device 1
+    with again.hosting(1):
+        assert torch.equal(torch.rand(3), draws[1])
+
+
+def test_device_states_round_trip_through_a_state_dict():
+    model = small_model()
+    plan = SharingPlan(model)
+    states = DeviceStates(model, plan, devices=[2, 3], seed=0)
+    with states.hosting(3):
+        model[0].log_sigma2.data.fill_(-4.0)
+    restored = DeviceStates(small_model(), plan, devices=[3], seed=1)
+    restored.load_state_dict(states.state_dict())
+    assert torch.equal(restored.states[3].params["0.log_sigma2"], states.states[3].params["0.log_sigma2"])
+    with pytest.raises(ValueError, match=r"no state for devices \[4\]"):
+        DeviceStates(small_model(), plan, devices=[4], seed=0).load_state_dict(states.state_dict())
+
+
+def test_federated_mean_is_the_paper_s_average_or_weighted_by_shard_size():
+    updates = [[torch.tensor([1.0, 0.0])], [torch.tensor([3.0, 4.0])], [torch.tensor([5.0, 2.0])]]
+    assert torch.equal(federated_mean(updates)[0], torch.tensor([3.0, 2.0]))
+    assert torch.equal(federated_mean(updates, weights=[2, 1, 1])[0], torch.tensor([2.5, 1.5]))
+    with pytest.raises(ValueError, match="one weight per update"):
+        federated_mean(updates, weights=[1, 1])
+
+
+def test_the_in_process_transport_sums_what_the_payloads_hold_and_counts_their_bytes():
+    codec = SparseCodec()
+    transport = InProcess(codec, numels=[3, 2])
+    sent = []
+    for values in ([1.0, 0.0, 0.0], [0.0, 2.0, 0.0]):
+        payload = codec.encode([torch.tensor(values), torch.tensor([0.5, 0.0])])
+        sent.append(len(payload))
+        transport.upload(len(sent) - 1, payload, weight=1.0)
+    total, weight, traffic = transport.server_sum()
+    assert [t.tolist() for t in total] == [[1.0, 2.0, 0.0], [1.0, 0.0]]
+    assert (weight, traffic.upload, traffic.upload_bytes) == (2.0, 4, sum(sent))
+
+
+def test_hosting_gives_equal_contiguous_blocks_and_refuses_the_rest():
+    assert [hosted_devices(8, 4, r) for r in range(4)] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert sorted(sum((hosted_devices(16, 2, r) for r in range(2)), [])) == list(range(16))
+    for processes, message in [
+        (0, "integer >= 1"),
+        (17, "more than the 16 devices"),
+        (3, "do not divide 16"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            check_processes(processes, 16)
