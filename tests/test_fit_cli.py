@@ -44,6 +44,12 @@ def _snapshot(folder: Path) -> dict:
         (["--devices", "-1"], r"--devices: -1 is not allowed"),
         (["--devices", "abc"], r"--devices: 'abc' is not an integer"),
         (["--devices", "100"], r"num_devices=100 leaves a device 35 samples, less than one batch of 128"),
+        (["--processes", "0"], r"--processes: 0 is not allowed \(must be an integer >= 1\)"),
+        (["--processes", "3"], r"--processes 3: 3 processes are more than the 2 devices; use at most 2$"),
+        (
+            ["--devices", "4", "--processes", "3"],
+            r"--processes 3: 3 processes do not divide 4 devices evenly; use one of 1, 2, 4$",
+        ),
         (["--network", "alexnet"], r"--network: invalid choice: 'alexnet'"),
         (["--dataset", "imagenet"], r"--dataset: invalid choice: 'imagenet'"),
         (["--threshold", "nan"], r"--threshold: nan is not allowed \(must be a finite number\)"),

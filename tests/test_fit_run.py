@@ -100,7 +100,7 @@ def test_pruning_report_reads_the_runs_checkpoint_and_each_devices_log_sigma2(ru
     pruning_report([str(checkpoint_path), "--device", "0"])
     assert capsys.readouterr().out == device0  # the checkpointed model holds device 0's log_sigma2
     checkpoint = read_checkpoint(checkpoint_path)
-    local = checkpoint[CHECKPOINT_KEY]["local"]
+    local = checkpoint[CHECKPOINT_KEY]["devices"]  # one process hosted both devices: all in the file
     same = [torch.equal(local[0]["params"][k], local[1]["params"][k]) for k in local[1]["params"]]
     assert same and not all(same)  # device 1 learned its own log_sigma2 (past the table's 2 decimals)
     for key, log_sigma2 in local[1]["params"].items():  # so that --device 1 prunes everything
