@@ -1,7 +1,18 @@
 """lightning-fed: communication-efficient federated learning with sparse variational dropout."""
 
-from lightning_fed.communication import CommunicationLedger, Traffic
+from lightning_fed.communication import Codec, CommunicationLedger, Payload, SparseCodec, Traffic
+from lightning_fed.federation import DeviceStates, SharingPlan, federated_mean
 from lightning_fed.strategy import FederatedStrategy
 
-__all__ = ["CommunicationLedger", "FederatedStrategy", "Traffic"]
-__version__ = "0.1.0"
+__all__ = [
+    "Codec",
+    "CommunicationLedger",
+    "DeviceStates",
+    "FederatedStrategy",
+    "Payload",
+    "SharingPlan",
+    "SparseCodec",
+    "Traffic",
+    "federated_mean",
+]
+__version__ = "0.2.0"

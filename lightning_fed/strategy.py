@@ -79,6 +79,12 @@ class FederatedStrategy(DDPStrategy):
                     "pass a codec (lightning_fed.communication.Codec) instead"
                 )
         super().__init__(**kwargs)
+        if self._ddp_kwargs:
+            named = ", ".join(sorted(self._ddp_kwargs))
+            raise ValueError(
+                f"FederatedStrategy wraps no DistributedDataParallel, so {named} does not apply; "
+                "pass only process placement, backend and timeout"
+            )
         self.num_devices = num_devices
         self.transport = transport
         self.share_log_sigma2 = share_log_sigma2

@@ -11,7 +11,7 @@ CifarNet, Fashion-MNIST, batch 128 per device, Adam, the paper's variant with lo
   batch with its own log_sigma2 (and its own Adam for it), gradients masked, averaged, Adam on theta.
 
 Printed per layout: seconds from launch to the end of the first step, steady samples per second
-(steps 3 to K), and the peak memory of the whole process tree (sum of PSS, sampled every 0.2 s);
+(steps 3 to K), and the peak memory of the whole process tree (sum of PSS, sampled every 0.5 s);
 then each layout's samples per second as a ratio to ``plain``.
 """
 
@@ -62,7 +62,7 @@ def measure(layout: str, devices: int, steps: int, out: Path) -> dict:
     peak = 0
     while child.poll() is None:
         peak = max(peak, tree_pss_bytes(child.pid))
-        time.sleep(0.2)
+        time.sleep(0.5)
     if child.returncode != 0:
         raise SystemExit(f"benchmark_federation: layout {layout} failed:\n{child.stderr.read()[-3000:]}")
     times = json.loads(result.read_text())["step_ends"]

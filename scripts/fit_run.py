@@ -334,6 +334,7 @@ def print_summary(summary: dict) -> None:
 
 def run(args) -> int:
     start = time.time()
+    pl.seed_everything(args.seed, workers=True, verbose=False)  # before the model: its init is seeded
     try:
         dm = build_datamodule(args)
         model = build_model(args, dm)
@@ -357,7 +358,6 @@ def run(args) -> int:
 
 def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str | None, start: float) -> None:
     """Trains (or resumes), tests, and writes the summary, ledger and plots into ``output``."""
-    pl.seed_everything(args.seed, workers=True, verbose=False)
     output.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(args, output, callbacks)
     trainer.fit(model, dm, ckpt_path=ckpt_path)

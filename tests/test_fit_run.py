@@ -199,3 +199,15 @@ def test_online_mode_without_a_network_logs_offline_and_trains(tmp_path):
     (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")  # beside the failed online attempt
     rows = history_rows(run_file(offline))
     assert any("val/acc" in row and "comm/total/wire_bytes" in row for row in rows)
+
+
+def test_the_same_command_and_seed_give_the_same_run_and_a_resumed_run_ends_like_it(run, tmp_path):
+    straight = tmp_path / "straight"
+    fit("--max-epochs", "3", "--output-dir", str(straight), "--wandb-mode", "disabled", cwd=tmp_path)
+    ours, theirs = (read_checkpoint(folder / "checkpoints" / "last.ckpt") for folder in (run, straight))
+    for name, value in theirs["state_dict"].items():  # the fixture's run stopped after 2 epochs and resumed
+        assert torch.equal(ours["state_dict"][name], value), name
+    for device, state in theirs[CHECKPOINT_KEY]["devices"].items():
+        for name, value in state["params"].items():
+            assert torch.equal(ours[CHECKPOINT_KEY]["devices"][device]["params"][name], value), (device, name)
+    assert json.loads((run / "ledger.json").read_text()) == json.loads((straight / "ledger.json").read_text())

@@ -226,3 +226,24 @@ def test_a_checkpoint_at_validation_end_holds_every_device_s_own_log_sigma2_and_
         own = [devices[d][group][name] for d in range(DEVICES)]
         assert all(not torch.equal(own[0], other) for other in own[1:]), name
         assert torch.equal(checkpoint["state_dict"][name], own[0]), name  # the model saved is device 0's
+
+
+def test_wrapper_options_and_bad_aggregations_are_refused_and_weighted_takes_the_shard_sizes(data_dir):
+    with pytest.raises(
+        ValueError, match="wraps no DistributedDataParallel, so find_unused_parameters does not"
+    ):
+        FederatedStrategy(find_unused_parameters=True)
+    with pytest.raises(ValueError, match="aggregation must be one of mean, weighted, got 'median'"):
+        FederatedStrategy(aggregation="median")
+    dm = FederatedDataModule(
+        "mnist",
+        DEVICES,
+        partition_params={"unequal_sigma": 0.5},
+        batch_size=16,
+        data_dir=data_dir,
+        val_size=64,
+    )
+    trainer = _trainer(FederatedStrategy(aggregation="weighted"))
+    trainer.fit(SparseVDClassifier("lenet300_100", num_train=576), dm)
+    sizes = dm.device_sizes()
+    assert len(set(sizes)) > 1 and trainer.strategy._weights == {d: float(n) for d, n in enumerate(sizes)}

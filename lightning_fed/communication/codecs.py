@@ -126,9 +126,10 @@ class Bitmap(Encoding):
 
     def read(self, view, count, numel):
         nbytes = -(-numel // 8)
-        present = np.unpackbits(np.frombuffer(view, np.uint8, nbytes), count=numel).astype(bool)
-        values = np.frombuffer(view, FLOAT, count, offset=nbytes)
-        return _scatter(numel, np.flatnonzero(present), values), nbytes + 4 * count
+        present = np.unpackbits(np.frombuffer(view, np.uint8, nbytes), count=numel).view(bool)
+        out = np.zeros(numel, dtype=FLOAT)
+        out[present] = np.frombuffer(view, FLOAT, count, offset=nbytes)
+        return out, nbytes + 4 * count
 
 
 class Rice(Encoding):
@@ -152,7 +153,8 @@ class Rice(Encoding):
         return _scatter(numel, positions, values), start + nbytes + 4 * count
 
 
-ENCODINGS: dict[str, Encoding] = {e.name: e for e in (Dense(), Indices(), Bitmap(), Rice())}
+DENSE = Dense()
+ENCODINGS: dict[str, Encoding] = {e.name: e for e in (DENSE, Indices(), Bitmap(), Rice())}
 _BY_TAG: dict[int, Encoding] = {e.tag: e for e in ENCODINGS.values()}
 EMPTY_TAG = 0
 
@@ -190,16 +192,22 @@ class SparseCodec(Codec):
         parts, values, chosen = [], 0, []
         for tensor in tensors:
             dense = tensor.detach().reshape(-1).to("cpu", torch.float32).numpy()
-            positions = np.flatnonzero(dense)
-            if positions.size == 0:
+            kept = int(np.count_nonzero(dense))
+            if kept == 0:
                 parts.append(HEADER.pack(EMPTY_TAG, 0))
                 chosen.append("empty")
                 continue
+            if kept == dense.size and DENSE in self.encodings:  # nothing is cheaper than every value alone
+                parts.append(HEADER.pack(DENSE.tag, dense.size) + DENSE.write(dense, None, None)[0])
+                values += dense.size
+                chosen.append(DENSE.name)
+                continue
+            positions = np.flatnonzero(dense)
             gaps = gaps_of(positions)
             sizes = [(e.size(positions.size, dense.size, gaps), i, e) for i, e in enumerate(self.encodings)]
             _, _, encoding = min(s for s in sizes if s[0] is not None)
             body, written = encoding.write(dense, positions, gaps)
-            count = dense.size if encoding is ENCODINGS["dense"] else positions.size
+            count = dense.size if encoding is DENSE else positions.size
             parts.append(HEADER.pack(encoding.tag, count) + body)
             values += written
             chosen.append(encoding.name)
