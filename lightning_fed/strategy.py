@@ -118,11 +118,6 @@ class FederatedStrategy(DDPStrategy):
         module = self.lightning_module
         return getattr(module, "_trainer", None) if module is not None else None
 
-    @property
-    @override
-    def distributed_sampler_kwargs(self) -> dict[str, Any]:
-        return {"num_replicas": self.world_size, "rank": self.global_rank}
-
     # -------------------------------------------------------------------- set-up
     @override
     def configure_ddp(self) -> None:
