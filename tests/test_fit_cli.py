@@ -13,6 +13,8 @@ from lightning_fed.run_lock import hold_run_folder
 from modules.networks import build_network
 from scripts.fit_run import FitError, resolve_accelerator, strategy_options
 
+pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--wandb-mode", "disabled"]
 

@@ -21,6 +21,8 @@ from scripts.fit_run import epoch_checkpoint
 from scripts.pruning_report import main as pruning_report
 from tests.helpers.wandb_records import history_rows, read_records, run_file
 
+pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check
+
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = [
     "--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--network", "lenet300_100",

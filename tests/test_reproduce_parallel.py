@@ -12,6 +12,8 @@ import pytest
 from lightning_fed.run_lock import hold_run_folder
 from tests.test_reproduce import CONFIG
 
+pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check
+
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = "--runs-dir runs --results-dir results --results-md RESULTS.md"
 ROWS = f"""\

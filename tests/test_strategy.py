@@ -15,6 +15,8 @@ from lightning_fed import FederatedStrategy
 from modules.classifier import SparseVDClassifier
 from tests.helpers.fake_data import write_mnist
 
+pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check
+
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = ROOT / "tests" / "helpers" / "federated_run.py"
 DEVICES = 4
