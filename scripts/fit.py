@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="across processes: all-reduce of sums (dense) or all-gather of the payloads (sparse)",
     )
     g.add_argument("--share-log-sigma2", action="store_true", help="Algorithm 1 proper: sync log_sigma2 too")
+    g.add_argument(
+        "--aggregation",
+        default="mean",
+        choices=["mean", "weighted"],
+        help="server average: over N (the paper) or weighted by shard size (FedAvg)",
+    )
     g.add_argument("--dense", action="store_true", help="the dense baseline: no variational dropout")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")

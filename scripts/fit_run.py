@@ -259,7 +259,7 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     options = strategy_options(args.accelerator, args.processes, torch.cuda.device_count())
     strategy = FederatedStrategy(
         num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
-        **options["strategy"],
+        aggregation=args.aggregation, **options["strategy"],
     )  # fmt: skip
     limits = {
         k: getattr(args, k)

@@ -52,6 +52,7 @@ def _snapshot(folder: Path) -> dict:
             ["--devices", "4", "--processes", "3"],
             r"--processes 3: 3 processes do not divide 4 devices evenly; use one of 1, 2, 4$",
         ),
+        (["--aggregation", "median"], r"--aggregation: invalid choice: 'median'"),
         (["--network", "alexnet"], r"--network: invalid choice: 'alexnet'"),
         (["--dataset", "imagenet"], r"--dataset: invalid choice: 'imagenet'"),
         (["--threshold", "nan"], r"--threshold: nan is not allowed \(must be a finite number\)"),
