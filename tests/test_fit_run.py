@@ -213,3 +213,14 @@ def test_the_same_command_and_seed_give_the_same_run_and_a_resumed_run_ends_like
         for name, value in state["params"].items():
             assert torch.equal(ours[CHECKPOINT_KEY]["devices"][device]["params"][name], value), (device, name)
     assert json.loads((run / "ledger.json").read_text()) == json.loads((straight / "ledger.json").read_text())
+
+
+def test_resuming_with_another_device_count_is_one_line_and_touches_nothing(run, tmp_path):
+    before = {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    command = [sys.executable, str(ROOT / "scripts" / "fit.py"), *ARGS, "--output-dir", str(run), "--resume"]
+    command[command.index("--devices") + 1] = "4"
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].endswith("is a run of 2 devices; resume it with --devices 2")
+    assert {p.relative_to(run): p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
