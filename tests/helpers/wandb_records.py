@@ -10,6 +10,7 @@ import struct
 import time
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 BLOCK = 32768
@@ -28,6 +29,8 @@ def read_records(path) -> list:
             offset += BLOCK - offset % BLOCK
             continue
         _, length, kind = struct.unpack("<IHB", data[offset : offset + HEADER])
+        if offset + HEADER + length > len(data):
+            break  # the writer has not flushed this record yet
         chunk = data[offset + HEADER : offset + HEADER + length]
         offset += HEADER + length
         if kind in (FULL, FIRST):
@@ -49,7 +52,10 @@ def finished_records(path, timeout: float = 120.0) -> list:
     """
     deadline = time.monotonic() + timeout
     while True:
-        records = read_records(path)
+        try:
+            records = read_records(path)
+        except DecodeError:  # caught mid-write: the writer flushes in 32 KiB blocks
+            records = []
         if records and records[-1].WhichOneof("record_type") == "exit":
             return records
         assert time.monotonic() < deadline, f"{path} has no exit record after {timeout} s"
