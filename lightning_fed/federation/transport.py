@@ -47,11 +47,18 @@ class InProcess:
         self._sum, self._traffic = RunningSum(), Traffic()
 
     def upload(self, device: int, payload: Payload, weight: float = 1.0) -> None:
+        self._receive(payload, weight)
+
+    def _receive(self, payload: Payload, weight: float) -> None:
+        """The server reads one device's payload: counted, decoded, added."""
         self._traffic += Traffic.of_upload(payload)
         self._sum.add(self.codec.decode(payload, self.numels), weight)
 
     def server_sum(self) -> tuple[list[torch.Tensor], float, Traffic]:
         """The round's weighted sum, total weight and upload traffic; the next round starts empty."""
+        return self._take()
+
+    def _take(self) -> tuple[list[torch.Tensor], float, Traffic]:
         result = (self._sum.tensors, self._sum.weight, self._traffic)
         self._begin()
         return result
@@ -110,10 +117,9 @@ class AllGather(_Collective):
         received = []
         for buffer, length in zip(gathered, lengths, strict=True):
             received += _unpack(buffer[: int(length)].numpy().tobytes())
-        super()._begin()
-        for _, weight, payload in sorted(received, key=lambda item: item[0]):
-            InProcess.upload(self, 0, payload, weight)
-        return InProcess.server_sum(self)
+        for _, weight, payload in sorted(received, key=lambda item: item[0]):  # device order
+            self._receive(payload, weight)
+        return self._take()
 
 
 def _unpack(data: bytes) -> list[tuple[int, float, Payload]]:
