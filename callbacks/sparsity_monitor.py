@@ -46,7 +46,8 @@ class SparsityMonitor(pl.Callback):
         kept, total = sum(k for k, _ in report.values()), sum(t for _, t in report.values())
         metrics = {f"sparsity/{name}": k / t for name, (k, t) in report.items()}
         metrics["sparsity/total"] = kept / total if total else 1.0
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
+        # once per epoch, of the model: batch_size=1 (a federated round's batch has no one size)
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True, batch_size=1)
         self.history.append({"epoch": trainer.current_epoch, **metrics})
         if self.log_histograms and trainer.is_global_zero:
             self._histograms(trainer, pl_module)

@@ -9,17 +9,29 @@ from torch.utils.data import DataLoader
 
 from datamodules.checks import check_count
 from datamodules.datasets import INFO, DatasetInfo, ImageData, load_dataset
-from datamodules.loading import DeviceLoaders, ImageBatches, RankSlice, ShardBatchSampler, keep_batch
+from datamodules.loading import (
+    DeviceLoaders,
+    DeviceStreams,
+    ImageBatches,
+    RankSlice,
+    ShardBatchSampler,
+    ShardStream,
+    keep_batch,
+)
 from datamodules.partitions import PARTITIONS, Partition, make_partition
 
 
 class FederatedDataModule(pl.LightningDataModule):
     """Shards a training set over ``num_devices`` devices; each device trains on its shard only.
 
-    Under a strategy that hosts several devices per process (``FederatedStrategy``, whose
-    ``hosted_devices`` it reads) the train loader yields ``{device: batch}`` for the devices the
-    process hosts; under a strategy with one process per device (plain DDP) process r trains on
-    shard r, and ``num_devices`` must equal the number of processes. Validation (a seeded split of
+    Under a strategy that runs rounds (``FederatedStrategy``, whose ``hosted_devices`` and
+    ``rounds_per_epoch`` it reads) the train loader is a :class:`DeviceStreams`: every hosted
+    device's shard as a numbered stream of batches, of which the strategy takes what each sampled
+    device needs. In the paper's protocol (every device in every round, one step) a pass is
+    ``batches_per_epoch`` full batches; with sampling or local steps a pass is the shard once, its
+    last batch short (a shard may be smaller than a batch). Under a strategy with one process per
+    device (plain DDP) process r trains on shard r, and ``num_devices`` must equal the number of
+    processes. Validation (a seeded split of
     the training set) and test (the official test set) are divided among the processes without
     duplicates. ``device_dataloader(i)`` serves any device's shard.
 
@@ -27,8 +39,9 @@ class FederatedDataModule(pl.LightningDataModule):
         dataset: ``fashion-mnist`` (default), ``mnist``, ``mnist-5k``, ``cifar10``, ``svhn``, ``gtsrb``.
         num_devices: number of devices N; defaults to the strategy's ``num_devices``, else the
             number of processes.
-        partition: ``iid`` (the paper), ``dirichlet`` or ``shards``.
-        partition_params: the partition's own parameters (``alpha``, ``num_shards``, ``unequal_sigma``).
+        partition: ``iid`` (the paper), ``dirichlet``, ``shards``, ``pathological`` or ``sizeskew``.
+        partition_params: the partition's own parameters (``alpha``, ``num_shards``,
+            ``unequal_sigma``, ``classes_per_device``, ``distribution``, ``exponent``).
         batch_size: minibatch per device (the paper: 128).
         data_dir: where to look for (or download) the data.
         seed: seeds the validation split, the partition and the shuffling.
@@ -134,11 +147,18 @@ class FederatedDataModule(pl.LightningDataModule):
         self.partition = make_partition(
             self.partition_name, self._train.labels.numpy(), self.num_devices, self.seed, **params
         )
-        self._check_shard_sizes()
+        self.check_shard_sizes(full_batches=False)
 
-    def _check_shard_sizes(self) -> None:
+    def check_shard_sizes(self, full_batches: bool = True) -> None:
+        """No shard may be empty; with ``full_batches`` (the paper's protocol) none smaller than a batch."""
         smallest = min(self.partition.sizes())
-        if smallest < self.batch_size:
+        if smallest == 0:
+            empty = self.partition.sizes().index(0)
+            raise ValueError(
+                f"partition {self.partition_name!r} leaves device {empty} of {self.num_devices} no samples; "
+                "use fewer devices or other partition parameters"
+            )
+        if full_batches and smallest < self.batch_size:
             most = len(self._train.labels) // self.batch_size
             raise ValueError(
                 f"num_devices={self.num_devices} leaves a device {smallest} samples, less than one batch of "
@@ -171,7 +191,28 @@ class FederatedDataModule(pl.LightningDataModule):
         """Samples in each device's shard (the weights of a weighted average)."""
         return [int(size) for size in self.partition.sizes()]
 
-    def train_dataloader(self) -> DeviceLoaders:
+    def _federated_strategy(self):
+        strategy = self.trainer.strategy if self.trainer is not None else None
+        return strategy if hasattr(strategy, "rounds_per_epoch") else None
+
+    def device_stream(self, device: int, full_batches: bool = True) -> ShardStream:
+        """``device``'s shard as a numbered stream of batches (:class:`ShardStream`)."""
+        per_pass = self.batches_per_epoch if full_batches else None
+        return ShardStream(self.partition.indices(device), self.batch_size, [self.seed, device], per_pass)
+
+    def device_streams(self, devices: list[int], full_batches: bool = True, rounds: int = 1) -> DeviceStreams:
+        """The streams of ``devices`` as the train loader of ``rounds`` rounds per epoch."""
+        streams = {d: self.device_stream(d, full_batches=full_batches) for d in devices}
+        data = self._batches(self._train, augment=self.augment, seed=self.seed)
+        return DeviceStreams(data, streams, rounds)
+
+    def train_dataloader(self) -> DeviceLoaders | DeviceStreams:
+        strategy = self._federated_strategy()
+        if strategy is not None:
+            self.check_shard_sizes(full_batches=strategy.synchronous)
+            rounds = strategy.rounds_per_epoch(self.batches_per_epoch)
+            return self.device_streams(self.hosted_devices(), strategy.synchronous, rounds)
+        self.check_shard_sizes(full_batches=True)
         one_per_process = self.trainer is not None and not hasattr(self.trainer.strategy, "hosted_devices")
         loaders = {device: self.device_dataloader(device) for device in self.hosted_devices()}
         return DeviceLoaders(loaders, plain=one_per_process)

@@ -34,6 +34,12 @@ class ImageBatches(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    def fetch(self, indices, key: list[int]):
+        """The batch of ``indices``, its augmentation drawn from a stream seeded by ``key`` alone."""
+        if self.augment:
+            self.generator.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
+        return self.__getitems__(indices)
+
     def __getitem__(self, index: int):
         x, y = self.__getitems__([index])
         return x[0], y[0]
@@ -152,3 +158,110 @@ class DeviceLoaders:
         devices = list(self.loaders)
         for batches in zip(*self.loaders.values(), strict=False):
             yield dict(zip(devices, batches, strict=True))
+
+
+class ShardStream:
+    """One device's batches as an endless, numbered sequence of reshuffled passes over its shard.
+
+    Batch ``j`` is a pure function of ``(seed, j)``: a device resumes, or is hosted by another
+    process, and draws the same batches. With ``batches_per_pass=None`` a pass is the shard once,
+    its last batch short; with a number, a pass is that many full batches (the shard cycled, as
+    :class:`ShardBatchSampler` does in an epoch, which pass ``p`` equals for ``epoch=p``).
+
+    Example::
+
+        >>> stream = ShardStream(np.arange(5), batch_size=2, seed=[0, 1])
+        >>> stream.batches_per_pass, [len(stream.batch(j)) for j in range(4)]
+        (3, [2, 2, 1, 2])
+        >>> sorted(sum((stream.batch(j) for j in range(3)), []))
+        [0, 1, 2, 3, 4]
+    """
+
+    def __init__(self, shard, batch_size: int, seed: list[int], batches_per_pass: int | None = None) -> None:
+        self.shard = np.asarray(shard)
+        if len(self.shard) == 0:
+            raise ValueError("a device's shard is empty")
+        self.batch_size = batch_size
+        self.seed = [int(s) for s in seed]
+        self.cycled = batches_per_pass is not None
+        self.batches_per_pass = batches_per_pass or -(-len(self.shard) // batch_size)
+        self._pass, self._order = -1, None
+
+    def _order_of(self, index: int) -> np.ndarray:
+        if index != self._pass:
+            rng = np.random.default_rng([*self.seed, index])
+            if self.cycled:
+                needed = self.batch_size * self.batches_per_pass
+                rounds = -(-needed // len(self.shard))
+                self._order = np.concatenate([rng.permutation(self.shard) for _ in range(rounds)])[:needed]
+            else:
+                self._order = rng.permutation(self.shard)
+            self._pass = index
+        return self._order
+
+    def batch(self, j: int) -> list[int]:
+        """The sample indices of batch ``j`` (counted from the device's first batch)."""
+        pass_index, position = divmod(j, self.batches_per_pass)
+        start = position * self.batch_size
+        return self._order_of(pass_index)[start : start + self.batch_size].tolist()
+
+
+class DeviceStreams:
+    """The train loader under a strategy that runs rounds: the devices' streams, once per round.
+
+    Each iteration yields a :class:`RoundBatches` view of it (``rounds`` times per epoch); the
+    strategy decides which devices take part and takes each one's next batches with its ``batch``. Not a
+    ``DataLoader``, so Lightning neither replaces a sampler nor moves it; batches are fetched in
+    the main process (the images are in memory, a batch is one indexing op).
+
+    Example::
+
+        >>> data = ImageBatches(torch.zeros(6, 1, 2, 2, dtype=torch.uint8), torch.arange(6), (0.5,), (0.5,))
+        >>> streams = DeviceStreams(data, {3: ShardStream(np.arange(3, 6), 2, [0, 3])}, rounds=2)
+        >>> view = next(iter(streams))
+        >>> len(streams), view.batch(3, 0)[1].tolist(), view.batch(3, 1)[1].tolist()
+        (2, [5, 4], [3])
+    """
+
+    def __init__(self, dataset, streams: dict[int, ShardStream], rounds: int) -> None:
+        self.dataset = dataset
+        self.streams = dict(streams)
+        self.rounds = int(rounds)
+        self.sampler = self  # Lightning calls loader.sampler.set_epoch(epoch); batches are numbered
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return self.rounds
+
+    def __iter__(self):
+        view = RoundBatches(self)
+        for _ in range(self.rounds):
+            yield view
+
+    def batches_per_pass(self, device: int) -> int:
+        return self.streams[device].batches_per_pass
+
+    def batch(self, device: int, j: int):
+        """Batch ``j`` of ``device``'s stream, as ``(images, labels)``."""
+        stream = self.streams[device]
+        return self.dataset.fetch(stream.batch(j), key=[*stream.seed, j])
+
+
+class RoundBatches:
+    """What a round's training step receives: access to the hosted devices' streams.
+
+    Neither iterable nor a collection, so Lightning's batch handling (moving to a device,
+    inferring a batch size) leaves it alone; the strategy moves each batch it takes.
+    """
+
+    def __init__(self, streams: DeviceStreams) -> None:
+        self._streams = streams
+
+    def batches_per_pass(self, device: int) -> int:
+        return self._streams.batches_per_pass(device)
+
+    def batch(self, device: int, j: int):
+        """Batch ``j`` of ``device``'s stream, as ``(images, labels)``."""
+        return self._streams.batch(device, j)

@@ -1,4 +1,7 @@
-"""Partitions of a training set into N non-overlapping device shards: iid, Dirichlet, label shards.
+"""Partitions of a training set into N non-overlapping device shards.
+
+iid (equal or log-normal sizes), Dirichlet label skew, McMahan's label shards, pathological
+(k classes per device) and size skew (power-law or exponential sizes).
 
 A partition is a small seeded object: it computes the index map once, on first use, and hands
 out the indices of a device by index. Every partition reports its per-device label histogram.
@@ -157,11 +160,103 @@ class ShardPartition(Partition):
         return [pieces[row].reshape(-1) for row in order]
 
 
-PARTITIONS = {cls.name: cls for cls in (IidPartition, DirichletPartition, ShardPartition)}
+class PathologicalPartition(Partition):
+    """Pathological label skew: every device holds exactly ``classes_per_device`` classes.
+
+    The classes are dealt round-robin over a seeded class order, so every class is held by at
+    least one device when ``num_devices * classes_per_device >= classes``; each class's samples
+    are split evenly among the devices that hold it.
+
+    Example::
+
+        >>> part = PathologicalPartition(np.repeat(np.arange(4), 6), num_devices=4, classes_per_device=2)
+        >>> part.sizes(), (part.label_histogram() > 0).sum(axis=1).tolist()
+        ([6, 6, 6, 6], [2, 2, 2, 2])
+    """
+
+    name = "pathological"
+
+    def __init__(self, labels, num_devices: int, seed: int = 0, classes_per_device: int = 2):
+        super().__init__(labels, num_devices, seed)
+        classes = len(np.unique(self.labels))
+        self.classes_per_device = check_count("classes_per_device", classes_per_device)
+        if self.classes_per_device > classes:
+            raise ValueError(
+                f"classes_per_device={classes_per_device} exceeds the {classes} classes of the data"
+            )
+        if self.num_devices * self.classes_per_device < classes:
+            raise ValueError(
+                f"{self.num_devices} devices x classes_per_device={classes_per_device} leave some of the "
+                f"{classes} classes on no device; use classes_per_device >= {-(-classes // self.num_devices)}"
+            )
+
+    def _build(self, rng):
+        classes = rng.permutation(np.unique(self.labels))
+        holders: dict[int, list[int]] = {int(c): [] for c in classes}
+        for device in range(self.num_devices):
+            for j in range(self.classes_per_device):
+                label = classes[(device * self.classes_per_device + j) % len(classes)]
+                holders[int(label)].append(device)
+        shards: list[list[np.ndarray]] = [[] for _ in range(self.num_devices)]
+        for label, devices in holders.items():
+            members = rng.permutation(np.flatnonzero(self.labels == label))
+            for device, part in zip(devices, np.array_split(members, len(devices)), strict=True):
+                shards[device].append(part)
+        shards = [np.concatenate(parts) for parts in shards]
+        if min(len(s) for s in shards) == 0:
+            raise ValueError("a class has fewer samples than devices holding it; use fewer devices")
+        return shards
+
+
+class SizeSkewPartition(Partition):
+    """Size skew: iid samples, shard sizes falling as a power law or exponentially with rank.
+
+    Sizes are proportional to ``(rank + 1) ** -exponent`` (``power-law``) or
+    ``exp(-exponent * rank / num_devices)`` (``exponential``), every device getting at least one
+    sample; which device gets which rank is seeded.
+
+    Example::
+
+        >>> part = SizeSkewPartition(np.zeros(100), num_devices=4, distribution="power-law", seed=0)
+        >>> sorted(part.sizes(), reverse=True), sum(part.sizes())
+        ([48, 24, 16, 12], 100)
+    """
+
+    name = "sizeskew"
+    DISTRIBUTIONS = ("power-law", "exponential")
+
+    def __init__(
+        self, labels, num_devices: int, seed: int = 0, distribution: str = "power-law", exponent: float = 1.0
+    ):
+        super().__init__(labels, num_devices, seed)
+        if distribution not in self.DISTRIBUTIONS:
+            raise ValueError(
+                f"distribution must be one of {', '.join(self.DISTRIBUTIONS)}, got {distribution!r}"
+            )
+        self.distribution = distribution
+        self.exponent = check_number("size-skew exponent", exponent, positive=True)
+
+    def _build(self, rng):
+        ranks = np.arange(self.num_devices, dtype=np.float64)
+        if self.distribution == "power-law":
+            weights = (ranks + 1) ** -self.exponent
+        else:
+            weights = np.exp(-self.exponent * ranks / self.num_devices)
+        spare = len(self.labels) - self.num_devices  # one sample each, the rest by weight
+        sizes = 1 + np.floor(weights / weights.sum() * spare).astype(int)
+        sizes[0] += len(self.labels) - sizes.sum()
+        sizes = sizes[rng.permutation(self.num_devices)]
+        return np.split(rng.permutation(len(self.labels)), np.cumsum(sizes)[:-1])
+
+
+PARTITIONS = {
+    cls.name: cls
+    for cls in (IidPartition, DirichletPartition, ShardPartition, PathologicalPartition, SizeSkewPartition)
+}
 
 
 def make_partition(name: str, labels, num_devices: int, seed: int = 0, **params) -> Partition:
-    """Build a partition by name (``iid``, ``dirichlet``, ``shards``) with its own parameters.
+    """Build a partition by name (one of :data:`PARTITIONS`) with its own parameters.
 
     Example::
 

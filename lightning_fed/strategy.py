@@ -17,24 +17,38 @@ from lightning_fed.federation.checkpoint import (
     CHECKPOINT_KEY,
     sidecar_path,
 )
+from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
+from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS, server_optimizer
 
 AGGREGATIONS = ("mean", "weighted")
+CLIENT_OPTIMIZERS = ("module", "sgd")
 _NOT_TAKEN = ("ddp_comm_hook", "ddp_comm_state", "ddp_comm_wrapper", "model_averaging_period")
 
 
 class FederatedStrategy(DDPStrategy):
     """N federated devices hosted by P processes, inside Lightning's DDP machinery.
 
-    Each training step is one round of the paper's protocol. Every device this process hosts takes
-    its own batch (``FederatedDataModule`` yields one per hosted device), computes the gradients of
-    its ELBO as itself (its local log_sigma2, batch-norm statistics, optimizer state and random
-    stream swapped in, :class:`~lightning_fed.federation.DeviceStates`), steps its local
-    parameters, and uploads its masked shared gradients as a payload of its ``codec``. The server
-    averages the decoded uploads (over N, or weighted by shard size), encodes the average as the
-    download, and every device steps theta with what it decodes from it. The ledger counts every
-    payload's bytes; ``transport`` says how payloads meet across processes (``dense``: sums
-    all-reduced; ``sparse``: payloads all-gathered). Validation, test and checkpoints see device
-    0's model; a checkpoint holds every device's state, each process writing its own devices'.
+    Each training step is one round. In the paper's protocol (the default: every device in every
+    round, one local step) every device takes its next batch of its own shard, computes the
+    gradients of its ELBO as itself (its local log_sigma2, batch-norm statistics, optimizer state
+    and random stream swapped in, :class:`~lightning_fed.federation.DeviceStates`), steps its
+    local parameters, and uploads its masked shared gradients as a payload of its ``codec``. The
+    server averages the decoded uploads (over N, or weighted by shard size), encodes the average
+    as the download, and every device steps theta with what it decodes from it (the module's
+    optimizer, Adam in the paper).
+
+    With ``devices_per_round`` K < N, ``local_steps`` H > 1 (or ``local_epochs``) or a
+    ``failure_rate``, a round is the FedAvg family's: the server samples K devices
+    (:class:`~lightning_fed.federation.rounds.RoundSchedule`) and sends them the model (a payload,
+    counted once per sampled device); each reporting device trains H steps with the client
+    optimizer from a fresh state and uploads its masked model delta (H = 1: its masked gradient);
+    the server averages them and steps with ``server_optimizer`` (FedAvg, FedAvgM, FedAdam,
+    FedYogi, FedAdagrad; by default the module's optimizer for gradients and FedAvg for deltas).
+
+    The ledger counts every payload's bytes; ``transport`` says how payloads meet across
+    processes (``dense``: sums all-reduced; ``sparse``: payloads all-gathered). Validation, test
+    and checkpoints see device 0's model; a checkpoint holds every device's state, each process
+    writing its own devices'.
 
     Args:
         num_devices: N; by default the datamodule's ``num_devices``, else the number of processes.
@@ -43,6 +57,17 @@ class FederatedStrategy(DDPStrategy):
         codec: the :class:`~lightning_fed.communication.Codec` of uploads and downloads.
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
         mask: mask theta by ``M(alpha)`` before it is sent.
+        devices_per_round: K, the devices sampled per round (default: all N).
+        sampling: ``"uniform"`` or ``"weighted"`` (by shard size) choice of the K devices.
+        local_steps: H, a sampled device's local steps per round (1: it sends its gradient).
+        local_epochs: instead of H, passes over its own shard (its last batch may be short).
+        failure_rate: chance that a sampled device fails to report (it sent nothing).
+        server_optimizer: one of ``fedavg``, ``fedavgm``, ``fedadam``, ``fedyogi``, ``fedadagrad``.
+        server_lr: its learning rate (default 1 for fedavg/fedavgm, 0.01 for the adaptive ones).
+        server_momentum: fedavgm's momentum.
+        client_optimizer: ``"module"`` (the LightningModule's, fresh each round) or ``"sgd"``.
+        client_lr: the client SGD's learning rate (default: the module's).
+        proximal_mu: FedProx's ``mu``: each local step adds ``mu * (w - w_round_start)``.
         **kwargs: passed to ``DDPStrategy`` (process placement, backend, timeout).
 
     Example::
@@ -50,6 +75,9 @@ class FederatedStrategy(DDPStrategy):
         >>> strategy = FederatedStrategy(num_devices=16)
         >>> strategy.transport, strategy.share_log_sigma2, strategy.ledger.total.values
         ('dense', False, 0)
+        >>> fedavg = FederatedStrategy(num_devices=1000, devices_per_round=50, local_epochs=1)
+        >>> fedavg.synchronous, fedavg.rounds_per_epoch(batches_per_epoch=2)
+        (False, 20)
     """
 
     strategy_name = "federated"
@@ -62,16 +90,51 @@ class FederatedStrategy(DDPStrategy):
         codec: Codec | None = None,
         aggregation: str = "mean",
         mask: bool = True,
+        devices_per_round: int | None = None,
+        sampling: str = "uniform",
+        local_steps: int = 1,
+        local_epochs: int | None = None,
+        failure_rate: float = 0.0,
+        server_optimizer: str | None = None,
+        server_lr: float | None = None,
+        server_momentum: float = 0.9,
+        client_optimizer: str = "module",
+        client_lr: float | None = None,
+        proximal_mu: float = 0.0,
         **kwargs: Any,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
-        if num_devices is not None and (
-            isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1
-        ):
-            raise ValueError(f"num_devices must be an integer >= 1, got {num_devices!r}")
+        for name, value in (
+            ("num_devices", num_devices), ("devices_per_round", devices_per_round),
+            ("local_epochs", local_epochs), ("local_steps", local_steps),
+        ):  # fmt: skip
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if num_devices is not None and devices_per_round is not None and devices_per_round > num_devices:
+            raise ValueError(f"devices_per_round={devices_per_round} exceeds num_devices={num_devices}")
+        if local_epochs is not None and local_steps != 1:
+            raise ValueError("give local_steps or local_epochs, not both")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        if server_optimizer is not None and server_optimizer not in SERVER_OPTIMIZERS:
+            raise ValueError(
+                f"server_optimizer must be one of {', '.join(SERVER_OPTIMIZERS)}, got {server_optimizer!r}"
+            )
+        if client_optimizer not in CLIENT_OPTIMIZERS:
+            raise ValueError(
+                f"client_optimizer must be one of {', '.join(CLIENT_OPTIMIZERS)}, got {client_optimizer!r}"
+            )
+        for name, value in (("server_lr", server_lr), ("client_lr", client_lr)):
+            if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        if not (isinstance(proximal_mu, (int, float)) and 0 <= proximal_mu < float("inf")):
+            raise ValueError(f"proximal_mu must be a finite number >= 0, got {proximal_mu!r}")
+        if not 0 <= server_momentum < 1:
+            raise ValueError(f"server_momentum must be in [0, 1), got {server_momentum!r}")
+        failure_rate = check_failure_rate(failure_rate)
         for key in _NOT_TAKEN:
             if kwargs.get(key) is not None:
                 raise ValueError(
@@ -91,6 +154,20 @@ class FederatedStrategy(DDPStrategy):
         self.codec = codec if codec is not None else SparseCodec()
         self.aggregation = aggregation
         self.mask = mask
+        self.devices_per_round = devices_per_round
+        self.sampling = sampling
+        self.local_steps = local_steps
+        self.local_epochs = local_epochs
+        self.failure_rate = failure_rate
+        self.server_optimizer_name = server_optimizer
+        self.server_lr = server_lr
+        self.server_momentum = server_momentum
+        self.client_optimizer_name = client_optimizer
+        self.client_lr = client_lr
+        self.proximal_mu = float(proximal_mu)
+        self.schedule: RoundSchedule | None = None
+        self._round: Round | None = None
+        self._client_optimizer = None
         self.ledger = CommunicationLedger()
         self.plan: SharingPlan | None = None
         self.devices: DeviceStates | None = None
@@ -114,6 +191,24 @@ class FederatedStrategy(DDPStrategy):
         self.num_devices = self.num_devices or from_data or self.world_size
         return self.num_devices
 
+    @property
+    def sends_deltas(self) -> bool:
+        """Devices train several local steps and send model deltas (else one step, its gradient)."""
+        return self.local_steps > 1 or self.local_epochs is not None
+
+    @property
+    def synchronous(self) -> bool:
+        """The paper's protocol: every device, every round, one step, nobody failing."""
+        every = self.devices_per_round is None or self.devices_per_round == self.num_devices
+        return every and not self.sends_deltas and self.failure_rate == 0
+
+    def rounds_per_epoch(self, batches_per_epoch: int) -> int:
+        """Rounds in an epoch: as many as take every training sample once on average."""
+        num_devices = self.num_devices or self._resolve_num_devices()
+        per_round = self.devices_per_round or num_devices
+        steps = self.local_steps if self.local_epochs is None else self.local_epochs * batches_per_epoch
+        return RoundSchedule(num_devices, per_round).rounds_per_epoch(batches_per_epoch, steps)
+
     def _lightning_module_trainer(self):
         module = self.lightning_module
         return getattr(module, "_trainer", None) if module is not None else None
@@ -135,12 +230,50 @@ class FederatedStrategy(DDPStrategy):
         self._check_supported(trainer)
         module = self.lightning_module
         seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**63))
-        self.devices = DeviceStates(module, self.plan, self.hosted_devices, seed, self.optimizers[0])
+        self._resolve_num_devices()
+        self._weights = self._device_weights(trainer)
+        self.schedule = self._round_schedule(trainer, seed)
+        self._set_up_optimizers()
+        self.devices = DeviceStates(
+            module, self.plan, self.hosted_devices, seed, self._client_optimizer,
+            keep_optimizer_state=self.synchronous,
+        )  # fmt: skip
         if self._resumed is not None:
             self.devices.load_state_dict(self._resumed)
             self._resumed = None
         self._transport = make_transport(self.transport, self.codec, self.plan.numels, self.world_size)
-        self._weights = self._device_weights(trainer)
+
+    def _round_schedule(self, trainer, seed: int) -> RoundSchedule:
+        weights = None
+        if self.sampling == "weighted":
+            sizes = getattr(trainer.datamodule, "device_sizes", None)
+            if sizes is None:
+                raise ValueError("sampling='weighted' needs a datamodule with device_sizes() (shard sizes)")
+            weights = sizes()
+        if self.devices_per_round is not None and self.devices_per_round > self.num_devices:
+            raise ValueError(
+                f"devices_per_round={self.devices_per_round} exceeds the federation's "
+                f"{self.num_devices} devices"
+            )
+        return RoundSchedule(
+            self.num_devices, self.devices_per_round, self.sampling, self.failure_rate, seed, weights
+        )
+
+    def _set_up_optimizers(self) -> None:
+        """The module's optimizer is the devices' (client) one; the server's steps the shared
+        parameters. They are the same optimizer in the paper's protocol (Adam on the average)."""
+        module_optimizer = self.optimizers[0]
+        self._client_optimizer = module_optimizer
+        if self.client_optimizer_name == "sgd":
+            groups = module_optimizer.param_groups
+            self._client_optimizer = torch.optim.SGD(
+                [{"params": g["params"], "lr": self.client_lr or g["lr"]} for g in groups]
+            )
+        name = self.server_optimizer_name or ("fedavg" if self.sends_deltas else None)
+        if name is None:
+            return
+        shared = [self.lightning_module.get_parameter(t.name) for t in self.plan.shared]
+        self.optimizers = [server_optimizer(name, shared, self.server_lr, self.server_momentum)]
 
     def _check_supported(self, trainer) -> None:
         if not self.lightning_module.automatic_optimization:
@@ -179,32 +312,119 @@ class FederatedStrategy(DDPStrategy):
 
     @override
     def training_step(self, *args: Any, **kwargs: Any):
-        """One round: every hosted device computes, steps its local parameters and uploads."""
+        """One round: the round's devices in this process compute, step their local parameters and upload."""
         batch, rest = args[0], args[1:]
-        module, optimizer = self.lightning_module, self.optimizers[0]
+        if not callable(getattr(batch, "batch", None)):  # a loader of {device: batch}
+            return self._synchronous_round(self._device_batches(batch), rest, kwargs)
+        if self.synchronous:
+            step = self.lightning_module.current_epoch * batch.batches_per_pass(self.hosted_devices[0])
+            step += args[1] if len(args) > 1 else kwargs.get("batch_idx", 0)
+            batches = {d: self.batch_to_device(batch.batch(d, step)) for d in self.hosted_devices}
+            return self._synchronous_round(batches, rest, kwargs)
+        return self._sampled_round(batch, rest, kwargs)
+
+    def _synchronous_round(self, batches: dict[int, Any], rest, kwargs):
+        module = self.lightning_module
         losses, output = [], None
-        for device, device_batch in self._device_batches(batch).items():
+        for device, device_batch in batches.items():
             with self.devices.hosting(device):
-                module.zero_grad(set_to_none=True)  # the last round's download is still there
-                output = super().training_step(device_batch, *rest, **kwargs)
-                loss = output["loss"] if isinstance(output, Mapping) else output
-                if loss is None:
-                    raise ValueError(f"training_step returned no loss for device {device}")
-                self.precision_plugin.backward(loss, module, optimizer)
+                output, loss = self._device_step(device, device_batch, rest, kwargs)
                 upload = self.codec.encode(self.plan.upload(module))
                 self._transport.upload(device, upload, self._weights[device])
-                self._step_local_parameters(module, optimizer)
+                self._step_local_parameters(module)
             losses.append(loss.detach())
         self.devices.rest()
+        return self._round_output(output, losses)
+
+    def _device_step(self, device: int, batch, rest, kwargs):
+        """One local step's forward and backward of ``device`` (hosted): the module's output and loss."""
+        module = self.lightning_module
+        module.zero_grad(set_to_none=True)  # the last round's download is still there
+        output = super().training_step(batch, *rest, **kwargs)
+        loss = output["loss"] if isinstance(output, Mapping) else output
+        if loss is None:
+            raise ValueError(f"training_step returned no loss for device {device}")
+        self.precision_plugin.backward(loss, module, self._client_optimizer)
+        return output, loss
+
+    def _round_output(self, output, losses: list[torch.Tensor]):
+        """The round's loss for Lightning: the mean over this process's reporting devices."""
+        if not losses:  # nobody here reported; the server step still runs, with the others' uploads
+            mean = torch.zeros((), device=self.root_device)
+            return {"loss": mean} if output is None or isinstance(output, Mapping) else mean
         mean = torch.stack(losses).mean()
         return {**output, "loss": mean} if isinstance(output, Mapping) else mean
 
-    def _step_local_parameters(self, module, optimizer) -> None:
+    def _sampled_round(self, streams, rest, kwargs):
+        """A FedAvg-family round: sampled devices receive the model, train locally, send updates."""
+        module = self.lightning_module
+        this_round = self.schedule.round(self.lightning_module.trainer.global_step)
+        start = self._send_model(this_round)
+        hosted = set(self.hosted_devices)
+        losses, output = [], None
+        for device in (d for d in this_round.reporting if d in hosted):
+            with self.devices.hosting(device) as state:
+                steps = self._local_step_count(streams, device)
+                batches = [self.batch_to_device(streams.batch(device, state.drawn + i)) for i in range(steps)]
+                state.drawn += steps
+                output, loss, update = self._local_update(device, batches, start, rest, kwargs)
+                self._transport.upload(device, self.codec.encode(update), self._weights[device])
+            self.plan.write_parameters(module, start)  # the next device starts from the round's model
+            losses.append(loss.detach())
+        self.devices.rest()
+        self._round = this_round
+        return self._round_output(output, losses)
+
+    def _local_step_count(self, streams, device: int) -> int:
+        if self.local_epochs is None:
+            return self.local_steps
+        return self.local_epochs * streams.batches_per_pass(device)
+
+    def _send_model(self, this_round: Round) -> list[torch.Tensor]:
+        """The server's model as the round's devices receive it: encoded, counted per receiver, decoded."""
+        module = self.lightning_module
+        payload = self.codec.encode(self.plan.values(module))
+        self.ledger.record(Traffic.of_download(payload, receivers=len(this_round.sampled)))
+        received = self.codec.decode(payload, self.plan.numels)
+        self.plan.write_parameters(module, received)
+        return [t.to(self.root_device) for t in received]
+
+    def _local_update(self, device: int, batches: list, start: list[torch.Tensor], rest, kwargs):
+        """``device``'s local training from the round's model: its output, last loss and masked update."""
+        module = self.lightning_module
+        if self.sends_deltas:
+            masks = self.plan.masks(module)  # M(alpha) as the round starts: pruned stays unsent
+            for group in self._client_optimizer.param_groups:
+                for param in group["params"]:
+                    self._client_optimizer.state.pop(param, None)
+        output = loss = None
+        for batch in batches:
+            output, loss = self._device_step(device, batch, rest, kwargs)
+            if not self.sends_deltas:
+                update = self.plan.upload(module)
+                self._step_local_parameters(module)
+                return output, loss, update
+            self._add_proximal_term(module, start)
+            self._client_optimizer.step()
+        module.zero_grad(set_to_none=True)
+        return output, loss, self.plan.delta(module, start, masks)
+
+    @torch.no_grad()
+    def _add_proximal_term(self, module, start: list[torch.Tensor]) -> None:
+        """FedProx: the gradient of ``mu / 2 * ||w - w_start||^2`` on the shared parameters."""
+        if not self.proximal_mu:
+            return
+        for tensor, origin in zip(self.plan.shared, start, strict=True):
+            param = module.get_parameter(tensor.name)
+            if param.grad is not None:
+                param.grad.add_(param - origin.view_as(param), alpha=self.proximal_mu)
+
+    def _step_local_parameters(self, module) -> None:
         """The device's optimizer step of what never leaves it; shared gradients are set aside."""
         for tensor in self.plan.shared:
             module.get_parameter(tensor.name).grad = None
         if self.plan.local_parameters:
-            optimizer.step()
+            self._client_optimizer.step()
         module.zero_grad(set_to_none=True)
 
     @override
@@ -213,7 +433,10 @@ class FederatedStrategy(DDPStrategy):
         uploads and every device receives the download (``on_after_backward`` sees it)."""
         module = self.lightning_module
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
-        self._exchange()
+        if self.synchronous:
+            self._exchange()
+        else:
+            self._aggregate(self._round)
         return self.precision_plugin.post_backward(closure_loss, module)
 
     def _exchange(self) -> None:
@@ -226,9 +449,31 @@ class FederatedStrategy(DDPStrategy):
             Traffic(
                 dense_values=2 * self.num_devices * self.plan.dense_numel,
                 transport_bytes=self._transport.moved_bytes,
+                sampled=self.num_devices,
+                reported=self.num_devices,
             )
         )
         self.plan.write_gradients(self.lightning_module, self.codec.decode(download, self.plan.numels))
+
+    def _aggregate(self, this_round: Round) -> None:
+        """The server's side of a sampled round: the average update is the server optimizer's gradient."""
+        total, weight, uploads = self._transport.server_sum()
+        self.ledger.record(uploads)
+        receivers, senders = len(this_round.sampled), len(this_round.reporting)
+        self.ledger.record(
+            Traffic(
+                dense_values=(receivers + senders) * self.plan.dense_numel,
+                transport_bytes=self._transport.moved_bytes,
+                sampled=receivers,
+                reported=senders,
+            )
+        )
+        module = self.lightning_module
+        if not weight:  # every sampled device failed: the model stays as it is
+            for tensor in self.plan.shared:
+                module.get_parameter(tensor.name).grad = None
+            return
+        self.plan.write_gradients(module, [t / weight for t in total])
 
     @override
     def optimizer_step(self, optimizer, closure, model=None, **kwargs: Any) -> Any:

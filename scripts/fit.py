@@ -1,6 +1,7 @@
 """Train a sparse (or dense) model with N federated devices and report what it communicated.
 
     python scripts/fit.py --devices 16            # the paper's default: CifarNet, Fashion-MNIST, iid
+    python scripts/fit.py --devices 1000 --devices-per-round 50 --local-epochs 1 --batch-size 32
     python scripts/fit.py --config configs/fmnist_16.yaml --output-dir ~/lf-runs/fmnist16
     python scripts/fit.py --output-dir ~/lf-runs/fmnist16 --resume
 
@@ -36,6 +37,20 @@ def _finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number)")
+    return value
+
+
+def _fraction_below_1(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a number in [0, 1))")
+    return value
+
+
+def _finite_float_above_0(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number > 0)")
     return value
 
 
@@ -83,6 +98,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="server average: over N (the paper) or weighted by shard size (FedAvg)",
     )
     g.add_argument("--dense", action="store_true", help="the dense baseline: no variational dropout")
+    g = p.add_argument_group("rounds (the paper: every device, every round, one step, server Adam)")
+    g.add_argument("--devices-per-round", type=_int_at_least(1), help="K devices per round (default: N)")
+    g.add_argument(
+        "--sampling", default="uniform", choices=["uniform", "weighted"], help="K of N: uniform or by size"
+    )
+    g.add_argument("--local-steps", type=_int_at_least(1), help="H local steps per round (default 1)")
+    g.add_argument("--local-epochs", type=_int_at_least(1), help="instead of H: passes over its shard")
+    g.add_argument(
+        "--failure-rate", type=_fraction_below_1, default=0.0, help="chance a sampled device fails to report"
+    )
+    g.add_argument(
+        "--server-optimizer",
+        default=None,
+        choices=["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"],
+        help="server step (default: Adam of --lr for gradients, fedavg for local steps)",
+    )
+    g.add_argument("--server-lr", type=_finite_float_above_0, default=None, help="server learning rate")
+    g.add_argument("--server-momentum", type=_fraction_below_1, default=0.9, help="fedavgm momentum")
+    g.add_argument(
+        "--client-optimizer", default="module", choices=["module", "sgd"], help="Adam of --lr, or SGD"
+    )
+    g.add_argument("--client-lr", type=_finite_float_above_0, default=None, help="client SGD learning rate")
+    g.add_argument("--proximal-mu", type=_finite_float_at_least_0, default=0.0, help="FedProx mu (0: off)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument("--data-dir", default=None, help="where the data is (or is downloaded to)")
@@ -91,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dirichlet-alpha", type=_finite_float, default=0.5, help="label skew (dirichlet)")
     g.add_argument("--num-shards", type=_int_at_least(1), default=None, help="label shards (shards)")
     g.add_argument("--unequal-sigma", type=_finite_float, default=0.0, help="log-normal shard sizes (iid)")
+    g.add_argument("--classes-per-device", type=_int_at_least(1), default=2, help="classes (pathological)")
+    g.add_argument(
+        "--size-distribution", default="power-law", choices=["power-law", "exponential"], help="(sizeskew)"
+    )
+    g.add_argument("--size-exponent", type=_finite_float_above_0, default=1.0, help="size skew (sizeskew)")
     g.add_argument("--batch-size", type=_int_at_least(1), default=128, help="minibatch per device")
     g.add_argument("--val-size", type=_int_at_least(0), default=5000, help="validation samples held out")
     g.add_argument("--augment", action="store_true", help="crop and flip (32x32 datasets)")
@@ -120,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seeds model, data split and shuffling")
     g = p.add_argument_group("run")
     g.add_argument("--max-epochs", type=_int_at_least(0), default=60, help="epochs")
+    g.add_argument("--max-rounds", type=_int_at_least(1), default=None, help="stop after this many rounds")
     g.add_argument("--limit-train-batches", type=_finite_float, default=None, help="Trainer limit")
     g.add_argument("--limit-val-batches", type=_finite_float, default=None, help="Trainer limit")
     g.add_argument("--log-every-n-steps", type=_int_at_least(1), default=10, help="step metrics interval")
@@ -144,7 +188,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     _check_kl_decay(parser, args)
     _check_processes(parser, args)
+    _check_rounds(parser, args)
     return args
+
+
+def _check_rounds(parser, args) -> None:
+    if args.devices_per_round is not None and args.devices_per_round > args.devices:
+        parser.error(
+            f"--devices-per-round {args.devices_per_round} exceeds --devices {args.devices}; "
+            f"give at most {args.devices}"
+        )
+    if args.local_steps is not None and args.local_epochs is not None:
+        parser.error("--local-steps and --local-epochs exclude each other: give one")
 
 
 def _check_processes(parser, args) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -38,15 +39,59 @@ class FitError(Exception):
     """Bad input to fit.py: printed as one line, exit code 2."""
 
 
+# The library's errors name its arguments; fit.py's user typed the flags.
+_FLAGS = {
+    "num_devices": "--devices", "batch_size": "--batch-size", "val_size": "--val-size",
+    "devices_per_round": "--devices-per-round", "classes_per_device": "--classes-per-device",
+    "num_shards": "--num-shards",
+}  # fmt: skip
+
+
+def as_flags(message: str) -> str:
+    """``message`` with the library's argument names replaced by fit.py's flags.
+
+    Example::
+
+        >>> as_flags("num_devices=70000 exceeds the 55000 training samples; use at most 55000 devices")
+        '--devices 70000 exceeds the 55000 training samples; use at most 55000 devices'
+    """
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"\b{name}=", f"{flag} ", message)
+        message = re.sub(rf"\b{name}\b", flag, message)
+    return message
+
+
 def build_datamodule(args) -> FederatedDataModule:
     params = {"iid": {"unequal_sigma": args.unequal_sigma}, "dirichlet": {"alpha": args.dirichlet_alpha}}
     params["shards"] = {"num_shards": args.num_shards} if args.num_shards else {}
+    params["pathological"] = {"classes_per_device": args.classes_per_device}
+    params["sizeskew"] = {"distribution": args.size_distribution, "exponent": args.size_exponent}
     dm = FederatedDataModule(
         args.dataset, args.devices, args.partition, params[args.partition], args.batch_size,
         args.data_dir, args.seed, args.download, 0, args.val_size, args.augment,
     )  # fmt: skip
     dm.setup("fit")  # load and partition now, so bad data fails before any process starts
+    dm.check_shard_sizes(full_batches=not sends_rounds(args))
     return dm
+
+
+def sends_rounds(args) -> bool:
+    """Whether the run's rounds sample devices, take local steps or lose devices (not the paper's)."""
+    every = args.devices_per_round in (None, args.devices)
+    local = args.local_steps not in (None, 1) or args.local_epochs is not None
+    return not every or local or args.failure_rate > 0
+
+
+def round_options(args) -> dict:
+    """``FederatedStrategy``'s round options from fit.py's flags."""
+    return {
+        "devices_per_round": args.devices_per_round, "sampling": args.sampling,
+        "local_steps": args.local_steps or 1, "local_epochs": args.local_epochs,
+        "failure_rate": args.failure_rate, "server_optimizer": args.server_optimizer,
+        "server_lr": args.server_lr, "server_momentum": args.server_momentum,
+        "client_optimizer": args.client_optimizer, "client_lr": args.client_lr,
+        "proximal_mu": args.proximal_mu,
+    }  # fmt: skip
 
 
 def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
@@ -259,7 +304,7 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     options = strategy_options(args.accelerator, args.processes, torch.cuda.device_count())
     strategy = FederatedStrategy(
         num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
-        aggregation=args.aggregation, **options["strategy"],
+        aggregation=args.aggregation, **round_options(args), **options["strategy"],
     )  # fmt: skip
     limits = {
         k: getattr(args, k)
@@ -269,7 +314,8 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     limits = {k: int(v) if float(v).is_integer() and v > 1 else v for k, v in limits.items()}
     return pl.Trainer(
         accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=strategy, **options["trainer"],
-        max_epochs=args.max_epochs, fast_dev_run=args.fast_dev_run, logger=loggers, callbacks=callbacks,
+        max_epochs=args.max_epochs, max_steps=args.max_rounds or -1, fast_dev_run=args.fast_dev_run,
+        logger=loggers, callbacks=callbacks,
         default_root_dir=output, use_distributed_sampler=False, log_every_n_steps=args.log_every_n_steps,
         **limits,
     )  # fmt: skip
@@ -300,6 +346,10 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict
         "comm_transport_bytes": total.transport_bytes,
         "comm_dense_bytes": total.dense_bytes,
         "steps": total.steps,
+        "rounds": total.steps,
+        "devices_per_round": trainer.strategy.devices_per_round or trainer.strategy.num_devices,
+        "updates_sent": total.reported,
+        "models_received": total.sampled,
         "epochs": trainer.current_epoch,
         "devices": trainer.strategy.num_devices,
         "processes": trainer.world_size,
@@ -319,7 +369,11 @@ def print_summary(summary: dict) -> None:
         ("communication, wire bytes", f"{100 * summary['comm_wire_fraction']:.2f} % of dense"),
         ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
         ("model file (sparse / dense)", f"{summary['export_bytes']:,} / {summary['export_dense_bytes']:,} B"),
-        ("devices x steps", f"{summary['devices']} x {summary['steps']}"),
+        (
+            "devices, per round x rounds",
+            f"{summary['devices']}, {summary['devices_per_round']} x {summary['rounds']}",
+        ),
+        ("updates sent / models received", f"{summary['updates_sent']:,} / {summary['models_received']:,}"),
         (
             "processes, bytes between them",
             f"{summary['processes']}, {summary['comm_transport_bytes'] / 2**20:.1f} MiB",
@@ -347,7 +401,7 @@ def run(args) -> int:
         ckpt_path = resolve_resume(args, model)  # last: every other bad input is named before this one
         lock = claim_run_folder(output) if is_launcher() else None  # the device processes run under it
     except (ValueError, FileNotFoundError) as error:
-        raise FitError(str(error)) from None
+        raise FitError(as_flags(str(error))) from None
     try:
         fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
     finally:

@@ -129,13 +129,28 @@ def test_bad_arguments_are_one_line_errors(kwargs, message):
         FederatedDataModule(**kwargs)
 
 
-def test_too_many_devices_for_one_batch_each(tmp_path):
+def test_too_many_devices_for_one_batch_each_in_the_paper_s_protocol_only(tmp_path):
     write_mnist(tmp_path, n_train=600)
     dm = FederatedDataModule("mnist", num_devices=8, batch_size=128, data_dir=tmp_path, val_size=0)
+    dm.setup("fit")  # rounds with local epochs take a short shard as it is
     with pytest.raises(
         ValueError, match=r"num_devices=8 leaves a device 75 samples, less than one batch of 128"
     ):
-        dm.setup("fit")
+        dm.check_shard_sizes(full_batches=True)
+    stream = dm.device_stream(0, full_batches=False)
+    assert stream.batches_per_pass == 1 and len(stream.batch(0)) == 75 and len(stream.batch(1)) == 75
+
+
+def test_a_partition_that_leaves_a_device_empty_is_a_one_line_error(tmp_path):
+    write_mnist(tmp_path, n_train=600)
+    dm = FederatedDataModule(
+        "mnist", num_devices=8, batch_size=8, data_dir=tmp_path, val_size=0,
+        partition="shards", partition_params={"num_shards": 8},
+    )  # fmt: skip
+    dm.setup("fit")
+    dm.partition._shards[3] = dm.partition._shards[3][:0]  # as a skewed partition could leave it
+    with pytest.raises(ValueError, match=r"^partition 'shards' leaves device 3 of 8 no samples; use fewer"):
+        dm.check_shard_sizes(full_batches=False)
 
 
 def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from datamodules.partitions import DirichletPartition, IidPartition, ShardPartition, make_partition
+from datamodules.partitions import (
+    DirichletPartition,
+    IidPartition,
+    PathologicalPartition,
+    ShardPartition,
+    SizeSkewPartition,
+    make_partition,
+)
 
 LABELS = np.repeat(np.arange(10), 100)  # 1 000 samples, 10 classes
 CASES = [
@@ -11,7 +18,16 @@ CASES = [
     ("iid", {"unequal_sigma": 1.0}),
     ("dirichlet", {"alpha": 0.5, "min_size": 5}),
     ("shards", {"num_shards": 20}),
+    ("pathological", {"classes_per_device": 2}),
+    ("sizeskew", {"distribution": "power-law", "exponent": 1.0}),
+    ("sizeskew", {"distribution": "exponential", "exponent": 3.0}),
 ]
+
+
+@pytest.mark.parametrize(("name", "params"), [c for c in CASES if c[0] != "shards"])
+def test_every_partition_but_shards_covers_the_training_set(name, params):
+    part = make_partition(name, LABELS, num_devices=7, seed=3, **params)
+    assert np.array_equal(np.sort(np.concatenate(part.shards)), np.arange(len(LABELS)))
 
 
 @pytest.mark.parametrize(("name", "params"), CASES)
@@ -57,7 +73,7 @@ def test_dirichlet_small_alpha_is_skewed_large_alpha_is_uniform():
     [
         (
             lambda: make_partition("zipf", LABELS, 2),
-            r"unknown partition 'zipf'; choose one of iid, dirichlet, shards",
+            r"unknown partition 'zipf'; choose one of iid, dirichlet, shards, pathological, sizeskew",
         ),
         (lambda: IidPartition(LABELS, 0), r"num_devices must be an integer >= 1, got 0"),
         (lambda: IidPartition(LABELS, 2000), r"num_devices=2000 exceeds the 1000 training samples"),
@@ -77,6 +93,23 @@ def test_dirichlet_small_alpha_is_skewed_large_alpha_is_uniform():
         (lambda: ShardPartition(LABELS, 3, num_shards=10), r"num_shards=10 does not divide among 3 devices"),
         (lambda: IidPartition(LABELS, 2, unequal_sigma=-1), r"unequal_sigma must be a finite number >= 0"),
         (
+            lambda: PathologicalPartition(LABELS, 4, classes_per_device=2),
+            r"4 devices x classes_per_device=2 leave some of the 10 classes on no device; use "
+            r"classes_per_device >= 3",
+        ),
+        (
+            lambda: PathologicalPartition(LABELS, 4, classes_per_device=11),
+            r"classes_per_device=11 exceeds the 10 classes of the data",
+        ),
+        (
+            lambda: SizeSkewPartition(LABELS, 4, distribution="zipf"),
+            r"distribution must be one of power-law, exponential, got 'zipf'",
+        ),
+        (
+            lambda: SizeSkewPartition(LABELS, 4, exponent=0),
+            r"size-skew exponent must be a finite number > 0, got 0",
+        ),
+        (
             lambda: IidPartition(LABELS, 2, unequal_sigma="1"),
             r"unequal_sigma must be a finite number >= 0, got '1'",
         ),
@@ -85,3 +118,25 @@ def test_dirichlet_small_alpha_is_skewed_large_alpha_is_uniform():
 def test_bad_partition_arguments(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_pathological_gives_every_device_exactly_its_classes_and_every_class_a_device():
+    part = PathologicalPartition(LABELS, num_devices=20, classes_per_device=3, seed=0)
+    held = part.label_histogram() > 0
+    assert (held.sum(axis=1) == 3).all() and held.any(axis=0).all()
+    assert max(part.sizes()) - min(part.sizes()) <= 100 // 5  # a class split among 6 devices
+
+
+@pytest.mark.parametrize("distribution", ["power-law", "exponential"])
+def test_size_skew_sizes_fall_with_rank_and_each_device_has_a_sample(distribution):
+    part = SizeSkewPartition(LABELS, num_devices=50, distribution=distribution, exponent=2.0, seed=0)
+    sizes = sorted(part.sizes(), reverse=True)
+    assert min(sizes) >= 1 and sum(sizes) == len(LABELS)
+    assert sizes[0] > 2 * sizes[len(sizes) // 2]
+    weights = (
+        np.arange(1, 51, dtype=float) ** -2.0
+        if distribution == "power-law"
+        else np.exp(-2.0 * np.arange(50) / 50)
+    )
+    expected = 1 + np.floor(weights / weights.sum() * (len(LABELS) - 50))
+    assert np.abs(np.array(sizes[1:]) - expected[1:]).max() <= 1  # the largest takes the rounding rest

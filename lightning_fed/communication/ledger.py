@@ -14,8 +14,10 @@ class Traffic:
 
     ``upload`` / ``download`` count the float values in the payloads (the paper's measure);
     ``*_bytes`` the payloads' lengths, headers and positions included (wire bytes);
-    ``dense_values`` what dense distributed SGD would move (2 x N x P); ``transport_bytes`` what
-    the collectives between processes moved (0 when the whole federation is in one process).
+    ``dense_values`` what dense distributed SGD would move (2 x N x P; in a sampled round, the
+    model to each sampled device and a dense update from each reporting one); ``transport_bytes``
+    what the collectives between processes moved (0 when the whole federation is in one process);
+    ``sampled`` and ``reported`` the devices that received the model and that sent an update.
     """
 
     upload: int = 0
@@ -25,6 +27,8 @@ class Traffic:
     dense_values: int = 0
     steps: int = 0
     transport_bytes: int = 0
+    sampled: int = 0
+    reported: int = 0
 
     @classmethod
     def from_dict(cls, state: dict) -> "Traffic":
@@ -91,6 +95,7 @@ class Traffic:
     def metrics(self, prefix: str) -> dict[str, float]:
         """Flat metrics for a logger, e.g. ``comm/total/upload``."""
         names = ["upload", "download", "paper_bytes", "wire_bytes", "dense_bytes", "transport_bytes"]
+        names += ["sampled", "reported"]
         values = {f"{prefix}/{name}": float(getattr(self, name)) for name in names}
         for measure in ("paper", "wire"):
             values[f"{prefix}/{measure}_fraction"] = getattr(self, f"{measure}_fraction")

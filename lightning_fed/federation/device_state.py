@@ -38,11 +38,12 @@ class DeviceState:
     optimizer: dict[str, dict[str, Any]] = field(default_factory=dict)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    drawn: int = 0  # batches of its shard stream taken so far
 
     def state_dict(self) -> dict:
         return {
             "params": self.params, "buffers": self.buffers, "optimizer": self.optimizer,
-            "rng": self.rng, "extra": self.extra,
+            "rng": self.rng, "extra": self.extra, "drawn": self.drawn,
         }  # fmt: skip
 
     @classmethod
@@ -56,6 +57,7 @@ class DeviceState:
             onto(state["params"], like.params), onto(state["buffers"], like.buffers),
             {n: {k: _clone(v) for k, v in s.items()} for n, s in state.get("optimizer", {}).items()},
             {k: v.clone() for k, v in state.get("rng", {}).items()}, dict(state.get("extra", {})),
+            int(state.get("drawn", 0)),
         )  # fmt: skip
 
 
@@ -96,6 +98,9 @@ class DeviceStates:
         devices: the devices hosted here.
         seed: the run's seed.
         optimizer: the optimizer whose state of the local parameters is the device's own.
+        keep_optimizer_state: keep that state from round to round (the paper's protocol, where
+            every device steps every round); without it a device starts every round with a fresh
+            optimizer state, as clients of FedAvg do.
 
     Example::
 
@@ -110,9 +115,16 @@ class DeviceStates:
     """
 
     def __init__(
-        self, model: nn.Module, plan: SharingPlan, devices: list[int], seed: int = 0, optimizer=None
+        self,
+        model: nn.Module,
+        plan: SharingPlan,
+        devices: list[int],
+        seed: int = 0,
+        optimizer=None,
+        keep_optimizer_state: bool = True,
     ) -> None:
         self.model, self.plan, self.optimizer = model, plan, optimizer
+        self.keep_optimizer_state = keep_optimizer_state
         self.devices = list(devices)
         self.where = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.states: dict[int, DeviceState] = {d: self._initial(seed, d) for d in self.devices}
@@ -134,7 +146,7 @@ class DeviceStates:
         if self.optimizer is not None:
             for name in self.plan.local_parameters:
                 param = self.model.get_parameter(name)
-                if name in state.optimizer:
+                if name in state.optimizer and self.keep_optimizer_state:
                     self.optimizer.state[param] = state.optimizer[name]
                 else:
                     self.optimizer.state.pop(param, None)
@@ -150,7 +162,7 @@ class DeviceStates:
         if self.optimizer is not None:
             for name in self.plan.local_parameters:
                 entry = self.optimizer.state.pop(self.model.get_parameter(name), None)
-                if entry:
+                if entry and self.keep_optimizer_state:
                     state.optimizer[name] = entry
 
     @contextmanager

@@ -92,6 +92,45 @@ class SharingPlan:
         return out
 
     @torch.no_grad()
+    def values(self, model: nn.Module) -> list[torch.Tensor]:
+        """The shared parameters themselves, flat (the model the server sends a round's devices)."""
+        return [model.get_parameter(t.name).detach().reshape(-1).clone() for t in self.shared]
+
+    @torch.no_grad()
+    def write_parameters(self, model: nn.Module, tensors: list[torch.Tensor]) -> None:
+        """Set the shared parameters to ``tensors`` (flat, in the plan's order)."""
+        for tensor, value in zip(self.shared, tensors, strict=True):
+            param = model.get_parameter(tensor.name)
+            param.copy_(value.reshape(param.shape))
+
+    @torch.no_grad()
+    def delta(
+        self, model: nn.Module, start: list[torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """A device's update after local steps, as a pseudo-gradient: ``(start - now) * M(alpha)``.
+
+        ``masks`` are the masks at the round's start, so a weight pruned then is sent as zero
+        whatever local momentum did to it.
+
+        Example::
+
+            >>> from lightning_fed.nn import variational
+            >>> model = variational(nn.Sequential(nn.Linear(2, 1)))
+            >>> plan = SharingPlan(model)
+            >>> start = plan.values(model)
+            >>> _ = model[0].bias.data.add_(0.5)
+            >>> plan.delta(model, start, plan.masks(model))[1].tolist()
+            [-0.5]
+        """
+        out = []
+        for tensor, before in zip(self.shared, start, strict=True):
+            change = before - model.get_parameter(tensor.name).detach().reshape(-1)
+            if tensor.mask_of is not None:
+                change = change * masks[tensor.mask_of].reshape(-1)
+            out.append(change)
+        return out
+
+    @torch.no_grad()
     def write_gradients(self, model: nn.Module, tensors: list[torch.Tensor]) -> None:
         """Set each shared parameter's gradient from the server's (decoded) message."""
         for tensor, value in zip(self.shared, tensors, strict=True):

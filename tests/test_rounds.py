@@ -1,0 +1,317 @@
+"""Rounds of the FedAvg family: sampling, failures, local steps, server optimizers, counted traffic."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datamodules import FederatedDataModule
+from lightning_fed import FederatedStrategy
+from lightning_fed.communication import SparseCodec
+from lightning_fed.federation import SharingPlan
+from lightning_fed.federation.rounds import RoundSchedule
+from lightning_fed.federation.server_optimizers import AdaptiveServerOptimizer, server_optimizer
+from lightning_fed.nn import variational
+from modules.classifier import SparseVDClassifier
+from tests.helpers.fake_data import write_mnist
+
+N_TRAIN = 576  # 640 written, 64 held out for validation
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, n_train=640, n_test=64)
+    return root
+
+
+def binomial_bound(trials: int, p: float, sigmas: float = 6.0) -> float:
+    """A count's distance from its mean that a correct sampler exceeds with odds below 1e-8."""
+    return sigmas * math.sqrt(trials * p * (1 - p)) + 1
+
+
+# ---------------------------------------------------------------- the schedule
+def test_rounds_are_seeded_sampled_without_replacement_and_uniform():
+    schedule = RoundSchedule(num_devices=20, devices_per_round=5, seed=4)
+    rounds = [schedule.round(r).sampled for r in range(2000)]
+    assert all(len(set(s)) == 5 and list(s) == sorted(s) for s in rounds)
+    assert rounds == [RoundSchedule(20, 5, seed=4).round(r).sampled for r in range(2000)]
+    assert rounds != [RoundSchedule(20, 5, seed=5).round(r).sampled for r in range(2000)]
+    counts = np.bincount(np.concatenate(rounds), minlength=20)
+    assert np.abs(counts - 2000 * 5 / 20).max() < binomial_bound(2000, 5 / 20)
+
+
+def test_weighted_sampling_draws_devices_in_proportion_to_their_shards():
+    sizes = [10, 30, 60, 100]
+    schedule = RoundSchedule(4, devices_per_round=1, sampling="weighted", seed=0, weights=sizes)
+    counts = np.bincount([schedule.round(r).sampled[0] for r in range(4000)], minlength=4)
+    for count, size in zip(counts, sizes, strict=True):
+        assert abs(count - 4000 * size / 200) < binomial_bound(4000, size / 200)
+
+
+def test_failed_devices_are_sampled_but_do_not_report_at_the_stated_rate():
+    schedule = RoundSchedule(10, devices_per_round=10, failure_rate=0.3, seed=1)
+    reported = sum(len(schedule.round(r).reporting) for r in range(1000))
+    assert all(set(schedule.round(r).reporting) <= set(schedule.round(r).sampled) for r in range(50))
+    assert abs(reported - 0.7 * 10_000) < binomial_bound(10_000, 0.7)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"devices_per_round": 0}, r"^devices_per_round must be an integer in \[1, 8\], got 0$"),
+        ({"devices_per_round": 9}, r"^devices_per_round must be an integer in \[1, 8\], got 9$"),
+        ({"failure_rate": 1.0}, r"^failure_rate must be a number in \[0, 1\), got 1.0$"),
+        ({"failure_rate": -0.1}, r"^failure_rate must be a number in \[0, 1\), got -0.1$"),
+        ({"sampling": "zipf"}, r"^sampling must be one of uniform, weighted, got 'zipf'$"),
+        ({"sampling": "weighted"}, r"^sampling='weighted' needs weights"),
+    ],
+)
+def test_bad_schedules_are_one_line_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RoundSchedule(8, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"local_steps": 0}, r"^local_steps must be an integer >= 1, got 0$"),
+        ({"local_epochs": 0}, r"^local_epochs must be an integer >= 1, got 0$"),
+        ({"devices_per_round": 5, "num_devices": 4}, r"^devices_per_round=5 exceeds num_devices=4$"),
+        ({"local_steps": 2, "local_epochs": 1}, r"^give local_steps or local_epochs, not both$"),
+        ({"server_optimizer": "adam"}, r"^server_optimizer must be one of fedavg, fedavgm, fedadam"),
+        ({"client_optimizer": "adam"}, r"^client_optimizer must be one of module, sgd, got 'adam'$"),
+        ({"failure_rate": 1}, r"^failure_rate must be a number in \[0, 1\), got 1$"),
+        ({"proximal_mu": -1.0}, r"^proximal_mu must be a finite number >= 0, got -1.0$"),
+        ({"server_lr": 0.0}, r"^server_lr must be a finite number > 0, got 0.0$"),
+    ],
+)
+def test_bad_round_options_are_one_line_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FederatedStrategy(**kwargs)
+
+
+# ----------------------------------------------------------- server optimizers
+def test_fedavg_with_lr_one_makes_the_global_model_the_average_of_the_devices():
+    x = nn.Parameter(torch.tensor([1.0, 2.0]))
+    locals_ = [torch.tensor([0.0, 2.0]), torch.tensor([1.0, 4.0])]
+    x.grad = torch.stack([x.detach() - w for w in locals_]).mean(0)  # the pseudo-gradient
+    server_optimizer("fedavg", [x]).step()
+    assert torch.equal(x.detach(), torch.stack(locals_).mean(0))
+
+
+@pytest.mark.parametrize("rule", ["adam", "yogi", "adagrad"])
+def test_adaptive_server_steps_follow_reddi_et_al(rule):
+    beta1, beta2, lr, tau = 0.9, 0.99, 0.1, 1e-3
+    x = nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+    opt = AdaptiveServerOptimizer([x], rule=rule, lr=lr, betas=(beta1, beta2), tau=tau)
+    m, v, expected = (
+        torch.zeros(3, dtype=torch.float64),
+        torch.zeros(3, dtype=torch.float64),
+        x.detach().double(),
+    )
+    for g in ([0.3, -0.2, 0.0], [0.1, 0.4, -2.0]):
+        g = torch.tensor(g, dtype=torch.float64)
+        x.grad = g.float()
+        opt.step()
+        m = beta1 * m + (1 - beta1) * g
+        if rule == "adam":
+            v = beta2 * v + (1 - beta2) * g * g
+        elif rule == "yogi":
+            v = v - (1 - beta2) * g * g * torch.sign(v - g * g)
+        else:
+            v = v + g * g
+        expected = expected - lr * m / (v.sqrt() + tau)
+    assert torch.allclose(x.detach().double(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------- whole rounds
+def _tiny_dense(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+
+
+def _fit(data_dir, strategy, network, epochs=1, devices=4, batch_size=16, max_steps=-1, dense=True, **model):
+    pl.seed_everything(3, verbose=False)
+    dm = FederatedDataModule("mnist", devices, batch_size=batch_size, data_dir=data_dir, val_size=64)
+    module = SparseVDClassifier(network, num_train=N_TRAIN, dense=dense, **model)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, max_epochs=epochs, max_steps=max_steps, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(module, dm)
+    return module, dm, trainer
+
+
+def test_fedavg_with_local_steps_equals_a_hand_written_fedavg_loop(data_dir):
+    """K = 2 of 4 devices, H = 3 local SGD steps, server FedAvg: the same model as a plain loop."""
+    start = _tiny_dense()
+    strategy = FederatedStrategy(devices_per_round=2, local_steps=3, client_optimizer="sgd", client_lr=0.1)
+    module, dm, trainer = _fit(data_dir, strategy, copy.deepcopy(start), max_steps=5)
+    assert trainer.global_step == 5
+
+    schedule = RoundSchedule(4, 2, seed=3)
+    streams = next(iter(dm.device_streams(list(range(4)), full_batches=False)))
+    reference, drawn = copy.deepcopy(start), [0] * 4
+    for r in range(5):
+        deltas = []
+        for device in schedule.round(r).reporting:
+            local = copy.deepcopy(reference)
+            opt = torch.optim.SGD(local.parameters(), lr=0.1)
+            for i in range(3):
+                x, y = streams.batch(device, drawn[device] + i)
+                opt.zero_grad()
+                F.cross_entropy(local(x), y).backward()
+                opt.step()
+            drawn[device] += 3
+            deltas.append(
+                [g.detach() - w.detach() for g, w in zip(reference.parameters(), local.parameters())]
+            )
+        with torch.no_grad():
+            for k, param in enumerate(reference.parameters()):
+                param -= torch.stack([d[k] for d in deltas]).mean(0)
+    for ours, theirs in zip(module.network.parameters(), reference.parameters(), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6), (ours - theirs).abs().max()
+    numel = sum(p.numel() for p in start.parameters())
+    total = strategy.ledger.total
+    assert (total.sampled, total.reported) == (10, 10)
+    assert total.download == 10 * numel  # the model, to every sampled device
+    assert total.upload == 10 * numel  # a dense delta from every reporting device
+    assert total.dense_values == 20 * numel
+
+
+def test_every_device_every_round_one_step_is_the_paper_s_protocol(data_dir):
+    """Named explicitly (K = N, H = 1), the rounds are the default's: same weights, same ledger."""
+    runs = []
+    for options in ({}, {"devices_per_round": 4, "local_steps": 1}):
+        strategy = FederatedStrategy(**options)
+        module, _, _ = _fit(data_dir, strategy, variational(_tiny_dense()), dense=False, lr=1e-2)
+        assert strategy.synchronous
+        runs.append((module.state_dict(), [vars(t) for t in strategy.ledger.history]))
+    (first, ledger), (second, again) = runs
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert ledger == again and len(ledger) == 9  # ceil(144 / 16) rounds of an epoch
+
+
+class _RecordingCodec(SparseCodec):
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded: list[list[torch.Tensor]] = []
+
+    def encode(self, tensors):
+        self.encoded.append([t.detach().clone() for t in tensors])
+        return super().encode(tensors)
+
+
+class _MaskRecorder(FederatedStrategy):
+    """Remembers, for each local update, the masks M(alpha) of the device as its round began."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.start_masks: list[dict[str, torch.Tensor]] = []
+
+    def _local_update(self, device, batches, start, rest, kwargs):
+        self.start_masks.append({k: m.clone() for k, m in self.plan.masks(self.lightning_module).items()})
+        return super()._local_update(device, batches, start, rest, kwargs)
+
+
+def test_a_weight_pruned_when_its_round_starts_is_never_sent_whatever_local_adam_does(data_dir):
+    codec = _RecordingCodec()
+    strategy = _MaskRecorder(devices_per_round=2, local_steps=4, codec=codec, failure_rate=0.25)
+    network = variational(_tiny_dense(), init_log_sigma2=-9.0)
+    with torch.no_grad():  # about half the weights start pruned (log_alpha = log_sigma2 - log theta^2 >= 3)
+        network[1].weight.mul_(torch.where(torch.rand_like(network[1].weight) < 0.5, 1e-6, 1.0))
+    _fit(data_dir, strategy, network, dense=False, lr=1e-2, max_steps=6)
+    plan = strategy.plan
+    uploads = [u for i, u in enumerate(codec.encoded) if not _is_broadcast(i, codec, strategy)]
+    assert len(uploads) == len(strategy.start_masks) == strategy.ledger.total.reported > 0
+    pruned_seen = 0
+    for upload, masks in zip(uploads, strategy.start_masks, strict=True):
+        for tensor, values in zip(plan.shared, upload, strict=True):
+            if tensor.mask_of is None:
+                continue
+            pruned = ~masks[tensor.mask_of].reshape(-1)
+            pruned_seen += int(pruned.sum())
+            assert not values[pruned].any()
+    assert pruned_seen > 0
+
+
+def _is_broadcast(index: int, codec: _RecordingCodec, strategy: FederatedStrategy) -> bool:
+    """A round's first payload is the model the server sends; the reporting devices' follow."""
+    starts, position = set(), 0
+    for step in strategy.ledger.history:
+        starts.add(position)
+        position += 1 + step.reported
+    return index in starts
+
+
+def test_a_round_counts_the_model_to_every_sampled_device_and_an_update_from_every_reporting_one(data_dir):
+    codec = _RecordingCodec()
+    strategy = FederatedStrategy(devices_per_round=3, failure_rate=0.4, local_epochs=1, codec=codec)
+    network = variational(_tiny_dense())
+    _fit(data_dir, strategy, network, devices=6, dense=False, max_steps=8)
+    schedule = RoundSchedule(6, 3, failure_rate=0.4, seed=3)
+    position = 0
+    for r, step in enumerate(strategy.ledger.history):
+        expected = schedule.round(r)
+        assert (step.sampled, step.reported) == (len(expected.sampled), len(expected.reporting))
+        model = SparseCodec().encode(codec.encoded[position])
+        uploads = [
+            SparseCodec().encode(u) for u in codec.encoded[position + 1 : position + 1 + step.reported]
+        ]
+        assert step.download_bytes == step.sampled * len(model)
+        assert step.upload_bytes == sum(len(u) for u in uploads)
+        assert step.upload == sum(u.values for u in uploads)
+        position += 1 + step.reported
+    assert any(step.reported < step.sampled for step in strategy.ledger.history)
+
+
+def test_local_epochs_take_each_device_s_whole_shard_with_a_short_last_batch(data_dir):
+    seen: list[int] = []
+
+    class Counting(SparseVDClassifier):
+        def training_step(self, batch, batch_idx):
+            seen.append(len(batch[1]))
+            return super().training_step(batch, batch_idx)
+
+    pl.seed_everything(3, verbose=False)
+    dm = FederatedDataModule("mnist", 8, batch_size=32, data_dir=data_dir, val_size=64)  # 72 per device
+    module = Counting(_tiny_dense(), num_train=N_TRAIN, dense=True)
+    strategy = FederatedStrategy(devices_per_round=2, local_epochs=1)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, max_steps=3, logger=False, limit_val_batches=0,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, dm)
+    assert seen == [32, 32, 8] * 6  # 3 rounds x 2 devices, each one pass over 72 samples
+    assert trainer.num_training_batches == strategy.rounds_per_epoch(dm.batches_per_epoch) == 4
+
+
+def test_fedprox_pulls_local_models_towards_the_round_s_model(data_dir):
+    moved = {}
+    for mu in (0.0, 10.0):
+        strategy = FederatedStrategy(
+            devices_per_round=1, local_steps=8, client_optimizer="sgd", client_lr=0.05, proximal_mu=mu
+        )
+        start = _tiny_dense()
+        module, _, _ = _fit(data_dir, strategy, copy.deepcopy(start), max_steps=1)
+        moved[mu] = sum((a - b).norm() ** 2 for a, b in zip(module.network.parameters(), start.parameters()))
+    assert moved[10.0] < 0.8 * moved[0.0]
+
+
+def test_sharing_plan_delta_is_the_masked_pseudo_gradient():
+    model = variational(nn.Sequential(nn.Linear(3, 2)))
+    plan = SharingPlan(model)
+    start = plan.values(model)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[0].bias.sub_(2.0)
+    masks = {"0": torch.tensor([[True, False, True], [False, True, True]])}
+    weight, bias = plan.delta(model, start, masks)
+    assert weight.tolist() == [-1.0, 0.0, -1.0, 0.0, -1.0, -1.0] and bias.tolist() == [2.0, 2.0]
