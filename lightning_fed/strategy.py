@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,15 +14,14 @@ from typing_extensions import override
 
 from lightning_fed.communication import Codec, CommunicationLedger, SparseCodec, Traffic
 from lightning_fed.federation import TRANSPORTS, DeviceStates, SharingPlan, hosted_devices, make_transport
-from lightning_fed.federation.checkpoint import (
-    CHECKPOINT_KEY,
-    sidecar_path,
-)
+from lightning_fed.federation.checkpoint import CHECKPOINT_KEY, rows_path, sidecar_path
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS, server_optimizer
 
 AGGREGATIONS = ("mean", "weighted")
 CLIENT_OPTIMIZERS = ("module", "sgd")
+DEVICE_STORES = ("auto", "memory", "disk")
+DISK_STORE_ABOVE_BYTES = 2 * 2**30  # "auto": local parameters of the hosted devices beyond this go to disk
 _NOT_TAKEN = ("ddp_comm_hook", "ddp_comm_state", "ddp_comm_wrapper", "model_averaging_period")
 
 
@@ -68,6 +68,9 @@ class FederatedStrategy(DDPStrategy):
         client_optimizer: ``"module"`` (the LightningModule's, fresh each round) or ``"sgd"``.
         client_lr: the client SGD's learning rate (default: the module's).
         proximal_mu: FedProx's ``mu``: each local step adds ``mu * (w - w_round_start)``.
+        device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
+            file of rows in the run folder, read per device, copied beside each checkpoint) or
+            ``auto`` (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
         **kwargs: passed to ``DDPStrategy`` (process placement, backend, timeout).
 
     Example::
@@ -101,6 +104,7 @@ class FederatedStrategy(DDPStrategy):
         client_optimizer: str = "module",
         client_lr: float | None = None,
         proximal_mu: float = 0.0,
+        device_store: str = "auto",
         **kwargs: Any,
     ) -> None:
         if transport not in TRANSPORTS:
@@ -135,6 +139,8 @@ class FederatedStrategy(DDPStrategy):
         if not 0 <= server_momentum < 1:
             raise ValueError(f"server_momentum must be in [0, 1), got {server_momentum!r}")
         failure_rate = check_failure_rate(failure_rate)
+        if device_store not in DEVICE_STORES:
+            raise ValueError(f"device_store must be one of {', '.join(DEVICE_STORES)}, got {device_store!r}")
         for key in _NOT_TAKEN:
             if kwargs.get(key) is not None:
                 raise ValueError(
@@ -165,6 +171,8 @@ class FederatedStrategy(DDPStrategy):
         self.client_optimizer_name = client_optimizer
         self.client_lr = client_lr
         self.proximal_mu = float(proximal_mu)
+        self.device_store = device_store
+        self._resumed_path = None
         self.schedule: RoundSchedule | None = None
         self._round: Round | None = None
         self._client_optimizer = None
@@ -236,12 +244,23 @@ class FederatedStrategy(DDPStrategy):
         self._set_up_optimizers()
         self.devices = DeviceStates(
             module, self.plan, self.hosted_devices, seed, self._client_optimizer,
-            keep_optimizer_state=self.synchronous,
+            keep_optimizer_state=self.synchronous, rows_path=self._rows_path(trainer), rank=self.global_rank,
         )  # fmt: skip
         if self._resumed is not None:
-            self.devices.load_state_dict(self._resumed)
+            path = self._resumed_path
+            self.devices.load_state_dict(self._resumed, rows_file=lambda rank: rows_path(path, rank))
             self._resumed = None
         self._transport = make_transport(self.transport, self.codec, self.plan.numels, self.world_size)
+
+    def _rows_path(self, trainer):
+        """The file of the hosted devices' local parameters, or None to keep them in memory."""
+        if self.device_store == "memory":
+            return None
+        module = self.lightning_module
+        per_device = sum(module.get_parameter(n).numel() * 4 for n in self.plan.local_parameters)
+        if self.device_store == "auto" and per_device * len(self.hosted_devices) <= DISK_STORE_ABOVE_BYTES:
+            return None
+        return Path(trainer.default_root_dir) / "device-states" / f"process-{self.global_rank}.f32"
 
     def _round_schedule(self, trainer, seed: int) -> RoundSchedule:
         weights = None
@@ -519,7 +538,12 @@ class FederatedStrategy(DDPStrategy):
             "share_log_sigma2": self.share_log_sigma2,
             "transport": self.transport,
             "devices": states if self.is_global_zero else None,
+            "rows_layout": self.devices.layout if self.devices is not None and self.devices.rows else None,
         }
+        if self.devices is not None and self.devices.rows is not None:
+            target = rows_path(filepath, self.global_rank)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.devices.rows.copy_to(target)
         if not self.is_global_zero and states:
             side = {"global_step": checkpoint.get("global_step"), "devices": states}
             target = sidecar_path(filepath, self.global_rank)
@@ -535,6 +559,8 @@ class FederatedStrategy(DDPStrategy):
         if self.is_global_zero:
             for rank in range(1, self.world_size):
                 sidecar_path(filepath, rank).unlink(missing_ok=True)
+            for rank in range(self.world_size):
+                rows_path(filepath, rank).unlink(missing_ok=True)
 
     @override
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
@@ -558,6 +584,7 @@ class FederatedStrategy(DDPStrategy):
                 )
             pool.update(side["devices"])
         self._resumed = {d: pool[d] for d in self.hosted_devices if d in pool}
+        self._resumed_path = checkpoint_path
         federated["devices"] = None  # the other devices' states are not kept
         return checkpoint
 

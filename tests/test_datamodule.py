@@ -1,6 +1,8 @@
 """FederatedDataModule and dataset loading on real Fashion-MNIST and on small files in real formats."""
 
 import gzip
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -181,12 +183,16 @@ def test_truncated_and_corrupt_files_are_clear_errors(tmp_path):
 def test_under_ddp_each_rank_sees_only_its_own_shard(tmp_path):
     write_mnist(tmp_path, n_train=800)
     script = ROOT / "tests" / "helpers" / "ddp_shards.py"
+    with socket.socket() as sock:  # not the port of a process group an earlier test left in this process
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     result = subprocess.run(
         [sys.executable, str(script), str(tmp_path), "2"],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=ROOT,
+        env={**os.environ, "MASTER_PORT": str(port)},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     seen = [set(map(int, (tmp_path / f"rank{r}.txt").read_text().split())) for r in range(2)]

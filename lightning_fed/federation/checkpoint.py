@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from lightning_fed.federation.device_state import read_row
+
 CHECKPOINT_KEY = "federated"
 
 
@@ -24,6 +26,18 @@ def sidecar_path(checkpoint_path, rank: int) -> Path:
     """
     path = Path(checkpoint_path)
     return path.with_name(f"{path.name}.devices-{rank}")
+
+
+def rows_path(checkpoint_path, rank: int) -> Path:
+    """Where process ``rank`` copies its file of device rows (:class:`DiskRows`) at a save.
+
+    Example::
+
+        >>> rows_path("run/checkpoints/last.ckpt", 0).name
+        'last.ckpt.rows-0'
+    """
+    path = Path(checkpoint_path)
+    return path.with_name(f"{path.name}.rows-{rank}")
 
 
 def saved_num_devices(checkpoint: dict) -> int | None:
@@ -62,4 +76,9 @@ def device_states_of(checkpoint: dict, checkpoint_path) -> dict[int, dict]:
         if side.get("global_step") != checkpoint.get("global_step"):
             raise ValueError(f"{path} is of another step than {checkpoint_path}")
         states.update(side["devices"])
+    layout = federated.get("rows_layout")
+    for state in states.values():
+        if state.get("params") is None and state.get("params_at") is not None:
+            rank, row = state["params_at"]
+            state["params"] = read_row(rows_path(checkpoint_path, rank), row, layout)
     return states
