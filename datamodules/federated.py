@@ -167,6 +167,11 @@ class FederatedDataModule(pl.LightningDataModule):
 
     # --------------------------------------------------------------- loaders
     @property
+    def train_data(self) -> ImageData:
+        """The federated training set (uint8 images, labels) that the shards index."""
+        return self._train
+
+    @property
     def num_train(self) -> int:
         """Size of the whole federated training set (all shards together)."""
         return int(sum(self.partition.sizes()))

@@ -175,6 +175,7 @@ class FederatedStrategy(DDPStrategy):
         self._resumed_path = None
         self.schedule: RoundSchedule | None = None
         self._round: Round | None = None
+        self._trainable: list[torch.nn.Parameter] | None = None
         self._client_optimizer = None
         self.ledger = CommunicationLedger()
         self.plan: SharingPlan | None = None
@@ -358,13 +359,20 @@ class FederatedStrategy(DDPStrategy):
     def _device_step(self, device: int, batch, rest, kwargs):
         """One local step's forward and backward of ``device`` (hosted): the module's output and loss."""
         module = self.lightning_module
-        module.zero_grad(set_to_none=True)  # the last round's download is still there
+        self._clear_gradients()  # the last round's download is still there
         output = super().training_step(batch, *rest, **kwargs)
         loss = output["loss"] if isinstance(output, Mapping) else output
         if loss is None:
             raise ValueError(f"training_step returned no loss for device {device}")
         self.precision_plugin.backward(loss, module, self._client_optimizer)
         return output, loss
+
+    def _clear_gradients(self) -> None:
+        """``zero_grad(set_to_none=True)`` of the trained parameters, without walking every submodule."""
+        if self._trainable is None:
+            self._trainable = [p for p in self.lightning_module.parameters() if p.requires_grad]
+        for param in self._trainable:
+            param.grad = None
 
     def _round_output(self, output, losses: list[torch.Tensor]):
         """The round's loss for Lightning: the mean over this process's reporting devices."""
@@ -425,7 +433,7 @@ class FederatedStrategy(DDPStrategy):
                 return output, loss, update
             self._add_proximal_term(module, start)
             self._client_optimizer.step()
-        module.zero_grad(set_to_none=True)
+        self._clear_gradients()
         return output, loss, self.plan.delta(module, start, masks)
 
     @torch.no_grad()
@@ -444,7 +452,7 @@ class FederatedStrategy(DDPStrategy):
             module.get_parameter(tensor.name).grad = None
         if self.plan.local_parameters:
             self._client_optimizer.step()
-        module.zero_grad(set_to_none=True)
+        self._clear_gradients()
 
     @override
     def backward(self, closure_loss: torch.Tensor, optimizer, *args: Any, **kwargs: Any) -> torch.Tensor:

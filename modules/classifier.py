@@ -142,11 +142,20 @@ class SparseVDClassifier(pl.LightningModule):
         self.masker.refresh()  # the masks of this step, from the computing device's log_alpha
         x, y = batch
         terms = self.elbo_terms(self(x), y)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, prog_bar=False)
-        self.log("train/kl_weight", self.kl_weight)
+        self._last_terms = {f"train/{k}": v.detach() for k, v in terms.items()}
         if not self.dense:
-            self.log("sparsity/kept_fraction", self.masker.kept() / self._theta_count(), prog_bar=True)
+            self._last_terms["sparsity/kept_fraction"] = self.masker.kept() / self._theta_count()
         return terms["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Logged once per step of the Trainer (a round under FederatedStrategy, in which every
+        # device takes one or more local steps): the terms of the last local step taken here.
+        terms = dict(getattr(self, "_last_terms", {}))
+        kept = terms.pop("sparsity/kept_fraction", None)
+        self.log_dict(terms, prog_bar=False)
+        self.log("train/kl_weight", self.kl_weight)
+        if kept is not None:
+            self.log("sparsity/kept_fraction", kept, prog_bar=True)
 
     def _theta_count(self) -> int:
         return sum(mask.numel() for mask in self.masker.masks.values()) or 1

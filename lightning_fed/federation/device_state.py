@@ -162,11 +162,22 @@ class DiskRows:
         self.written[row] = True
 
     def copy_to(self, target: Path) -> None:
-        """A consistent copy of the file at ``target`` (written aside, then renamed into place)."""
+        """A copy of the file at ``target``, written aside and renamed into place.
+
+        Only written rows are copied; the others stay holes, so the copy takes the disk space of
+        the devices that trained, not of all of them.
+        """
         target = Path(target)
         partial = target.with_name(target.name + ".partial")
-        with open(self.path, "rb") as source, open(partial, "wb") as out:
-            os.sendfile(out.fileno(), source.fileno(), 0, os.fstat(source.fileno()).st_size)
+        with open(partial, "wb") as out:
+            os.ftruncate(out.fileno(), len(self.written) * self.row_bytes)
+            for row, written in enumerate(self.written):
+                offset, left = row * self.row_bytes, self.row_bytes
+                while written and left:
+                    done = os.copy_file_range(self._fd, out.fileno(), left, offset, offset)
+                    if done == 0:
+                        raise OSError(f"{self.path}: short copy of row {row}")
+                    offset, left = offset + done, left - done
         os.replace(partial, target)
 
 

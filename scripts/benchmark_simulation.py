@@ -1,0 +1,132 @@
+"""Seconds per FedAvg round: lightning-fed against a plain PyTorch loop, Flower 1.42 and pfl-research.
+
+Usage: python scripts/benchmark_simulation.py [--settings 100/10,1000/50] [--rounds 4]
+           [--flower-python ~/lf-peers/flwr/bin/python] [--pfl-python ~/lf-peers/pfl/bin/python]
+
+Every engine runs the same FedAvg on the same clients, one after the other, each in a fresh
+process tree: Fashion-MNIST split iid over N clients (``FederatedDataModule``, seed 0), K sampled
+per round, each one local epoch of SGD (lr 0.05) at batch 32 on CifarNet with plain layers, the
+server averaging (``scripts/simulation/``). The peers run in their own virtual environments,
+never the project's: an engine whose Python is not given (or cannot import its package) is
+skipped with a line saying so. Printed per setting and engine: the median seconds per round
+(the first round, a warm-up, left out), its ratio to the plain loop, and the peak memory of the
+engine's whole process tree (sum of PSS, sampled every 0.5 s).
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+ENGINES = {"ours": "ours.py", "plain": "plain.py", "pfl": "pfl_research.py", "flower": "flower.py"}
+PEER_PACKAGE = {"pfl": "pfl", "flower": "flwr"}
+
+
+def write_clients(path: Path, num_clients: int, seed: int) -> None:
+    """The clients' data as every engine reads it (``simulation/common.load_clients``)."""
+    import torch
+
+    from datamodules import FederatedDataModule
+
+    dm = FederatedDataModule("fashion-mnist", num_clients, batch_size=32, seed=seed)
+    dm.setup("fit")
+    data = dm.train_data
+    torch.save(
+        {
+            "images": data.images, "labels": data.labels, "mean": dm.info.mean[0], "std": dm.info.std[0],
+            "shards": [torch.from_numpy(s) for s in dm.partition.shards],
+            "num_clients": num_clients, "seed": seed, "val_size": dm.val_size,
+        },
+        path,
+    )  # fmt: skip
+
+
+def python_of(engine: str, args) -> str | None:
+    """The interpreter of ``engine``, or None (with the reason printed) when it cannot run."""
+    if engine not in PEER_PACKAGE:
+        return sys.executable
+    python = getattr(args, f"{engine}_python")
+    if python is None:
+        print(f"benchmark_simulation: {engine} skipped: give --{engine}-python (its own environment)")
+        return None
+    python = str(Path(python).expanduser())
+    probe = subprocess.run([python, "-c", f"import {PEER_PACKAGE[engine]}"], capture_output=True)
+    if probe.returncode != 0:
+        print(f"benchmark_simulation: {engine} skipped: {python} cannot import {PEER_PACKAGE[engine]}")
+        return None
+    return python
+
+
+def measure(python: str, engine: str, data: Path, per_round: int, rounds: int) -> dict:
+    """One engine's run in its own process tree: its round times and the tree's peak PSS."""
+    from process_tree import tree_pss_bytes
+
+    script = ROOT / "scripts" / "simulation" / ENGINES[engine]
+    command = [python, str(script), str(data), "--rounds", str(rounds), "--per-round", str(per_round)]
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, tree_pss_bytes(child.pid))
+        time.sleep(0.5)
+    out, err = child.communicate()
+    lines = [line for line in out.splitlines() if line.startswith("ROUNDS ")]
+    if child.returncode != 0 or not lines:
+        raise SystemExit(f"benchmark_simulation: {engine} failed:\n{(err or out)[-3000:]}")
+    seconds = json.loads(lines[-1].removeprefix("ROUNDS "))["round_seconds"]
+    return {"round_s": statistics.median(seconds[1:] or seconds), "rounds": seconds, "peak_gib": peak / 2**30}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--settings", default="100/10,1000/50", help="N/K pairs: clients / sampled per round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per engine (the first is left out)")
+    parser.add_argument("--engines", default="ours,plain,pfl,flower", help=f"of {', '.join(ENGINES)}")
+    parser.add_argument(
+        "--flower-python", default=None, help="Python of a venv with flwr[simulation]==1.42.0"
+    )
+    parser.add_argument("--pfl-python", default=None, help="Python of a venv with pfl[pytorch]")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    engines = args.engines.split(",")
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        parser.error(f"--engines {args.engines}: unknown {unknown}; choose from {', '.join(ENGINES)}")
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for setting in args.settings.split(","):
+            clients, per_round = (int(x) for x in setting.split("/"))
+            data = Path(folder) / f"clients-{clients}.pt"
+            write_clients(data, clients, args.seed)
+            for engine in engines:
+                python = python_of(engine, args)
+                if python is not None:
+                    row = measure(python, engine, data, per_round, args.rounds)
+                    results.append({"clients": clients, "per_round": per_round, "engine": engine, **row})
+                    print(f"{clients}/{per_round} {engine}: {row['round_s']:.2f} s per round", flush=True)
+    print_table(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"\n{'clients/round':>13}  {'engine':<7} {'s/round':>8} {'x plain':>8} {'peak GiB':>9}")
+    for row in results:
+        plain = next(
+            (r["round_s"] for r in results if r["engine"] == "plain" and r["clients"] == row["clients"]), None
+        )
+        ratio = f"{row['round_s'] / plain:.2f}" if plain else "-"
+        setting = f"{row['clients']}/{row['per_round']}"
+        print(f"{setting:>13}  {row['engine']:<7} {row['round_s']:>8.2f} {ratio:>8} {row['peak_gib']:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

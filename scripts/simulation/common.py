@@ -1,0 +1,77 @@
+"""What every engine of ``benchmark_simulation.py`` shares: the clients' data, the network, the clock.
+
+Imports only torch and numpy, so that the peers' own environments (Flower, pfl-research) can
+run it: the network is read from ``modules/networks.py`` by path.
+"""
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", help="clients.pt written by benchmark_simulation.py")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def load_clients(path) -> dict:
+    """``images`` (normalised float32, N x 1 x 28 x 28), ``labels`` and ``shards`` (index arrays)."""
+    data = torch.load(path, weights_only=True)
+    mean, std = float(data["mean"]), float(data["std"])
+    images = (data["images"].float() / 255.0 - mean) / std
+    return {"images": images, "labels": data["labels"], "shards": [s.numpy() for s in data["shards"]]}
+
+
+def network() -> torch.nn.Module:
+    """CifarNet for 28 x 28 grey images, as ``modules.networks`` builds it."""
+    spec = importlib.util.spec_from_file_location("networks", ROOT / "modules" / "networks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.cifarnet(1, 28, 10)
+
+
+def local_epoch(model, optimizer, images, labels, shard, batch_size: int, rng) -> None:
+    """One pass of SGD over a client's shard in a shuffled order; the last batch may be short."""
+    order = rng.permutation(shard)
+    for start in range(0, len(order), batch_size):
+        index = torch.from_numpy(order[start : start + batch_size])
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images[index]), labels[index]).backward()
+        optimizer.step()
+
+
+class RoundClock:
+    """Seconds of every round, from its start to its end."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = None
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+    def report(self, **extra) -> None:
+        print("ROUNDS " + json.dumps({"round_seconds": self.seconds, **extra}), flush=True)
+
+
+def seeded(seed: int) -> np.random.Generator:
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
