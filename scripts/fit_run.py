@@ -43,7 +43,7 @@ class FitError(Exception):
 _FLAGS = {
     "num_devices": "--devices", "batch_size": "--batch-size", "val_size": "--val-size",
     "devices_per_round": "--devices-per-round", "classes_per_device": "--classes-per-device",
-    "num_shards": "--num-shards",
+    "num_shards": "--num-shards", "min_lr_ratio": "--min-lr-ratio", "max_bytes": "--comm-budget-bytes",
 }  # fmt: skip
 
 

@@ -45,7 +45,30 @@ def _snapshot(folder: Path) -> dict:
         (["--devices", "0"], r"--devices: 0 is not allowed \(must be an integer >= 1\)"),
         (["--devices", "-1"], r"--devices: -1 is not allowed"),
         (["--devices", "abc"], r"--devices: 'abc' is not an integer"),
-        (["--devices", "100"], r"num_devices=100 leaves a device 35 samples, less than one batch of 128"),
+        (
+            ["--devices", "100"],
+            r"^fit.py: error: --devices 100 leaves a device 35 samples, less than one batch",
+        ),
+        (
+            ["--devices", "5000", "--devices-per-round", "10"],
+            r"--devices 5000 exceeds the 3500 training samples; use at most 3500 devices$",
+        ),
+        (["--devices-per-round", "0"], r"--devices-per-round: 0 is not allowed \(must be an integer >= 1\)"),
+        (["--devices-per-round", "3"], r"--devices-per-round 3 exceeds --devices 2; give at most 2$"),
+        (["--local-steps", "0"], r"--local-steps: 0 is not allowed \(must be an integer >= 1\)"),
+        (["--local-epochs", "0"], r"--local-epochs: 0 is not allowed \(must be an integer >= 1\)"),
+        (
+            ["--local-steps", "2", "--local-epochs", "1"],
+            r"--local-steps and --local-epochs exclude each other",
+        ),
+        (["--failure-rate", "1"], r"--failure-rate: 1 is not allowed \(must be a number in \[0, 1\)\)"),
+        (["--failure-rate", "-0.1"], r"--failure-rate: -0.1 is not allowed \(must be a number in \[0, 1\)\)"),
+        (["--server-optimizer", "adam"], r"--server-optimizer: invalid choice: 'adam'"),
+        (["--server-lr", "0"], r"--server-lr: 0 is not allowed \(must be a finite number > 0\)"),
+        (
+            ["--partition", "pathological", "--classes-per-device", "11"],
+            r"--classes-per-device 11 exceeds the 10",
+        ),
         (["--processes", "0"], r"--processes: 0 is not allowed \(must be an integer >= 1\)"),
         (["--processes", "3"], r"--processes 3: 3 processes are more than the 2 devices; use at most 2$"),
         (
@@ -59,7 +82,7 @@ def _snapshot(folder: Path) -> dict:
         (["--max-epochs", "-3"], r"--max-epochs: -3 is not allowed"),
         (["--init-from", "absent.pt"], r"checkpoint 'absent.pt' does not exist"),
         (["--lr-schedule", "step"], r"--lr-schedule: invalid choice: 'step'"),
-        (["--min-lr-ratio", "2"], r"min_lr_ratio must be in \[0, 1\], got 2.0"),
+        (["--min-lr-ratio", "2"], r"--min-lr-ratio must be in \[0, 1\], got 2.0"),
         (
             ["--kl-final-weight", "-0.5"],
             r"--kl-final-weight: -0.5 is not allowed \(must be a finite number >= 0\)",
@@ -75,7 +98,7 @@ def _snapshot(folder: Path) -> dict:
             ["--kl-decay-epochs", "-1"],
             r"--kl-decay-epochs: -1 is not allowed \(must be a finite number >= 0\)",
         ),
-        (["--comm-budget-bytes", "0"], r"max_bytes must be a finite number of bytes > 0, got 0.0"),
+        (["--comm-budget-bytes", "0"], r"--comm-budget-bytes must be a finite number of bytes > 0, got 0.0"),
         (
             ["--accelerator", "gpu"],
             r"--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu",

@@ -103,7 +103,8 @@ class AllGather(_Collective):
         self._outbox.append(payload.data)
 
     def server_sum(self):
-        mine = torch.frombuffer(bytearray(b"".join(self._outbox)), dtype=torch.uint8)
+        outbox = bytearray(b"".join(self._outbox))  # empty when no device here reported this round
+        mine = torch.frombuffer(outbox, dtype=torch.uint8) if outbox else torch.zeros(0, dtype=torch.uint8)
         world, on = dist.get_world_size(self.group), self.device
         lengths = [torch.zeros(1, dtype=torch.int64, device=on) for _ in range(world)]
         dist.all_gather(lengths, torch.tensor([mine.numel()], device=on), group=self.group)

@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=2)
     parser.add_argument("--resume", default=None)
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--devices-per-round", type=int, default=None)
+    parser.add_argument("--local-steps", type=int, default=1)
+    parser.add_argument("--failure-rate", type=float, default=0.0)
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -92,8 +95,10 @@ def main() -> None:
     checkpoints = ModelCheckpoint(dirpath=out / "ckpt", save_last=True, save_top_k=0)
     codec = RecordingCodec()
     strategy = FederatedStrategy(
-        transport=args.transport, share_log_sigma2=args.share_log_sigma2, codec=codec
-    )
+        transport=args.transport, share_log_sigma2=args.share_log_sigma2, codec=codec,
+        devices_per_round=args.devices_per_round, local_steps=args.local_steps,
+        failure_rate=args.failure_rate,
+    )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="cpu", devices=args.processes, num_nodes=args.num_nodes, strategy=strategy,
         max_epochs=args.max_epochs, logger=False, enable_progress_bar=False, enable_model_summary=False,
