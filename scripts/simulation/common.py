@@ -35,12 +35,17 @@ def load_clients(path) -> dict:
     return {"images": images, "labels": data["labels"], "shards": [s.numpy() for s in data["shards"]]}
 
 
+_NETWORKS = []  # modules/networks.py, read once per process
+
+
 def network() -> torch.nn.Module:
     """CifarNet for 28 x 28 grey images, as ``modules.networks`` builds it."""
-    spec = importlib.util.spec_from_file_location("networks", ROOT / "modules" / "networks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cifarnet(1, 28, 10)
+    if not _NETWORKS:
+        spec = importlib.util.spec_from_file_location("networks", ROOT / "modules" / "networks.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _NETWORKS.append(module)
+    return _NETWORKS[0].cifarnet(1, 28, 10)
 
 
 def local_epoch(model, optimizer, images, labels, shard, batch_size: int, rng) -> None:
