@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--client-lr", type=_finite_float_above_0, default=None, help="client SGD learning rate")
     g.add_argument("--proximal-mu", type=_finite_float_at_least_0, default=0.0, help="FedProx mu (0: off)")
+    g.add_argument(
+        "--device-store",
+        default="auto",
+        choices=["auto", "memory", "disk"],
+        help="devices' log_sigma2: in memory or in a file of rows in the run folder (auto: disk past 2 GiB)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument("--data-dir", default=None, help="where the data is (or is downloaded to)")

@@ -90,7 +90,7 @@ def round_options(args) -> dict:
         "failure_rate": args.failure_rate, "server_optimizer": args.server_optimizer,
         "server_lr": args.server_lr, "server_momentum": args.server_momentum,
         "client_optimizer": args.client_optimizer, "client_lr": args.client_lr,
-        "proximal_mu": args.proximal_mu,
+        "proximal_mu": args.proximal_mu, "device_store": args.device_store,
     }  # fmt: skip
 
 

@@ -46,9 +46,11 @@ def test_payload_length_is_header_plus_the_chosen_encodings_exact_size():
         if positions.size == 0:
             assert len(payload) == HEADER.size and codec.last_encodings == ["empty"]
             continue
-        sizes = {
-            name: e.size(positions.size, flat.numel(), gaps_of(positions)) for name, e in ENCODINGS.items()
-        }
+        count, numel, gaps = positions.size, flat.numel(), gaps_of(positions)
+        sizes = {  # each encoding's size from its definition, the Rice code at its best k
+            "dense": 4 * numel, "indices": 8 * count, "bitmap": -(-numel // 8) + 4 * count,
+            "rice": 5 + -(-rice_bits(gaps, best_k(gaps)) // 8) + 4 * count,
+        }  # fmt: skip
         assert len(payload) == HEADER.size + min(s for s in sizes.values() if s is not None)
         assert sizes[codec.last_encodings[0]] == len(payload) - HEADER.size
 
@@ -85,3 +87,19 @@ def test_bad_encodings_and_a_truncated_payload_are_errors():
     payload = codec.encode([torch.tensor([0.0, 1.0])])
     with pytest.raises(ValueError, match="bytes after its last tensor"):
         codec.decode(Payload(payload.data + b"\0", payload.values), [2])
+
+
+def test_rice_size_at_half_density_or_more_is_the_best_k_s():
+    from lightning_fed.communication.codecs import Support
+
+    rng = np.random.default_rng(0)
+    for density in (0.5, 0.6, 0.9, 0.999):
+        for tail in (0, 500):  # trailing zeros are where k = 0 beats the bitmap
+            dense = (rng.random(4000) < density).astype(np.float32)
+            dense[len(dense) - tail :] = 0
+            positions = np.flatnonzero(dense)
+            gaps = gaps_of(positions)
+            if 2 * positions.size < dense.size:
+                continue
+            walked = 5 + -(-rice_bits(gaps, best_k(gaps)) // 8) + 4 * positions.size
+            assert ENCODINGS["rice"].size(Support(dense)) == walked

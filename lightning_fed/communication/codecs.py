@@ -31,6 +31,7 @@ Example::
 import struct
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -66,6 +67,40 @@ class Codec(ABC):
     def decode(self, payload: Payload, numels: list[int]) -> list[torch.Tensor]: ...
 
 
+class Support:
+    """Where a flat float32 tensor is non-zero, each view computed only when an encoding asks.
+
+    Example::
+
+        >>> support = Support(np.array([0.0, 2.0, 0.0, -1.0, 0.0], dtype=np.float32))
+        >>> support.count, support.positions.tolist(), support.gaps.tolist(), support.end
+        (2, [1, 3], [1, 1], 4)
+    """
+
+    def __init__(self, dense: np.ndarray) -> None:
+        self.dense = dense
+        self.numel = dense.size
+        self.present = dense != 0
+        self.count = int(np.count_nonzero(self.present))
+
+    @cached_property
+    def positions(self) -> np.ndarray:
+        return np.flatnonzero(self.present)
+
+    @cached_property
+    def gaps(self) -> np.ndarray:
+        return gaps_of(self.positions)
+
+    @cached_property
+    def end(self) -> int:
+        """One past the last non-zero entry."""
+        return int(self.numel - np.argmax(self.present[::-1])) if self.count else 0
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        return self.dense[self.present]
+
+
 class Encoding(ABC):
     """One way to write the kept entries of a tensor (a segment body)."""
 
@@ -73,11 +108,11 @@ class Encoding(ABC):
     tag: int
 
     @abstractmethod
-    def size(self, count: int, numel: int, gaps: np.ndarray) -> int | None:
+    def size(self, support: Support) -> int | None:
         """Exact body bytes, or None where this encoding cannot write the tensor."""
 
     @abstractmethod
-    def write(self, dense: np.ndarray, positions: np.ndarray, gaps: np.ndarray) -> tuple[bytes, int]:
+    def write(self, support: Support) -> tuple[bytes, int]:
         """Body bytes and the number of float values written."""
 
     @abstractmethod
@@ -88,11 +123,11 @@ class Encoding(ABC):
 class Dense(Encoding):
     name, tag = "dense", 1
 
-    def size(self, count, numel, gaps):
-        return 4 * numel
+    def size(self, support):
+        return 4 * support.numel
 
-    def write(self, dense, positions, gaps):
-        return dense.astype(FLOAT).tobytes(), dense.size
+    def write(self, support):
+        return support.dense.astype(FLOAT, copy=False).tobytes(), support.numel
 
     def read(self, view, count, numel):
         return np.frombuffer(view, FLOAT, numel).copy(), 4 * numel
@@ -101,11 +136,11 @@ class Dense(Encoding):
 class Indices(Encoding):
     name, tag = "indices", 2
 
-    def size(self, count, numel, gaps):
-        return 8 * count if numel < 2**31 else None
+    def size(self, support):
+        return 8 * support.count if support.numel < 2**31 else None
 
-    def write(self, dense, positions, gaps):
-        return positions.astype(INDEX).tobytes() + dense[positions].astype(FLOAT).tobytes(), positions.size
+    def write(self, support):
+        return support.positions.astype(INDEX).tobytes() + support.values.tobytes(), support.count
 
     def read(self, view, count, numel):
         positions = np.frombuffer(view, INDEX, count)
@@ -116,13 +151,11 @@ class Indices(Encoding):
 class Bitmap(Encoding):
     name, tag = "bitmap", 3
 
-    def size(self, count, numel, gaps):
-        return -(-numel // 8) + 4 * count
+    def size(self, support):
+        return -(-support.numel // 8) + 4 * support.count
 
-    def write(self, dense, positions, gaps):
-        present = np.zeros(dense.size, dtype=bool)
-        present[positions] = True
-        return np.packbits(present).tobytes() + dense[positions].astype(FLOAT).tobytes(), positions.size
+    def write(self, support):
+        return np.packbits(support.present).tobytes() + support.values.tobytes(), support.count
 
     def read(self, view, count, numel):
         nbytes = -(-numel // 8)
@@ -136,14 +169,19 @@ class Rice(Encoding):
     name, tag = "rice", 4
     _HEAD = struct.Struct("<BI")  # k, stream bytes
 
-    def size(self, count, numel, gaps):
-        return self._HEAD.size + -(-rice_bits(gaps, best_k(gaps)) // 8) + 4 * count
+    def size(self, support):
+        # At half density or more k = 0 is optimal: any k >= 1 costs at least 2 * count >= numel
+        # bits, and k = 0 costs sum(gaps) + count = end <= numel; no gaps needed to know it.
+        if 2 * support.count >= support.numel:
+            bits = support.end
+        else:
+            bits = rice_bits(support.gaps, best_k(support.gaps))
+        return self._HEAD.size + -(-bits // 8) + 4 * support.count
 
-    def write(self, dense, positions, gaps):
-        k = best_k(gaps)
-        stream = rice_encode(gaps, k)
-        values = dense[positions].astype(FLOAT).tobytes()
-        return self._HEAD.pack(k, len(stream)) + stream + values, positions.size
+    def write(self, support):
+        k = best_k(support.gaps)
+        stream = rice_encode(support.gaps, k)
+        return self._HEAD.pack(k, len(stream)) + stream + support.values.tobytes(), support.count
 
     def read(self, view, count, numel):
         k, nbytes = self._HEAD.unpack_from(view)
@@ -197,17 +235,16 @@ class SparseCodec(Codec):
                 parts.append(HEADER.pack(EMPTY_TAG, 0))
                 chosen.append("empty")
                 continue
+            support = Support(dense)
             if kept == dense.size and DENSE in self.encodings:  # nothing is cheaper than every value alone
-                parts.append(HEADER.pack(DENSE.tag, dense.size) + DENSE.write(dense, None, None)[0])
+                parts.append(HEADER.pack(DENSE.tag, dense.size) + DENSE.write(support)[0])
                 values += dense.size
                 chosen.append(DENSE.name)
                 continue
-            positions = np.flatnonzero(dense)
-            gaps = gaps_of(positions)
-            sizes = [(e.size(positions.size, dense.size, gaps), i, e) for i, e in enumerate(self.encodings)]
+            sizes = [(e.size(support), i, e) for i, e in enumerate(self.encodings)]
             _, _, encoding = min(s for s in sizes if s[0] is not None)
-            body, written = encoding.write(dense, positions, gaps)
-            count = dense.size if encoding is DENSE else positions.size
+            body, written = encoding.write(support)
+            count = dense.size if encoding is DENSE else support.count
             parts.append(HEADER.pack(encoding.tag, count) + body)
             values += written
             chosen.append(encoding.name)
