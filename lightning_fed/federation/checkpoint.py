@@ -24,8 +24,7 @@ def sidecar_path(checkpoint_path, rank: int) -> Path:
         >>> sidecar_path("run/checkpoints/last.ckpt", 3).name
         'last.ckpt.devices-3'
     """
-    path = Path(checkpoint_path)
-    return path.with_name(f"{path.name}.devices-{rank}")
+    return _beside(checkpoint_path, "devices", rank)
 
 
 def rows_path(checkpoint_path, rank: int) -> Path:
@@ -36,8 +35,13 @@ def rows_path(checkpoint_path, rank: int) -> Path:
         >>> rows_path("run/checkpoints/last.ckpt", 0).name
         'last.ckpt.rows-0'
     """
+    return _beside(checkpoint_path, "rows", rank)
+
+
+def _beside(checkpoint_path, kind: str, rank: int) -> Path:
+    """``CHECKPOINT.KIND-RANK``: a file of process ``rank`` that belongs to ``checkpoint_path``."""
     path = Path(checkpoint_path)
-    return path.with_name(f"{path.name}.rows-{rank}")
+    return path.with_name(f"{path.name}.{kind}-{rank}")
 
 
 def saved_num_devices(checkpoint: dict) -> int | None:
