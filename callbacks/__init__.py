@@ -3,6 +3,7 @@
 from callbacks.communication_budget import CommunicationBudget
 from callbacks.communication_monitor import CommunicationMonitor
 from callbacks.kl_warmup import KLWarmup
+from callbacks.run_checkpoint import RunCheckpoint
 from callbacks.sparse_export import SparseModelExport, load_sparse_state_dict
 from callbacks.sparsity_monitor import SparsityMonitor, kept_weights
 
@@ -10,6 +11,7 @@ __all__ = [
     "CommunicationBudget",
     "CommunicationMonitor",
     "KLWarmup",
+    "RunCheckpoint",
     "SparseModelExport",
     "SparsityMonitor",
     "kept_weights",

@@ -232,6 +232,15 @@ class DeviceStreams:
     def set_epoch(self, epoch: int) -> None:
         pass
 
+    def state_dict(self) -> dict:
+        """Nothing to save: batch ``j`` of a device is a pure function of the seed, and the position
+        is the trainer's (step, batch index) or the device's ``drawn`` count. Having it tells
+        Lightning the loader resumes mid-epoch exactly."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
+
     def __len__(self) -> int:
         return self.rounds
 

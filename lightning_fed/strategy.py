@@ -14,7 +14,16 @@ from typing_extensions import override
 
 from lightning_fed.communication import Codec, CommunicationLedger, SparseCodec, Traffic
 from lightning_fed.federation import TRANSPORTS, DeviceStates, SharingPlan, hosted_devices, make_transport
-from lightning_fed.federation.checkpoint import CHECKPOINT_KEY, rows_path, sidecar_path
+from lightning_fed.federation.checkpoint import (
+    CHECKPOINT_KEY,
+    AtomicCheckpointIO,
+    files_of,
+    read_sidecar,
+    rows_path,
+    sidecar_path,
+    write_aside,
+)
+from lightning_fed.federation.health import NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS, server_optimizer
 
@@ -147,6 +156,7 @@ class FederatedStrategy(DDPStrategy):
                     f"FederatedStrategy exchanges messages itself and takes no {key}; "
                     "pass a codec (lightning_fed.communication.Codec) instead"
                 )
+        kwargs.setdefault("checkpoint_io", AtomicCheckpointIO())  # never a half-written checkpoint
         super().__init__(**kwargs)
         if self._ddp_kwargs:
             named = ", ".join(sorted(self._ddp_kwargs))
@@ -172,7 +182,8 @@ class FederatedStrategy(DDPStrategy):
         self.client_lr = client_lr
         self.proximal_mu = float(proximal_mu)
         self.device_store = device_store
-        self._resumed_path = None
+        self._resumed_path = self._resumed_step = None
+        self._non_finite: tuple[int, str] | None = None
         self.schedule: RoundSchedule | None = None
         self._round: Round | None = None
         self._trainable: list[torch.nn.Parameter] | None = None
@@ -248,8 +259,8 @@ class FederatedStrategy(DDPStrategy):
             keep_optimizer_state=self.synchronous, rows_path=self._rows_path(trainer), rank=self.global_rank,
         )  # fmt: skip
         if self._resumed is not None:
-            path = self._resumed_path
-            self.devices.load_state_dict(self._resumed, rows_file=lambda rank: rows_path(path, rank))
+            path, step = self._resumed_path, self._resumed_step
+            self.devices.load_state_dict(self._resumed, rows_file=lambda rank: rows_path(path, rank, step))
             self._resumed = None
         self._transport = make_transport(self.transport, self.codec, self.plan.numels, self.world_size)
 
@@ -334,14 +345,32 @@ class FederatedStrategy(DDPStrategy):
     def training_step(self, *args: Any, **kwargs: Any):
         """One round: the round's devices in this process compute, step their local parameters and upload."""
         batch, rest = args[0], args[1:]
+        self._non_finite = None
         if not callable(getattr(batch, "batch", None)):  # a loader of {device: batch}
-            return self._synchronous_round(self._device_batches(batch), rest, kwargs)
-        if self.synchronous:
+            output = self._synchronous_round(self._device_batches(batch), rest, kwargs)
+        elif self.synchronous:
             step = self.lightning_module.current_epoch * batch.batches_per_pass(self.hosted_devices[0])
             step += args[1] if len(args) > 1 else kwargs.get("batch_idx", 0)
             batches = {d: self.batch_to_device(batch.batch(d, step)) for d in self.hosted_devices}
-            return self._synchronous_round(batches, rest, kwargs)
-        return self._sampled_round(batch, rest, kwargs)
+            output = self._synchronous_round(batches, rest, kwargs)
+        else:
+            output = self._sampled_round(batch, rest, kwargs)
+        self._stop_if_non_finite()
+        return output
+
+    def _watch(self, device: int, loss: torch.Tensor, update: list[torch.Tensor]) -> None:
+        """Note the step's first device whose loss or update is not finite."""
+        if self._non_finite is None and (kind := non_finite(loss, update)) is not None:
+            self._non_finite = (device, kind)
+
+    def _stop_if_non_finite(self) -> None:
+        found = first_non_finite(self._non_finite, self.num_devices, self.root_device)
+        if found is not None:
+            trainer = self.lightning_module.trainer
+            raise NonFiniteError(
+                f"device {found[0]}'s {found[1]} is not finite (NaN or inf) at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}); the server did not apply the step"
+            )
 
     def _synchronous_round(self, batches: dict[int, Any], rest, kwargs):
         module = self.lightning_module
@@ -349,8 +378,9 @@ class FederatedStrategy(DDPStrategy):
         for device, device_batch in batches.items():
             with self.devices.hosting(device):
                 output, loss = self._device_step(device, device_batch, rest, kwargs)
-                upload = self.codec.encode(self.plan.upload(module))
-                self._transport.upload(device, upload, self._weights[device])
+                update = self.plan.upload(module)
+                self._watch(device, loss, update)
+                self._transport.upload(device, self.codec.encode(update), self._weights[device])
                 self._step_local_parameters(module)
             losses.append(loss.detach())
         self.devices.rest()
@@ -395,6 +425,7 @@ class FederatedStrategy(DDPStrategy):
                 batches = [self.batch_to_device(streams.batch(device, state.drawn + i)) for i in range(steps)]
                 state.drawn += steps
                 output, loss, update = self._local_update(device, batches, start, rest, kwargs)
+                self._watch(device, loss, update)
                 self._transport.upload(device, self.codec.encode(update), self._weights[device])
             self.plan.write_parameters(module, start)  # the next device starts from the round's model
             losses.append(loss.detach())
@@ -538,7 +569,12 @@ class FederatedStrategy(DDPStrategy):
     # --------------------------------------------------------------- checkpoints
     @override
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options=None) -> None:
+        """Every process writes its step's files, then process 0 the checkpoint that names them, then
+        each removes its files of older steps: killed at any moment, a checkpoint and all its files
+        are there (module docstring of :mod:`lightning_fed.federation.checkpoint`)."""
+        step = checkpoint.get("global_step")
         states = self.devices.state_dict() if self.devices is not None else {}
+        rows = self.devices.rows if self.devices is not None else None
         checkpoint[CHECKPOINT_KEY] = {
             "ledger": self.ledger.state_dict(),
             "num_devices": self.num_devices,
@@ -546,33 +582,35 @@ class FederatedStrategy(DDPStrategy):
             "share_log_sigma2": self.share_log_sigma2,
             "transport": self.transport,
             "devices": states if self.is_global_zero else None,
-            "rows_layout": self.devices.layout if self.devices is not None and self.devices.rows else None,
+            "rows_layout": self.devices.layout if rows is not None else None,
+            "files_step": step,
         }
-        if self.devices is not None and self.devices.rows is not None:
-            target = rows_path(filepath, self.global_rank)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.devices.rows.copy_to(target)
+        written = []
+        if rows is not None:
+            written.append(rows_path(filepath, self.global_rank, step))
+            written[-1].parent.mkdir(parents=True, exist_ok=True)
+            rows.copy_to(written[-1])
         if not self.is_global_zero and states:
-            side = {"global_step": checkpoint.get("global_step"), "devices": states}
-            target = sidecar_path(filepath, self.global_rank)
-            target.parent.mkdir(parents=True, exist_ok=True)  # process 0 may not have made it yet
-            partial = target.with_name(target.name + ".partial")
-            torch.save(side, partial)
-            os.replace(partial, target)
+            written.append(sidecar_path(filepath, self.global_rank, step))
+            side = {"global_step": step, "devices": states}
+            write_aside(written[-1], lambda partial: torch.save(side, partial))
+        self.barrier("federated checkpoint files")  # all of them exist before the checkpoint names them
         super().save_checkpoint(checkpoint, filepath, storage_options)
+        self.barrier("federated checkpoint")
+        for stale in set(files_of(filepath, self.global_rank)) - set(written):
+            stale.unlink(missing_ok=True)
 
     @override
     def remove_checkpoint(self, filepath) -> None:
         super().remove_checkpoint(filepath)
         if self.is_global_zero:
-            for rank in range(1, self.world_size):
-                sidecar_path(filepath, rank).unlink(missing_ok=True)
             for rank in range(self.world_size):
-                rows_path(filepath, rank).unlink(missing_ok=True)
+                for path in files_of(filepath, rank):
+                    path.unlink(missing_ok=True)
 
     @override
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
-        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=False)
+        checkpoint = super().load_checkpoint(checkpoint_path, weights_only=weights_only)
         federated = checkpoint.get(CHECKPOINT_KEY)
         if federated is None:
             return checkpoint
@@ -585,14 +623,9 @@ class FederatedStrategy(DDPStrategy):
         self.ledger.load_state_dict(federated.get("ledger", {}))
         pool = dict(federated.get("devices") or {})
         for rank in range(1, federated.get("processes", 1)):
-            side = torch.load(sidecar_path(checkpoint_path, rank), mmap=True, weights_only=False)
-            if side.get("global_step") != checkpoint.get("global_step"):
-                raise ValueError(
-                    f"{sidecar_path(checkpoint_path, rank)} is of another step than {checkpoint_path}"
-                )
-            pool.update(side["devices"])
+            pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
         self._resumed = {d: pool[d] for d in self.hosted_devices if d in pool}
-        self._resumed_path = checkpoint_path
+        self._resumed_path, self._resumed_step = checkpoint_path, federated.get("files_step")
         federated["devices"] = None  # the other devices' states are not kept
         return checkpoint
 

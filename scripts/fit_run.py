@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -11,13 +12,21 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 import wandb
-from pytorch_lightning.callbacks import ModelCheckpoint, Timer
+from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
-from callbacks import CommunicationBudget, CommunicationMonitor, KLWarmup, SparseModelExport, SparsityMonitor
+from callbacks import (
+    CommunicationBudget,
+    CommunicationMonitor,
+    KLWarmup,
+    RunCheckpoint,
+    SparseModelExport,
+    SparsityMonitor,
+)
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
+from lightning_fed.federation import NonFiniteError
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.plots import write_run_plots
 from lightning_fed.run_lock import RunFolderInUse, hold_run_folder
@@ -25,6 +34,7 @@ from modules.classifier import SparseVDClassifier
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
 WANDB_INIT_TIMEOUT_S = 30  # the longest an online run waits for W&B before it logs offline
+INTERRUPTED = 130  # fit.py's exit code after Ctrl-C (128 + SIGINT, as shells report it)
 
 
 # Lightning advises sync_dist=True for every metric logged per epoch in a distributed run. The
@@ -223,27 +233,17 @@ def strategy_options(accelerator: str, devices: int, gpus: int) -> dict:
     }
 
 
-def epoch_checkpoint(output: Path) -> ModelCheckpoint:
-    """Writes ``checkpoints/last.ckpt`` at the end of every epoch, so ``--resume`` loses at most one.
-
-    Lightning writes ``last.ckpt`` only in a step where a top-k checkpoint was written, so one
-    top-k file (the newest, ``epoch=E-step=S.ckpt``) is kept beside it. ``last.ckpt`` is always
-    overwritten: with Lightning's version counter a run resumed from a moved or renamed folder
-    wrote ``last-v1.ckpt`` beside the old ``last.ckpt``, and the next ``--resume`` went back to it.
-    """
-    return ModelCheckpoint(
-        dirpath=output / "checkpoints",
-        save_last=True,
-        save_top_k=1,
-        every_n_epochs=1,
-        enable_version_counter=False,
+def run_checkpoint(args, output: Path) -> RunCheckpoint:
+    """``last.ckpt`` at epoch ends and every ``--checkpoint-every-n-steps``; Ctrl-C saves and stops."""
+    return RunCheckpoint(
+        output / "checkpoints", every_n_steps=args.checkpoint_every_n_steps, stop_on_interrupt=True
     )
 
 
 def build_callbacks(args, output: Path) -> list[pl.Callback]:
     """The run's callbacks; built before anything is written, since they check their arguments."""
     callbacks = [
-        epoch_checkpoint(output),
+        run_checkpoint(args, output),
         Timer(),  # its state is checkpointed: train time adds up over resumed sessions
         CommunicationMonitor(logging_interval=args.log_every_n_steps),
         SparsityMonitor(log_histograms=not args.dense),
@@ -403,18 +403,26 @@ def run(args) -> int:
     except (ValueError, FileNotFoundError) as error:
         raise FitError(as_flags(str(error))) from None
     try:
-        fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
+        return fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
+    except NonFiniteError as error:
+        if is_launcher():
+            last = output / "checkpoints" / "last.ckpt"
+            kept = f"{last} is from before it" if last.exists() else "no checkpoint was written yet"
+            print(f"fit.py: stopped: {error}; {kept}", file=sys.stderr)
+        return 1
     finally:
         if lock is not None:
             os.close(lock)
-    return 0
 
 
-def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str | None, start: float) -> None:
-    """Trains (or resumes), tests, and writes the summary, ledger and plots into ``output``."""
+def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str | None, start: float) -> int:
+    """Trains (or resumes), tests, and writes the summary, ledger and plots into ``output``; the exit code."""
     output.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(args, output, callbacks)
     trainer.fit(model, dm, ckpt_path=ckpt_path)
+    stopped = _callback(trainer, RunCheckpoint).interrupted_at
+    if stopped is not None:
+        return write_interrupted(trainer, model, output, stopped, time.time() - start)
     test_metrics = trainer.test(model, dm, verbose=False)[0] if not args.fast_dev_run else {}
     summary = summarise(trainer, model, test_metrics, time.time() - start)
     if trainer.is_global_zero:
@@ -424,6 +432,23 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
         plots = write_run_plots(output / "plots", ledger, _callback(trainer, SparsityMonitor).history)
         log_to_wandb(trainer, summary, plots)
         print_summary(summary)
+    return 0
+
+
+def write_interrupted(trainer: pl.Trainer, model, output: Path, stopped: tuple, seconds: float) -> int:
+    """After Ctrl-C: the summary so far (untested), the ledger, and one line saying how to go on."""
+    epoch, step = stopped
+    if trainer.is_global_zero:
+        summary = {**summarise(trainer, model, {}, seconds), "test_acc": None, "interrupted_at_step": step}
+        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        (output / "ledger.json").write_text(json.dumps(trainer.strategy.ledger.state_dict()))
+        again = shlex.join([sys.executable, *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
+        checkpoint = output / "checkpoints" / "last.ckpt"
+        print(
+            f"fit.py: interrupted at epoch {epoch}, step {step}; saved {checkpoint}; continue with: {again}",
+            file=sys.stderr,
+        )
+    return INTERRUPTED
 
 
 def log_to_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:

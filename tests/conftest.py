@@ -10,6 +10,10 @@ import os
 
 import pytest
 
+from tests.helpers.fake_data import write_mnist
+
+N_TRAIN = 576  # of the fake MNIST below: 640 written, 64 held out for validation
+
 
 @pytest.fixture(autouse=True)
 def _restore_environment():
@@ -17,3 +21,11 @@ def _restore_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A fake MNIST of 640 training and 64 test images (``tests.helpers.fake_data``)."""
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root, n_train=640, n_test=64)
+    return root

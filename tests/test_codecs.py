@@ -6,7 +6,15 @@ import torch
 
 from lightning_fed.communication import ENCODINGS, Payload, SparseCodec
 from lightning_fed.communication.codecs import HEADER
-from lightning_fed.communication.rice import best_k, gaps_of, rice_bits, rice_decode, rice_encode
+from lightning_fed.communication.rice import (
+    best_k,
+    gaps_of,
+    rice_bits,
+    rice_decode,
+    rice_encode,
+    rice_positions,
+    unary_stream,
+)
 
 DENSITIES = [0.0, 1e-4, 0.003, 0.03, 0.2, 0.5, 0.97, 1.0]
 SHAPES = [(1,), (7,), (64, 3), (300, 784), (64, 1, 5, 5)]
@@ -76,6 +84,22 @@ def test_rice_coding_round_trips_and_takes_the_bits_it_counts():
         assert len(stream) == -(-rice_bits(gaps, k) // 8)
         assert np.array_equal(rice_decode(stream, count, k), gaps)
         assert all(rice_bits(gaps, k) <= rice_bits(gaps, other) for other in range(20))
+
+
+def test_the_k0_stream_from_the_mask_is_the_rice_code_of_the_gaps_and_positions_read_back():
+    rng = np.random.default_rng(1)
+    for density in (0.001, 0.3, 0.5, 0.97, 1.0):
+        present = rng.random(5000) < density
+        present[-7:] = False  # the stream stops at the last kept entry, not at the tensor's end
+        positions = np.flatnonzero(present)
+        end = int(positions[-1]) + 1 if positions.size else 0
+        gaps = gaps_of(positions)
+        assert unary_stream(present, end) == rice_encode(gaps, 0)
+        for k in (0, 1, 3):
+            stream = rice_encode(gaps, k)
+            assert np.array_equal(rice_positions(stream, positions.size, k), positions)
+    with pytest.raises(ValueError, match="fewer than 11 codes"):  # 4 codes and 6 zeros of padding
+        rice_positions(rice_encode(np.array([0, 2, 0, 4]), 0), 11, 0)
 
 
 def test_bad_encodings_and_a_truncated_payload_are_errors():

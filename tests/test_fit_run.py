@@ -12,12 +12,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from callbacks import load_sparse_state_dict
+from callbacks import RunCheckpoint, load_sparse_state_dict
 from datamodules import FederatedDataModule
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.strategy import CHECKPOINT_KEY
 from modules.classifier import SparseVDClassifier
-from scripts.fit_run import epoch_checkpoint
 from scripts.pruning_report import main as pruning_report
 from tests.helpers.wandb_records import history_rows, read_records, run_file
 
@@ -142,34 +141,13 @@ def test_wandb_offline_runs_hold_config_metrics_table_and_plots(run):
     assert any(m.glob_name == "val/*" and m.step_metric == "comm/total/wire_bytes" for m in metric_records)
 
 
-def test_last_checkpoint_is_written_at_the_end_of_every_epoch(tmp_path):
-    """A run killed in epoch E resumes from the end of epoch E - 1, not from the start."""
-    seen = []
-
-    class Look(pl.Callback):
-        def on_train_epoch_start(self, trainer, pl_module):
-            last = tmp_path / "checkpoints" / "last.ckpt"
-            seen.append(torch.load(last, weights_only=False)["epoch"] if last.exists() else None)
-
-    data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
-    trainer = pl.Trainer(
-        max_epochs=3, callbacks=[epoch_checkpoint(tmp_path), Look()], logger=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
-    model = SparseVDClassifier("lenet300_100", num_train=32)
-    trainer.fit(model, DataLoader(data, batch_size=16), DataLoader(data, batch_size=16))
-    assert seen == [None, 0, 1]
-    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert files == ["epoch=2-step=6.ckpt", "last.ckpt"]
-
-
 def test_a_run_resumed_from_a_moved_folder_still_writes_last_ckpt(tmp_path):
     """Lightning forgets its last checkpoint's path when the folder moves; last.ckpt must advance."""
     data = TensorDataset(torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,)))
 
     def fit_to(epochs: int, output: Path, ckpt_path=None) -> None:
         trainer = pl.Trainer(
-            max_epochs=epochs, callbacks=[epoch_checkpoint(output)], logger=False,
+            max_epochs=epochs, callbacks=[RunCheckpoint(output / "checkpoints")], logger=False,
             enable_progress_bar=False, enable_model_summary=False, default_root_dir=output,
         )  # fmt: skip
         model = SparseVDClassifier("lenet300_100", num_train=32)

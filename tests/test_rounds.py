@@ -18,16 +18,7 @@ from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.server_optimizers import AdaptiveServerOptimizer, server_optimizer
 from lightning_fed.nn import variational
 from modules.classifier import SparseVDClassifier
-from tests.helpers.fake_data import write_mnist
-
-N_TRAIN = 576  # 640 written, 64 held out for validation
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mnist")
-    write_mnist(root, n_train=640, n_test=64)
-    return root
+from tests.conftest import N_TRAIN
 
 
 def binomial_bound(trials: int, p: float, sigmas: float = 6.0) -> float:
@@ -340,7 +331,7 @@ def test_device_rows_on_disk_train_and_resume_as_in_memory(data_dir, tmp_path):
     whole = _variant_run(data_dir, tmp_path / "memory", 7, "memory")
     ckpt = tmp_path / "disk" / "half.ckpt"
     _variant_run(data_dir, tmp_path / "disk", 3, "disk", save=ckpt)
-    assert ckpt.with_name("half.ckpt.rows-0").stat().st_size == 4 * 7840 * 4  # 4 devices' log_sigma2
+    assert ckpt.with_name("half.ckpt.rows-0.step-3").stat().st_size == 4 * 7840 * 4  # 4 devices' log_sigma2
     resumed = _variant_run(data_dir, tmp_path / "disk2", 7, "disk", resume=str(ckpt))
     assert (tmp_path / "disk2" / "device-states" / "process-0.f32").exists()
     (model, params, states, ledger), (model2, params2, states2, ledger2) = whole, resumed

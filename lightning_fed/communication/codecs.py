@@ -36,7 +36,14 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from lightning_fed.communication.rice import best_k, gaps_of, rice_bits, rice_decode, rice_encode
+from lightning_fed.communication.rice import (
+    best_k,
+    gaps_of,
+    rice_bits,
+    rice_encode,
+    rice_positions,
+    unary_stream,
+)
 
 HEADER = struct.Struct("<BI")  # tag, count
 FLOAT = np.dtype("<f4")
@@ -77,10 +84,10 @@ class Support:
         (2, [1, 3], [1, 1], 4)
     """
 
-    def __init__(self, dense: np.ndarray) -> None:
+    def __init__(self, dense: np.ndarray, present: np.ndarray | None = None) -> None:
         self.dense = dense
         self.numel = dense.size
-        self.present = dense != 0
+        self.present = dense != 0 if present is None else present
         self.count = int(np.count_nonzero(self.present))
 
     @cached_property
@@ -112,8 +119,9 @@ class Encoding(ABC):
         """Exact body bytes, or None where this encoding cannot write the tensor."""
 
     @abstractmethod
-    def write(self, support: Support) -> tuple[bytes, int]:
-        """Body bytes and the number of float values written."""
+    def write(self, support: Support) -> tuple[list, int]:
+        """The body as a list of bytes-like chunks (joined once, by the codec) and the number of
+        float values written."""
 
     @abstractmethod
     def read(self, view: memoryview, count: int, numel: int) -> tuple[np.ndarray, int]:
@@ -127,7 +135,7 @@ class Dense(Encoding):
         return 4 * support.numel
 
     def write(self, support):
-        return support.dense.astype(FLOAT, copy=False).tobytes(), support.numel
+        return [support.dense.astype(FLOAT, copy=False)], support.numel
 
     def read(self, view, count, numel):
         return np.frombuffer(view, FLOAT, numel).copy(), 4 * numel
@@ -140,7 +148,7 @@ class Indices(Encoding):
         return 8 * support.count if support.numel < 2**31 else None
 
     def write(self, support):
-        return support.positions.astype(INDEX).tobytes() + support.values.tobytes(), support.count
+        return [support.positions.astype(INDEX), support.values], support.count
 
     def read(self, view, count, numel):
         positions = np.frombuffer(view, INDEX, count)
@@ -155,7 +163,7 @@ class Bitmap(Encoding):
         return -(-support.numel // 8) + 4 * support.count
 
     def write(self, support):
-        return np.packbits(support.present).tobytes() + support.values.tobytes(), support.count
+        return [np.packbits(support.present), support.values], support.count
 
     def read(self, view, count, numel):
         nbytes = -(-numel // 8)
@@ -170,25 +178,29 @@ class Rice(Encoding):
     _HEAD = struct.Struct("<BI")  # k, stream bytes
 
     def size(self, support):
-        # At half density or more k = 0 is optimal: any k >= 1 costs at least 2 * count >= numel
-        # bits, and k = 0 costs sum(gaps) + count = end <= numel; no gaps needed to know it.
-        if 2 * support.count >= support.numel:
-            bits = support.end
-        else:
-            bits = rice_bits(support.gaps, best_k(support.gaps))
-        return self._HEAD.size + -(-bits // 8) + 4 * support.count
+        return self._HEAD.size + -(-self._bits(support) // 8) + 4 * support.count
 
     def write(self, support):
-        k = best_k(support.gaps)
-        stream = rice_encode(support.gaps, k)
-        return self._HEAD.pack(k, len(stream)) + stream + support.values.tobytes(), support.count
+        k = self._k(support)
+        stream = unary_stream(support.present, support.end) if k == 0 else rice_encode(support.gaps, k)
+        return [self._HEAD.pack(k, len(stream)), stream, support.values], support.count
 
     def read(self, view, count, numel):
         k, nbytes = self._HEAD.unpack_from(view)
         start = self._HEAD.size
-        positions = np.cumsum(rice_decode(bytes(view[start : start + nbytes]), count, k) + 1) - 1
+        positions = rice_positions(bytes(view[start : start + nbytes]), count, k)
         values = np.frombuffer(view, FLOAT, count, offset=start + nbytes)
         return _scatter(numel, positions, values), start + nbytes + 4 * count
+
+    @staticmethod
+    def _k(support: Support) -> int:
+        # At half density or more k = 0 is optimal: any k >= 1 costs at least 2 * count >= numel
+        # bits, and k = 0 costs sum(gaps) + count = end <= numel; no gaps needed to know it.
+        return 0 if 2 * support.count >= support.numel else best_k(support.gaps)
+
+    def _bits(self, support: Support) -> int:
+        k = self._k(support)
+        return support.end if k == 0 else rice_bits(support.gaps, k)
 
 
 DENSE = Dense()
@@ -230,22 +242,23 @@ class SparseCodec(Codec):
         parts, values, chosen = [], 0, []
         for tensor in tensors:
             dense = tensor.detach().reshape(-1).to("cpu", torch.float32).numpy()
-            kept = int(np.count_nonzero(dense))
+            present = dense != 0
+            kept = int(np.count_nonzero(present))  # of a bool array: 10x faster than of the floats
             if kept == 0:
                 parts.append(HEADER.pack(EMPTY_TAG, 0))
                 chosen.append("empty")
                 continue
-            support = Support(dense)
             if kept == dense.size and DENSE in self.encodings:  # nothing is cheaper than every value alone
-                parts.append(HEADER.pack(DENSE.tag, dense.size) + DENSE.write(support)[0])
+                parts += [HEADER.pack(DENSE.tag, dense.size), dense.astype(FLOAT, copy=False)]
                 values += dense.size
                 chosen.append(DENSE.name)
                 continue
+            support = Support(dense, present)
             sizes = [(e.size(support), i, e) for i, e in enumerate(self.encodings)]
             _, _, encoding = min(s for s in sizes if s[0] is not None)
             body, written = encoding.write(support)
             count = dense.size if encoding is DENSE else support.count
-            parts.append(HEADER.pack(encoding.tag, count) + body)
+            parts += [HEADER.pack(encoding.tag, count), *body]
             values += written
             chosen.append(encoding.name)
         self.last_encodings = chosen

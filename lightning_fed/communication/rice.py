@@ -4,6 +4,10 @@ Gap ``g`` (the zeros before an entry) is split into ``q = g >> k``, written in u
 and a zero), and ``r = g mod 2**k`` in ``k`` bits. The unary parts of all gaps are written first and
 the remainders after them, so both directions are vectorised; the bit count is that of the
 interleaved code, ``sum(q) + count * (k + 1)``.
+
+At ``k = 0`` a gap of ``g`` is ``g`` ones and a zero, so the stream is the tensor's absence mask
+up to its last kept entry: :func:`unary_stream` writes it from the mask and :func:`rice_positions`
+reads the positions straight from its zeros, the same bytes without the gaps.
 """
 
 import numpy as np
@@ -74,6 +78,36 @@ def rice_encode(gaps: np.ndarray, k: int) -> bytes:
         shifts = np.arange(k - 1, -1, -1, dtype=np.int64)
         bits[unary_bits:] = ((remainders[:, None] >> shifts) & 1).astype(np.uint8).ravel()
     return np.packbits(bits).tobytes()
+
+
+def unary_stream(present: np.ndarray, end: int) -> bytes:
+    """The ``k = 0`` stream of the entries marked in ``present`` (``end``: one past the last).
+
+    Example::
+
+        >>> present = np.array([True, False, False, True, True, False])
+        >>> unary_stream(present, end=5) == rice_encode(gaps_of(np.flatnonzero(present)), k=0)
+        True
+    """
+    return np.packbits(~present[:end]).tobytes()
+
+
+def rice_positions(stream: bytes, count: int, k: int) -> np.ndarray:
+    """The sorted positions of the ``count`` entries whose gaps ``stream`` codes.
+
+    Example::
+
+        >>> rice_positions(rice_encode(np.array([0, 2, 0, 4]), k=1), count=4, k=1).tolist()
+        [0, 3, 4, 9]
+        >>> rice_positions(rice_encode(np.array([0, 2, 0, 4]), k=0), count=4, k=0).tolist()
+        [0, 3, 4, 9]
+    """
+    if k:
+        return np.cumsum(rice_decode(stream, count, k) + 1) - 1
+    positions = np.flatnonzero(np.unpackbits(np.frombuffer(stream, dtype=np.uint8)) == 0)[:count]
+    if positions.size < count:
+        raise ValueError(f"Rice stream holds fewer than {count} codes")
+    return positions
 
 
 def rice_decode(stream: bytes, count: int, k: int) -> np.ndarray:

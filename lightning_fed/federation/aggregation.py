@@ -22,12 +22,11 @@ class RunningSum:
         self.weight = 0.0
 
     def add(self, tensors: list[torch.Tensor], weight: float = 1.0) -> None:
-        scaled = [t * weight for t in tensors] if weight != 1.0 else [t.clone() for t in tensors]
         if self.tensors is None:
-            self.tensors = scaled
+            self.tensors = [t * weight if weight != 1.0 else t.clone() for t in tensors]
         else:
-            for acc, value in zip(self.tensors, scaled, strict=True):
-                acc.add_(value)
+            for acc, value in zip(self.tensors, tensors, strict=True):
+                acc.add_(value * weight if weight != 1.0 else value)
         self.weight += weight
 
 

@@ -1,47 +1,115 @@
 """Where a checkpoint keeps the devices' states: process 0's in the file, each other process's beside it.
 
 A process writes only the devices it hosts, so no process ever holds every device's state at a
-save. ``CHECKPOINT.devices-R`` holds process R's (R >= 1), with the step it was written at; the
-checkpoint records how many processes wrote it, so a sidecar of an older layout is never read.
-Checkpoints written before device states existed kept one ``local`` entry per process (one
-device each); they read as the same devices without batch-norm statistics.
+save. ``CHECKPOINT.devices-R.step-S`` holds process R's (R >= 1) at global step S, and
+``CHECKPOINT.rows-R.step-S`` process R's file of device rows; the checkpoint records S and how
+many processes wrote it, so it names exactly the files written with it. A save writes the new
+step's files beside the old ones, then the checkpoint itself (aside, then renamed into place,
+:class:`AtomicCheckpointIO`), and only then removes the old step's files: a process killed at
+any moment leaves a checkpoint whose files are all there. Checkpoints written before device
+states existed kept one ``local`` entry per process (one device each); they read as the same
+devices without batch-norm statistics.
 """
 
+import os
 from pathlib import Path
 
 import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lightning_fed.federation.device_state import read_row
 
 CHECKPOINT_KEY = "federated"
 
 
-def sidecar_path(checkpoint_path, rank: int) -> Path:
-    """Where process ``rank`` (>= 1) writes its devices' states beside ``checkpoint_path``.
+def sidecar_path(checkpoint_path, rank: int, step: int | None = None) -> Path:
+    """Where process ``rank`` (>= 1) writes its devices' states beside ``checkpoint_path`` at ``step``.
 
     Example::
 
-        >>> sidecar_path("run/checkpoints/last.ckpt", 3).name
-        'last.ckpt.devices-3'
+        >>> sidecar_path("run/checkpoints/last.ckpt", 3, step=40).name
+        'last.ckpt.devices-3.step-40'
     """
-    return _beside(checkpoint_path, "devices", rank)
+    return _beside(checkpoint_path, "devices", rank, step)
 
 
-def rows_path(checkpoint_path, rank: int) -> Path:
+def rows_path(checkpoint_path, rank: int, step: int | None = None) -> Path:
     """Where process ``rank`` copies its file of device rows (:class:`DiskRows`) at a save.
 
     Example::
 
-        >>> rows_path("run/checkpoints/last.ckpt", 0).name
-        'last.ckpt.rows-0'
+        >>> rows_path("run/checkpoints/last.ckpt", 0, step=40).name
+        'last.ckpt.rows-0.step-40'
     """
-    return _beside(checkpoint_path, "rows", rank)
+    return _beside(checkpoint_path, "rows", rank, step)
 
 
-def _beside(checkpoint_path, kind: str, rank: int) -> Path:
-    """``CHECKPOINT.KIND-RANK``: a file of process ``rank`` that belongs to ``checkpoint_path``."""
+def _beside(checkpoint_path, kind: str, rank: int, step: int | None) -> Path:
+    """``CHECKPOINT.KIND-RANK.step-STEP``: a file of process ``rank`` that belongs to ``checkpoint_path``.
+
+    Checkpoints of lightning-fed < 0.3 named theirs without the step (``step=None``).
+    """
     path = Path(checkpoint_path)
-    return path.with_name(f"{path.name}.{kind}-{rank}")
+    name = f"{path.name}.{kind}-{rank}" + ("" if step is None else f".step-{step}")
+    return path.with_name(name)
+
+
+def files_of(checkpoint_path, rank: int) -> list[Path]:
+    """Every file of process ``rank`` beside ``checkpoint_path``, of any step (and of the old naming).
+
+    Example::
+
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in ("last.ckpt.rows-0.step-4", "last.ckpt.rows-0", "last.ckpt.devices-1.step-4"):
+        ...     _ = (folder / name).write_bytes(b"")
+        >>> [p.name for p in files_of(folder / "last.ckpt", 0)]
+        ['last.ckpt.rows-0', 'last.ckpt.rows-0.step-4']
+    """
+    path = Path(checkpoint_path)
+    found = []
+    for kind in ("devices", "rows"):
+        plain = f"{path.name}.{kind}-{rank}"
+        found += [
+            p for p in path.parent.glob(f"{plain}*") if p.name == plain or p.name.startswith(plain + ".step-")
+        ]
+    return sorted(p for p in found if not p.name.endswith(".partial"))
+
+
+def write_aside(path: Path, write) -> None:
+    """``write(partial)`` then rename into ``path``: ``path`` is either the old file or the new, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        write(partial)
+        with open(partial, "rb+") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``TorchCheckpointIO``, but a checkpoint is written aside, synced, then renamed in.
+
+    A process killed while saving leaves the previous checkpoint whole (never a half-written
+    ``last.ckpt``); remote (fsspec) paths are written as Lightning writes them.
+
+    Example::
+
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "last.ckpt"
+        >>> AtomicCheckpointIO().save_checkpoint({"step": 1}, path)
+        >>> torch.load(path, weights_only=True), sorted(p.name for p in path.parent.iterdir())
+        ({'step': 1}, ['last.ckpt'])
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        save = super().save_checkpoint
+        write_aside(Path(path), lambda partial: save(checkpoint, partial, storage_options))
 
 
 def saved_num_devices(checkpoint: dict) -> int | None:
@@ -73,16 +141,28 @@ def device_states_of(checkpoint: dict, checkpoint_path) -> dict[int, dict]:
         }
     states = dict(federated.get("devices") or {})
     for rank in range(1, federated.get("processes", 1)):
-        path = sidecar_path(checkpoint_path, rank)
-        if not path.exists():
-            raise ValueError(f"{path} is missing: process {rank} of the run keeps its devices' states there")
-        side = torch.load(path, mmap=True, weights_only=False)
-        if side.get("global_step") != checkpoint.get("global_step"):
-            raise ValueError(f"{path} is of another step than {checkpoint_path}")
-        states.update(side["devices"])
-    layout = federated.get("rows_layout")
+        states.update(read_sidecar(checkpoint, checkpoint_path, rank))
+    layout, step = federated.get("rows_layout"), federated.get("files_step")
     for state in states.values():
         if state.get("params") is None and state.get("params_at") is not None:
             rank, row = state["params_at"]
-            state["params"] = read_row(rows_path(checkpoint_path, rank), row, layout)
+            state["params"] = read_row(rows_path(checkpoint_path, rank, step), row, layout)
     return states
+
+
+def read_sidecar(checkpoint: dict, checkpoint_path, rank: int) -> dict[int, dict]:
+    """Process ``rank``'s device states as saved with ``checkpoint`` (memory-mapped).
+
+    Raises:
+        ValueError: the sidecar is missing, unreadable, or of another step than the checkpoint.
+    """
+    path = sidecar_path(checkpoint_path, rank, (checkpoint.get(CHECKPOINT_KEY) or {}).get("files_step"))
+    if not path.exists():
+        raise ValueError(f"{path} is missing: process {rank} of the run keeps its devices' states there")
+    try:
+        side = torch.load(path, mmap=True, weights_only=True)
+    except Exception as error:  # torch raises many types for a corrupt file
+        raise ValueError(f"{path} is not a readable PyTorch file ({type(error).__name__})") from None
+    if side.get("global_step") != checkpoint.get("global_step"):
+        raise ValueError(f"{path} is of another step than {checkpoint_path}")
+    return side["devices"]

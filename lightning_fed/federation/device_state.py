@@ -234,6 +234,7 @@ class DeviceStates:
         self.rows = DiskRows(rows_path, self.devices, self.layout) if rows_path and self.layout else None
         self.states: dict[int, DeviceState] = {d: self._initial(seed, d) for d in self.devices}
         self.resident = self.devices[0]  # the device whose state the model holds between rounds
+        self.current: int | None = None  # the device the model computes as, inside ``hosting``
 
     def _initial(self, seed: int, device: int) -> DeviceState:
         params = {} if self.rows else {n: t.clone() for n, t in self.initial.items()}
@@ -283,9 +284,11 @@ class DeviceStates:
         outer = _rng_state(self.where)
         self.load(device)
         _set_rng_state(self.states[device].rng, self.where)
+        self.current = device
         try:
             yield self.states[device]
         finally:
+            self.current = None
             self.states[device].rng = _rng_state(self.where)
             self.store(device)
             _set_rng_state(outer, self.where)

@@ -1,6 +1,7 @@
 """Start a network's theta from a checkpoint or state dict of the same network, dense or variational."""
 
 import os
+import pickle
 from collections.abc import Mapping
 
 import torch
@@ -10,12 +11,22 @@ LIGHTNING_PREFIX = "network."
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file on the CPU, with a one-line error if it is missing or unreadable."""
+    """Load a checkpoint file on the CPU with ``weights_only=True`` (tensors and plain containers
+    only: a file from elsewhere runs no code), with a one-line error if it is missing or unreadable."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a corrupt file
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):  # not a disallowed class: not a pickle at all
+            raise ValueError(
+                f"checkpoint {str(path)!r} is not a readable PyTorch file (UnpicklingError)"
+            ) from None
+        raise ValueError(
+            f"checkpoint {str(path)!r} holds Python objects beyond tensors and plain containers; "
+            "it is loaded with weights_only=True, so load it yourself (torch.load) if you trust its source"
+        ) from None
+    except Exception as error:  # torch raises many types for a corrupt or truncated file
         raise ValueError(
             f"checkpoint {str(path)!r} is not a readable PyTorch file ({type(error).__name__})"
         ) from None
