@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from lightning_fed.federation.checkpoint import (
     sidecar_path,
     write_aside,
 )
-from lightning_fed.federation.health import NonFiniteError, first_non_finite, non_finite
+from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS, server_optimizer
+from lightning_fed.federation.watchdog import ProcessWatchdog, die_with_parent
 
 AGGREGATIONS = ("mean", "weighted")
 CLIENT_OPTIMIZERS = ("module", "sgd")
@@ -184,6 +186,7 @@ class FederatedStrategy(DDPStrategy):
         self.device_store = device_store
         self._resumed_path = self._resumed_step = None
         self._non_finite: tuple[int, str] | None = None
+        self._watchdog = None
         self.schedule: RoundSchedule | None = None
         self._round: Round | None = None
         self._trainable: list[torch.nn.Parameter] | None = None
@@ -245,6 +248,7 @@ class FederatedStrategy(DDPStrategy):
     @override
     def setup(self, trainer) -> None:
         super().setup(trainer)
+        self._watch_processes()
         if trainer.state.fn != TrainerFn.FITTING:
             return
         self._check_supported(trainer)
@@ -263,6 +267,33 @@ class FederatedStrategy(DDPStrategy):
             self.devices.load_state_dict(self._resumed, rows_file=lambda rank: rows_path(path, rank, step))
             self._resumed = None
         self._transport = make_transport(self.transport, self.codec, self.plan.numels, self.world_size)
+
+    def _watch_processes(self) -> None:
+        """A lost device process stops the run, named (:mod:`lightning_fed.federation.watchdog`)."""
+        if self.world_size == 1 or self._watchdog is not None:
+            return
+        started = getattr(self.launcher, "procs", None)  # the device processes this one launched
+        if self.local_rank == 0 and started:
+            first = self.node_rank * self.num_processes + 1
+            processes = {first + i: process for i, process in enumerate(started)}
+            self._watchdog = ProcessWatchdog(processes, self._describe_rank, grace=3.0)
+            self._watchdog.start()
+        elif self.local_rank != 0:
+            self._watchdog = die_with_parent()  # watched by its launcher, and gone with it
+
+    @override
+    def on_exception(self, exception: BaseException) -> None:
+        """A collective that failed because a device process died: say which, in one line, and stop."""
+        super().on_exception(exception)
+        ours = (NonFiniteError, DeviceFailed, KeyboardInterrupt)
+        if isinstance(self._watchdog, ProcessWatchdog) and not isinstance(exception, ours):
+            message = self._watchdog.lost_within(seconds=2.0)
+            if message is not None:
+                self._watchdog.stop_run(message)
+
+    def _describe_rank(self, rank: int) -> str:
+        devices = hosted_devices(self._resolve_num_devices(), self.world_size, rank)
+        return f"device {devices[0]}" if len(devices) == 1 else f"devices {devices[0]}-{devices[-1]}"
 
     def _rows_path(self, trainer):
         """The file of the hosted devices' local parameters, or None to keep them in memory."""
@@ -358,6 +389,16 @@ class FederatedStrategy(DDPStrategy):
         self._stop_if_non_finite()
         return output
 
+    @contextmanager
+    def _failures_named(self, device: int):
+        """An exception of ``device``'s computation becomes a :class:`DeviceFailed` that names it."""
+        try:
+            yield
+        except (DeviceFailed, NonFiniteError):
+            raise
+        except Exception as error:
+            raise DeviceFailed(device, self.lightning_module.trainer.global_step, error) from error
+
     def _watch(self, device: int, loss: torch.Tensor, update: list[torch.Tensor]) -> None:
         """Note the step's first device whose loss or update is not finite."""
         if self._non_finite is None and (kind := non_finite(loss, update)) is not None:
@@ -376,7 +417,7 @@ class FederatedStrategy(DDPStrategy):
         module = self.lightning_module
         losses, output = [], None
         for device, device_batch in batches.items():
-            with self.devices.hosting(device):
+            with self._failures_named(device), self.devices.hosting(device):
                 output, loss = self._device_step(device, device_batch, rest, kwargs)
                 update = self.plan.upload(module)
                 self._watch(device, loss, update)
@@ -420,7 +461,7 @@ class FederatedStrategy(DDPStrategy):
         hosted = set(self.hosted_devices)
         losses, output = [], None
         for device in (d for d in this_round.reporting if d in hosted):
-            with self.devices.hosting(device) as state:
+            with self._failures_named(device), self.devices.hosting(device) as state:
                 steps = self._local_step_count(streams, device)
                 batches = [self.batch_to_device(streams.batch(device, state.drawn + i)) for i in range(steps)]
                 state.drawn += steps

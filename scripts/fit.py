@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--checkpoint-every-n-steps", type=_int_at_least(0), default=30,
         help="also save last.ckpt every N steps (rounds), so a killed run loses at most N; 0: epoch ends only"
-        " (default 30: about 3 min at 16 devices on 2 CPU cores)",
+        " (default 30: about 4 min at 16 devices on 2 CPU cores)",
     )  # fmt: skip
     g.add_argument("--wandb-project", default="lightning-fed", help="W&B project")
     g.add_argument(

@@ -6,6 +6,7 @@ import re
 import shlex
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from callbacks import (
 )
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
-from lightning_fed.federation import NonFiniteError
+from lightning_fed.federation import DeviceFailed, NonFiniteError
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.plots import write_run_plots
 from lightning_fed.run_lock import RunFolderInUse, hold_run_folder
@@ -404,15 +405,25 @@ def run(args) -> int:
         raise FitError(as_flags(str(error))) from None
     try:
         return fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
-    except NonFiniteError as error:
+    except (NonFiniteError, DeviceFailed) as error:
         if is_launcher():
             last = output / "checkpoints" / "last.ckpt"
             kept = f"{last} is from before it" if last.exists() else "no checkpoint was written yet"
-            print(f"fit.py: stopped: {error}; {kept}", file=sys.stderr)
+            where = ""
+            if error.__cause__ is not None:
+                where = f" (traceback in {write_traceback(output, error.__cause__)})"
+            print(f"fit.py: stopped: {error}{where}; {kept}", file=sys.stderr)
         return 1
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def write_traceback(output: Path, error: BaseException) -> Path:
+    """The traceback of what stopped the run, in ``OUTPUT/traceback.txt`` (the screen gets one line)."""
+    path = output / "traceback.txt"
+    path.write_text("".join(traceback.format_exception(error)))
+    return path
 
 
 def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str | None, start: float) -> int:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from callbacks import RunCheckpoint
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
-from lightning_fed.federation import NonFiniteError
+from lightning_fed.federation import DeviceFailed, NonFiniteError
 from lightning_fed.federation.checkpoint import AtomicCheckpointIO, files_of
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.strategy import CHECKPOINT_KEY
@@ -256,3 +256,166 @@ def test_ctrl_c_saves_says_where_and_how_to_continue_and_the_continued_run_ends_
     assert again[-1] == "--resume"
     _run(again, tmp_path)
     _assert_same_run(run, straight)
+
+
+# ------------------------------------------------------------------------------ a device that dies
+class _FakeProcess:
+    def __init__(self, code):
+        self.returncode = code
+
+    def poll(self):
+        return self.returncode
+
+
+def test_the_watchdog_names_a_killed_device_process_at_once_and_an_erroring_one_after_its_grace():
+    from lightning_fed.federation.watchdog import ProcessWatchdog
+
+    processes = {1: _FakeProcess(None), 2: _FakeProcess(0), 3: _FakeProcess(1)}
+    watchdog = ProcessWatchdog(
+        processes, describe=lambda rank: f"devices {4 * rank}-{4 * rank + 3}", grace=3.0
+    )
+    assert watchdog.lost(now=100.0) is None  # 3 exited with an error: the launcher may report it first
+    assert watchdog.lost(now=102.9) is None
+    assert watchdog.lost(now=103.0) == (
+        "lightning-fed: device process 3 (devices 12-15) exited with code 1; "
+        "stopping every process of the run (the last checkpoint is whole)"
+    )
+    processes[1].returncode = -9
+    assert watchdog.lost(now=103.5).startswith(
+        "lightning-fed: device process 1 (devices 4-7) was killed by signal 9"
+    )
+
+
+class _RaisesAt(SparseVDClassifier):
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step == 1 and self.trainer.strategy.devices.current == 2:
+            raise ValueError("the batch is malformed")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_device_that_raises_in_a_one_process_federation_is_named_with_the_step(data_dir):
+    pl.seed_everything(3, verbose=False)
+    dm = FederatedDataModule("mnist", 4, batch_size=16, data_dir=data_dir, val_size=64)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=FederatedStrategy(), max_steps=3, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    with pytest.raises(
+        DeviceFailed, match=r"^device 2 failed at step 1: ValueError: the batch is malformed$"
+    ) as info:
+        trainer.fit(_RaisesAt("lenet300_100", num_train=N_TRAIN), dm)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_fit_py_reports_a_failed_device_in_one_line_and_keeps_the_traceback(tmp_path, monkeypatch, capsys):
+    import scripts.fit_run as fit_run
+    from scripts.fit import parse_args
+
+    def fails(*args, **kwargs):
+        try:
+            raise KeyError("label")
+        except KeyError as error:
+            raise DeviceFailed(5, 40, error) from error
+
+    monkeypatch.setattr(fit_run, "fit_test_and_write", fails)
+    args = parse_args(
+        [
+            "--dataset",
+            "mnist-5k",
+            "--val-size",
+            "500",
+            "--devices",
+            "8",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert fit_run.run(args) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    traceback_file = tmp_path / "run" / "traceback.txt"
+    assert line == (
+        f"fit.py: stopped: device 5 failed at step 40: KeyError: 'label' (traceback in {traceback_file}); "
+        "no checkpoint was written yet"
+    )
+    assert "raise KeyError" in traceback_file.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+def test_a_device_process_killed_stops_the_run_within_60_s_naming_it_and_the_checkpoint_is_whole(tmp_path):
+    from lightning_fed.federation.checkpoint import device_states_of
+
+    run = tmp_path / "run"
+    process = _start(_fit_command(run, "--processes", "2", "--max-epochs", "40"), tmp_path)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    _wait_for_step(process, checkpoint, step=2)
+    (device_process,) = [
+        p for p in _children(process.pid) if "fit.py" in Path(f"/proc/{p}/cmdline").read_text()
+    ]
+    os.kill(device_process, signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = process.communicate(timeout=120)
+    assert time.monotonic() - killed < 60 and process.returncode != 0
+    assert (
+        "lightning-fed: device process 1 (device 1) was killed by signal 9 (SIGKILL); stopping every"
+        in stderr
+    )
+    saved = read_checkpoint(checkpoint)  # whole: it loads, and the sidecar of its step is there
+    assert sorted(device_states_of(saved, checkpoint)) == [0, 1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_device_processes_die_with_a_launcher_killed_by_sigkill(tmp_path):
+    run = tmp_path / "run"
+    process = _start(_fit_command(run, "--processes", "2", "--max-epochs", "40"), tmp_path)
+    _wait_for_step(process, run / "checkpoints" / "last.ckpt", step=2)
+    children = _children(process.pid)
+    assert children
+    os.kill(process.pid, signal.SIGKILL)  # the launcher alone, not its process group
+    process.communicate()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_process_that_asked_to_die_with_its_parent_does(tmp_path):
+    """A sleeping child (not in any collective) goes when its parent is killed."""
+    asked = tmp_path / "asked"
+    child = (
+        "import pathlib, time\n"
+        "from lightning_fed.federation.watchdog import die_with_parent\n"
+        f"assert die_with_parent()\npathlib.Path({str(asked)!r}).write_text('yes')\ntime.sleep(120)\n"
+    )
+    parent = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {child!r}], cwd={str(ROOT)!r})\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    pid = int(process.stdout.readline())
+    deadline = time.monotonic() + 120
+    while not asked.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert asked.exists() and _alive(pid)
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)

@@ -2,7 +2,7 @@
 
 from lightning_fed.federation.aggregation import RunningSum, federated_mean
 from lightning_fed.federation.device_state import DeviceState, DeviceStates, device_seed
-from lightning_fed.federation.health import NonFiniteError
+from lightning_fed.federation.health import DeviceFailed, NonFiniteError
 from lightning_fed.federation.hosting import check_processes, hosted_devices
 from lightning_fed.federation.sharing import SharedTensor, SharingPlan
 from lightning_fed.federation.transport import TRANSPORTS, AllGather, AllReduce, InProcess, make_transport
@@ -11,6 +11,7 @@ __all__ = [
     "TRANSPORTS",
     "AllGather",
     "AllReduce",
+    "DeviceFailed",
     "DeviceState",
     "DeviceStates",
     "InProcess",

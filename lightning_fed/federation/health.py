@@ -1,4 +1,4 @@
-"""Bad numbers: a device whose loss or update is not finite stops the run, named, on every process."""
+"""What stops a run, named: a device whose loss or update is not finite, a device that raises."""
 
 import torch
 import torch.distributed as dist
@@ -8,6 +8,23 @@ KINDS = ("loss", "update")
 
 class NonFiniteError(RuntimeError):
     """A device's loss or update held a NaN or an infinity; training stopped before the server used it."""
+
+
+class DeviceFailed(RuntimeError):
+    """A device's local computation raised; the original exception is the ``__cause__``.
+
+    Example::
+
+        >>> str(DeviceFailed(3, 12, ValueError("shapes differ")))
+        'device 3 failed at step 12: ValueError: shapes differ'
+    """
+
+    def __init__(self, device: int, step: int, error: BaseException) -> None:
+        first = (str(error).strip().splitlines() or [""])[0]
+        super().__init__(
+            f"device {device} failed at step {step}: {type(error).__name__}: {first}".rstrip(": ")
+        )
+        self.device, self.step = device, step
 
 
 def non_finite(loss: torch.Tensor, update: list[torch.Tensor]) -> str | None:
