@@ -103,6 +103,10 @@ def _snapshot(folder: Path) -> dict:
             ["--accelerator", "gpu"],
             r"--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu",
         ),
+        (
+            ["--checkpoint-every-n-steps", "-1"],
+            r"--checkpoint-every-n-steps: -1 is not allowed \(must be an integer >= 0\)",
+        ),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
         (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
         ([], r"already holds a run \(summary.json\); pass --resume or another folder"),

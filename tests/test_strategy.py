@@ -115,6 +115,21 @@ def test_the_all_reduce_transport_trains_the_model_of_the_all_gather_one(data_di
     assert reduced["total"]["transport_bytes"] != gathered["total"]["transport_bytes"]
 
 
+@pytest.mark.parametrize("transport", ["dense", "sparse"])
+def test_the_same_run_twice_under_two_processes_is_the_same_bit_for_bit(data_dir, tmp_path, transport):
+    """Same seed, same processes, same transport: identical weights, device states and ledger."""
+    first, second = (
+        federated_run(data_dir, tmp_path / f"run{i}", 2, "--transport", transport, "--max-epochs", "1")
+        for i in (0, 1)
+    )
+    assert first["history"] == second["history"]
+    for name, value in first["state"].items():
+        assert torch.equal(second["state"][name], value), name
+    for device in range(DEVICES):
+        for name, value in first["devices"][device]["params"].items():
+            assert torch.equal(second["devices"][device]["params"][name], value), (device, name)
+
+
 def test_a_resumed_run_ends_like_one_that_never_stopped_under_another_process_count(
     data_dir, tmp_path, variant_runs
 ):
