@@ -1,15 +1,18 @@
-"""Federated data: datasets decoded once, partitions into device shards, the Lightning datamodule."""
+"""Federated data: datasets decoded once, partitions into device shards, the Lightning datamodule.
 
-from datamodules.datasets import INFO, load_dataset
-from datamodules.federated import FederatedDataModule
-from datamodules.partitions import DirichletPartition, IidPartition, ShardPartition, make_partition
+The names below are imported on first use (``datamodules.catalog`` alone needs no torch).
+"""
 
-__all__ = [
-    "INFO",
-    "DirichletPartition",
-    "FederatedDataModule",
-    "IidPartition",
-    "ShardPartition",
-    "load_dataset",
-    "make_partition",
-]
+from lightning_fed._lazy import lazy_exports
+
+_EXPORTS = {
+    "INFO": "datamodules.catalog",
+    "DirichletPartition": "datamodules.partitions",
+    "FederatedDataModule": "datamodules.federated",
+    "IidPartition": "datamodules.partitions",
+    "ShardPartition": "datamodules.partitions",
+    "load_dataset": "datamodules.datasets",
+    "make_partition": "datamodules.partitions",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,30 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from datamodules.catalog import INFO, DatasetInfo  # noqa: F401 (the datasets' facts live there)
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNING_FED_DATA", Path.home() / ".cache" / "lightning-fed"))
 IDX_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    channels: int
-    size: int
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-INFO = {
-    "fashion-mnist": DatasetInfo(1, 28, 10, (0.2860,), (0.3530,)),
-    "mnist": DatasetInfo(1, 28, 10, (0.1307,), (0.3081,)),
-    "mnist-5k": DatasetInfo(1, 28, 10, (0.1307,), (0.3081,)),
-    "cifar10": DatasetInfo(3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "svhn": DatasetInfo(3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "gtsrb": DatasetInfo(3, 32, 43, (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669)),
 }
 
 

@@ -62,13 +62,14 @@ def _finite_float_at_least_0(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from datamodules.datasets import INFO
+    # Light modules only (no torch, no Lightning): --help answers at once.
+    from datamodules.catalog import INFO
     from datamodules.partitions import PARTITIONS
-    from lightning_fed.cli import OneLineParser
-    from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD
-    from modules.networks import NETWORKS
+    from lightning_fed.cli import HelpFormatter, OneLineParser
+    from lightning_fed.defaults import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD
+    from modules.catalog import NETWORK_NAMES as NETWORKS
 
-    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", help="YAML file of option defaults (keys as the long options, '_' for '-')")
     g = p.add_argument_group("federation")
     g.add_argument(
@@ -83,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--num-nodes", type=_int_at_least(1), default=1, help="machines; processes x nodes divide N"
     )
-    g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"], help="hardware")
+    g.add_argument(
+        "--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"],
+        help="what trains: auto takes the GPUs when there are any, else the CPU",
+    )  # fmt: skip
     g.add_argument(
         "--transport",
         default="dense",
@@ -137,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unequal-sigma", type=_finite_float, default=0.0, help="log-normal shard sizes (iid)")
     g.add_argument("--classes-per-device", type=_int_at_least(1), default=2, help="classes (pathological)")
     g.add_argument(
-        "--size-distribution", default="power-law", choices=["power-law", "exponential"], help="(sizeskew)"
+        "--size-distribution",
+        default="power-law",
+        choices=["power-law", "exponential"],
+        help="law of the shard sizes (sizeskew)",
     )
     g.add_argument("--size-exponent", type=_finite_float_above_0, default=1.0, help="size skew (sizeskew)")
     g.add_argument("--batch-size", type=_int_at_least(1), default=128, help="minibatch per device")
@@ -148,7 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=_finite_float, default=DEFAULT_THRESHOLD, help="log_alpha threshold T")
     g.add_argument("--lr", type=_finite_float, default=1e-3, help="Adam learning rate")
     g.add_argument("--log-sigma2-lr", type=_finite_float, default=None, help="learning rate of log_sigma2")
-    g.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"], help="per epoch")
+    g.add_argument(
+        "--lr-schedule", default="constant", choices=["constant", "cosine"],
+        help="learning rate over the epochs: constant, or cosine down to --min-lr-ratio",
+    )  # fmt: skip
     g.add_argument("--min-lr-ratio", type=_finite_float, default=0.01, help="cosine: last lr / first lr")
     g.add_argument(
         "--init-log-sigma2", type=_finite_float, default=DEFAULT_INIT_LOG_SIGMA2, help="initial log_sigma2"
@@ -170,8 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--max-epochs", type=_int_at_least(0), default=60, help="epochs")
     g.add_argument("--max-rounds", type=_int_at_least(1), default=None, help="stop after this many rounds")
-    g.add_argument("--limit-train-batches", type=_finite_float, default=None, help="Trainer limit")
-    g.add_argument("--limit-val-batches", type=_finite_float, default=None, help="Trainer limit")
+    g.add_argument(
+        "--limit-train-batches", type=_finite_float, default=None,
+        help="train steps per epoch: a count, or a fraction (<= 1) of the epoch (default: all)",
+    )  # fmt: skip
+    g.add_argument(
+        "--limit-val-batches", type=_finite_float, default=None,
+        help="validation batches: a count, or a fraction (<= 1) of them; 0 skips validation (default: all)",
+    )  # fmt: skip
     g.add_argument("--log-every-n-steps", type=_int_at_least(1), default=10, help="step metrics interval")
     g.add_argument("--comm-budget-bytes", type=_finite_float, default=None, help="stop past this traffic")
     g.add_argument("--fast-dev-run", action="store_true", help="one batch of each stage, no logging")
@@ -182,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--checkpoint-every-n-steps", type=_int_at_least(0), default=30,
         help="also save last.ckpt every N steps (rounds), so a killed run loses at most N; 0: epoch ends only"
-        " (default 30: about 4 min at 16 devices on 2 CPU cores)",
+        " (30 is about 4 min at 16 devices on 2 CPU cores)",
     )  # fmt: skip
     g.add_argument("--wandb-project", default="lightning-fed", help="W&B project")
     g.add_argument(

@@ -257,3 +257,25 @@ def test_an_output_dir_that_cannot_be_a_folder_is_one_line_and_the_file_is_kept(
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert lines[0] == f"fit.py: error: --output-dir {str(tmp_path / where)!r} {message}"
     assert (tmp_path / "notes.txt").read_text() == "a user's file"
+
+
+def test_help_shows_the_defaults_and_imports_neither_torch_nor_lightning(tmp_path):
+    """--help answers at once: the parser is built from modules that need no torch."""
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['fit.py', '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(ROOT / 'scripts' / 'fit.py')!r}, run_name='__main__')\n"
+        "except SystemExit as stop:\n"
+        "    assert stop.code == 0\n"
+        "print('IMPORTED', 'torch' in sys.modules, 'pytorch_lightning' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "IMPORTED False False"
+    text = " ".join(result.stdout.split())
+    assert "federated devices N, all nodes together (default: 16)" in text
+    assert "--checkpoint-every-n-steps" in text and "(default: 30)" in text
+    assert "(default: False)" not in text  # flags that are off say nothing

@@ -14,10 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_fed.defaults import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD
 from lightning_fed.nn.kl import EPSILON, kl_approximation, log_alpha_of
-
-DEFAULT_THRESHOLD = 3.0
-DEFAULT_INIT_LOG_SIGMA2 = -10.0
 
 
 def check_threshold(threshold: float) -> float:
