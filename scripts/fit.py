@@ -177,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-from", default=None, help="checkpoint or state dict to start theta from")
     g.add_argument("--pretrained", action="store_true", help="ImageNet weights (resnet18; internet)")
     g.add_argument("--seed", type=int, default=0, help="seeds model, data split and shuffling")
+    g.add_argument(
+        "--deterministic", action="store_true",
+        help="deterministic GPU kernels (torch.use_deterministic_algorithms, via Lightning); a CPU run "
+        "is bit-for-bit repeatable without it",
+    )  # fmt: skip
     g = p.add_argument_group("run")
     g.add_argument("--max-epochs", type=_int_at_least(0), default=60, help="epochs")
     g.add_argument("--max-rounds", type=_int_at_least(1), default=None, help="stop after this many rounds")

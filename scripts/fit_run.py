@@ -316,6 +316,7 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     return pl.Trainer(
         accelerator=args.accelerator, num_nodes=args.num_nodes, strategy=strategy, **options["trainer"],
         max_epochs=args.max_epochs, max_steps=args.max_rounds or -1, fast_dev_run=args.fast_dev_run,
+        deterministic=True if args.deterministic else None,
         logger=loggers, callbacks=callbacks,
         default_root_dir=output, use_distributed_sampler=False, log_every_n_steps=args.log_every_n_steps,
         **limits,

@@ -58,3 +58,20 @@ def test_the_same_seed_gives_the_same_sampled_rounds_with_failures_and_local_ste
     first, second = _run(data_dir, "lenet5", rounds), _run(data_dir, "lenet5", rounds)
     assert [step["sampled"] for step in first["ledger"]] == [2, 2]
     _assert_same(first, second)
+
+
+def test_fit_py_deterministic_turns_on_the_deterministic_kernels(tmp_path):
+    """On a GPU, --deterministic is what makes a run repeatable; Lightning sets it at the Trainer."""
+    from scripts.fit import parse_args
+    from scripts.fit_run import build_trainer
+
+    args = parse_args(["--deterministic", "--wandb-mode", "disabled", "--output-dir", str(tmp_path)])
+    args.accelerator, args.processes = "cpu", 1
+    try:
+        build_trainer(args, tmp_path, callbacks=[])
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    args.deterministic = False
+    build_trainer(args, tmp_path, callbacks=[])
+    assert not torch.are_deterministic_algorithms_enabled()
