@@ -186,7 +186,8 @@ class FederatedStrategy(DDPStrategy):
         self.device_store = device_store
         self._resumed_path = self._resumed_step = None
         self._non_finite: tuple[int, str] | None = None
-        self._watchdog = None
+        self._watchdog: ProcessWatchdog | None = None  # in the launching process of each node
+        self._watched = False
         self.schedule: RoundSchedule | None = None
         self._round: Round | None = None
         self._trainable: list[torch.nn.Parameter] | None = None
@@ -270,8 +271,9 @@ class FederatedStrategy(DDPStrategy):
 
     def _watch_processes(self) -> None:
         """A lost device process stops the run, named (:mod:`lightning_fed.federation.watchdog`)."""
-        if self.world_size == 1 or self._watchdog is not None:
+        if self.world_size == 1 or self._watched:
             return
+        self._watched = True
         started = getattr(self.launcher, "procs", None)  # the device processes this one launched
         if self.local_rank == 0 and started:
             first = self.node_rank * self.num_processes + 1
@@ -279,14 +281,14 @@ class FederatedStrategy(DDPStrategy):
             self._watchdog = ProcessWatchdog(processes, self._describe_rank, grace=3.0)
             self._watchdog.start()
         elif self.local_rank != 0:
-            self._watchdog = die_with_parent()  # watched by its launcher, and gone with it
+            die_with_parent()  # watched by its launcher, and gone with it
 
     @override
     def on_exception(self, exception: BaseException) -> None:
         """A collective that failed because a device process died: say which, in one line, and stop."""
         super().on_exception(exception)
         ours = (NonFiniteError, DeviceFailed, KeyboardInterrupt)
-        if isinstance(self._watchdog, ProcessWatchdog) and not isinstance(exception, ours):
+        if self._watchdog is not None and not isinstance(exception, ours):
             message = self._watchdog.lost_within(seconds=2.0)
             if message is not None:
                 self._watchdog.stop_run(message)
