@@ -4,6 +4,7 @@ from callbacks.communication_budget import CommunicationBudget
 from callbacks.communication_monitor import CommunicationMonitor
 from callbacks.kl_warmup import KLWarmup
 from callbacks.run_checkpoint import RunCheckpoint
+from callbacks.run_progress import RunProgressBar
 from callbacks.sparse_export import SparseModelExport, load_sparse_state_dict
 from callbacks.sparsity_monitor import SparsityMonitor, kept_weights
 
@@ -12,6 +13,7 @@ __all__ = [
     "CommunicationMonitor",
     "KLWarmup",
     "RunCheckpoint",
+    "RunProgressBar",
     "SparseModelExport",
     "SparsityMonitor",
     "kept_weights",

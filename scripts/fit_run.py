@@ -22,6 +22,7 @@ from callbacks import (
     CommunicationMonitor,
     KLWarmup,
     RunCheckpoint,
+    RunProgressBar,
     SparseModelExport,
     SparsityMonitor,
 )
@@ -245,6 +246,7 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
     """The run's callbacks; built before anything is written, since they check their arguments."""
     callbacks = [
         run_checkpoint(args, output),
+        RunProgressBar(),
         Timer(),  # its state is checkpointed: train time adds up over resumed sessions
         CommunicationMonitor(logging_interval=args.log_every_n_steps),
         SparsityMonitor(log_histograms=not args.dense),
