@@ -1,4 +1,5 @@
-"""The run's plots as PNG: the paper's Figure 2, cumulative bytes, and kept weights per layer.
+"""The run's plots as PNG: the paper's Figure 2, cumulative bytes, kept weights per layer, and
+validation accuracy against the bytes sent. Epochs are numbered as in the logs, from 0.
 
 Every function takes plain data (a ledger's ``state_dict()``, as in ``ledger.json``, and the
 ``SparsityMonitor.history`` rows), so the plots can be redrawn from a finished run's files.
@@ -13,6 +14,13 @@ from matplotlib.figure import Figure
 from lightning_fed.communication import Traffic
 
 GIB = 2**30
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X")
+
+
+def _line_style(index: int) -> dict:
+    """A line style and marker per index, so lines that overlap stay apart by more than colour."""
+    return {"linestyle": LINE_STYLES[index % len(LINE_STYLES)], "marker": MARKERS[index % len(MARKERS)]}
 
 
 def epoch_fractions(ledger_state: dict) -> dict[str, np.ndarray | None]:
@@ -63,12 +71,12 @@ def plot_transmitted_fraction(runs: dict[str, dict], path) -> Path:
     axes.axhline(1.0, color="black", linestyle="--", linewidth=1, label="dense (all gradients)")
     for label, state in runs.items():
         fractions = epoch_fractions(state)
-        epochs = fractions["epoch"] + 1
+        epochs = fractions["epoch"]
         axes.plot(epochs, fractions["paper"], marker=".", label=f"{label}: values (paper's measure)")
         axes.plot(epochs, fractions["wire"], marker=".", linestyle=":", label=f"{label}: wire bytes")
         if fractions["golomb"] is not None:
             axes.plot(epochs, fractions["golomb"], linestyle="--", label=f"{label}: Golomb-coded")
-    axes.set(xlabel="epoch", ylabel="fraction of dense communication", ylim=(0, 1.1))
+    axes.set(xlabel="epoch (from 0, as logged)", ylabel="fraction of dense communication", ylim=(0, 1.1))
     axes.set_title("Fraction of gradients transmitted per epoch")
     axes.legend(fontsize="small")
     return _save(figure, path)
@@ -90,32 +98,90 @@ def plot_cumulative_bytes(runs: dict[str, dict], path) -> Path:
     return _save(figure, path)
 
 
-def plot_kept_per_layer(history: list[dict], path) -> Path:
-    """Kept fraction of weights per layer (``sparsity/<layer>`` rows of ``SparsityMonitor``)."""
+def plot_kept_per_layer(history: list[dict], path, labels: dict[str, str] | None = None) -> Path:
+    """Kept fraction of weights per layer (``sparsity/<layer>`` rows of ``SparsityMonitor``).
+
+    ``labels`` names the layers (``{"network.0": "conv1"}``, from :func:`~lightning_fed.nn.layer_labels`);
+    each line gets its own style and marker.
+    """
+    labels = labels or {}
     figure = Figure(figsize=(6, 4), layout="constrained")
     axes = figure.add_subplot()
-    epochs = np.array([row["epoch"] for row in history]) + 1
+    epochs = np.array([row["epoch"] for row in history])
     layers = [k for k in (history[0] if history else {}) if k.startswith("sparsity/")]
-    for key in layers:
-        style = {"color": "black", "linewidth": 2} if key == "sparsity/total" else {}
-        axes.plot(epochs, [row[key] for row in history], label=key.removeprefix("sparsity/"), **style)
-    axes.set(xlabel="epoch", ylabel="kept fraction of weights", yscale="log")
+    for index, key in enumerate(layers):
+        name = key.removeprefix("sparsity/")
+        style = {"color": "black", "linewidth": 2} if key == "sparsity/total" else _line_style(index)
+        label = f"{labels[name]} ({name})" if name in labels else name
+        axes.plot(
+            epochs, [row[key] for row in history], label=label, markevery=max(len(epochs) // 12, 1), **style
+        )
+    axes.set(xlabel="epoch (from 0, as logged)", ylabel="kept fraction of weights", yscale="log")
     axes.set_title("Weights kept (log_alpha < T) per layer")
     axes.legend(fontsize="small")
     return _save(figure, path)
 
 
+def accuracy_against_bytes(ledger_state: dict, epochs: dict[int, dict[str, float]]) -> dict[str, np.ndarray]:
+    """Per epoch that has a validation accuracy: the wire bytes sent up to its end, and the accuracy.
+
+    ``epochs`` is :func:`lightning_fed.epoch_log.read_epochs` of the run's folder.
+
+    Example::
+
+        >>> state = {"epochs": {"0": {"upload_bytes": 100, "download_bytes": 0},
+        ...                     "1": {"upload_bytes": 50, "download_bytes": 50}}}
+        >>> points = accuracy_against_bytes(state, {0: {"val/acc": 0.5}, 1: {"val/acc": 0.75}})
+        >>> {k: v.tolist() for k, v in points.items()}
+        {'bytes': [100.0, 200.0], 'accuracy': [0.5, 0.75]}
+    """
+    rows = sorted((int(e), Traffic.from_dict(t)) for e, t in ledger_state.get("epochs", {}).items())
+    sent = np.cumsum(np.array([t.wire_bytes for _, t in rows], dtype=float))
+    kept = [
+        (total, epochs[e]["val/acc"])
+        for (e, _), total in zip(rows, sent, strict=True)
+        if "val/acc" in epochs.get(e, {})
+    ]
+    return {
+        "bytes": np.array([b for b, _ in kept], dtype=float),
+        "accuracy": np.array([a for _, a in kept], dtype=float),
+    }
+
+
+def plot_accuracy_against_bytes(runs: dict[str, tuple[dict, dict]], path) -> Path:
+    """Validation accuracy against the cumulative wire bytes, one line per run (dense and sparse
+    on one plot): what each byte bought. ``runs`` maps a label to ``(ledger state, epochs)``."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for index, (label, (state, epochs)) in enumerate(runs.items()):
+        points = accuracy_against_bytes(state, epochs)
+        axes.plot(points["bytes"] / GIB, points["accuracy"], label=label, **_line_style(index))
+    axes.set(xlabel="cumulative wire bytes, all devices (GiB, log scale)", ylabel="validation accuracy")
+    axes.set_xscale("log")
+    axes.set_title("Accuracy against communication")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def write_run_plots(
-    folder, ledger_state: dict, sparsity_history: list[dict], label: str = "run"
-) -> list[Path]:
-    """The three plots of one run, as PNG files in ``folder``; returns their paths."""
+    folder, ledger_state: dict, sparsity_history: list[dict], label: str = "run",
+    labels: dict[str, str] | None = None, epochs: dict[int, dict[str, float]] | None = None,
+) -> list[Path]:  # fmt: skip
+    """The plots of one run, as PNG files in ``folder``; returns their paths.
+
+    ``labels`` names the layers of the kept-weights plot; with ``epochs`` (the run's logged
+    epochs) and a validation accuracy among them, accuracy against bytes is drawn too.
+    """
     folder = Path(folder)
     paths = [
         plot_transmitted_fraction({label: ledger_state}, folder / "transmitted_fraction.png"),
         plot_cumulative_bytes({label: ledger_state}, folder / "cumulative_bytes.png"),
     ]
     if sparsity_history:
-        paths.append(plot_kept_per_layer(sparsity_history, folder / "kept_per_layer.png"))
+        paths.append(plot_kept_per_layer(sparsity_history, folder / "kept_per_layer.png", labels))
+    if epochs and len(accuracy_against_bytes(ledger_state, epochs)["bytes"]):
+        runs = {label: (ledger_state, epochs)}
+        paths.append(plot_accuracy_against_bytes(runs, folder / "accuracy_against_bytes.png"))
     return paths
 
 

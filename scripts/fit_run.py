@@ -28,7 +28,9 @@ from callbacks import (
 )
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
+from lightning_fed.epoch_log import read_epochs
 from lightning_fed.federation import DeviceFailed, NonFiniteError
+from lightning_fed.nn import layer_labels
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.plots import write_run_plots
 from lightning_fed.run_lock import RunFolderInUse, hold_run_folder
@@ -422,6 +424,14 @@ def run(args) -> int:
             os.close(lock)
 
 
+def logged_epochs(output: Path) -> dict[int, dict[str, float]] | None:
+    """The run's per-epoch figures from its CSV logs (every session of it), or None without any."""
+    try:
+        return read_epochs(output)
+    except FileNotFoundError:
+        return None
+
+
 def write_traceback(output: Path, error: BaseException) -> Path:
     """The traceback of what stopped the run, in ``OUTPUT/traceback.txt`` (the screen gets one line)."""
     path = output / "traceback.txt"
@@ -443,7 +453,10 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
         ledger = trainer.strategy.ledger.state_dict()
         (output / "summary.json").write_text(json.dumps(summary, indent=2))
         (output / "ledger.json").write_text(json.dumps(ledger))
-        plots = write_run_plots(output / "plots", ledger, _callback(trainer, SparsityMonitor).history)
+        history = _callback(trainer, SparsityMonitor).history
+        plots = write_run_plots(
+            output / "plots", ledger, history, labels=layer_labels(model), epochs=logged_epochs(output)
+        )
         log_to_wandb(trainer, summary, plots)
         print_summary(summary)
     return 0

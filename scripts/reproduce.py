@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from lightning_fed.cli import OneLineParser  # noqa: E402
-from lightning_fed.plots import plot_transmitted_fraction  # noqa: E402
+from lightning_fed.epoch_log import read_epochs  # noqa: E402
+from lightning_fed.plots import plot_accuracy_against_bytes, plot_transmitted_fraction  # noqa: E402
 from scripts.fit import parse_args as fit_arguments  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -264,6 +265,12 @@ def main(argv=None) -> None:
     (results_dir / f"{args.name}.json").write_text(json.dumps(result, indent=2))
     ledger = json.loads((sparse_dir / "ledger.json").read_text())
     plot_transmitted_fraction({args.name: ledger}, results_dir / f"{args.name}_figure2.png")
+    dense_dir = sides["dense"][1]
+    both = {
+        "dense": (json.loads((dense_dir / "ledger.json").read_text()), read_epochs(dense_dir)),
+        "sparse (ours)": (ledger, read_epochs(sparse_dir)),
+    }
+    plot_accuracy_against_bytes(both, results_dir / f"{args.name}_accuracy_against_bytes.png")
     write_table(results_dir, markdown)
     print(f"{args.name}: done in {time.time() - start:.0f} s this call; {markdown} updated")
 

@@ -63,7 +63,7 @@ def test_summary_ledger_plots_and_printed_table(run):
     assert re.search(rf"^trained on +CPU, {os.cpu_count()} cores$", printed, re.MULTILINE), printed
     ledger = json.loads((run / "ledger.json").read_text())
     assert ledger["total"]["steps"] == 9 and sorted(ledger["epochs"]) == ["0", "1", "2"]
-    for name in ("transmitted_fraction", "cumulative_bytes", "kept_per_layer"):
+    for name in ("transmitted_fraction", "cumulative_bytes", "kept_per_layer", "accuracy_against_bytes"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -49,3 +49,46 @@ def test_cumulative_bytes_add_up_each_measure_step_by_step():
     assert totals["dense"].tolist() == [dense_step, 2 * dense_step]
     assert totals["paper"].tolist() == [dense_step, dense_step + 2 * 4 * 50 * 4]
     assert totals["paper"][1] < totals["wire"][1] < totals["dense"][1]
+
+
+def _captured(monkeypatch) -> list:
+    from lightning_fed import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    return figures
+
+
+def test_kept_per_layer_numbers_epochs_as_logged_names_layers_and_styles_each_line(monkeypatch, tmp_path):
+    from lightning_fed.plots import plot_kept_per_layer
+
+    figures = _captured(monkeypatch)
+    rows = [
+        {"epoch": e, "sparsity/network.0": 0.5, "sparsity/network.3": 0.5, "sparsity/total": 0.5}
+        for e in range(3)
+    ]
+    plot_kept_per_layer(rows, tmp_path / "kept.png", labels={"network.0": "conv1", "network.3": "fc1"})
+    lines = figures[0].axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[0, 1, 2]] * 3  # epoch 0 is epoch 0, as in the logs
+    assert [line.get_label() for line in lines] == ["conv1 (network.0)", "fc1 (network.3)", "total"]
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()  # two lines on top of each other stay apart
+    assert lines[0].get_marker() != lines[1].get_marker()
+
+
+def test_accuracy_against_bytes_puts_dense_and_sparse_on_one_plot_and_each_run_writes_it(
+    monkeypatch, tmp_path
+):
+    from lightning_fed.plots import plot_accuracy_against_bytes, write_run_plots
+
+    dense, sparse = _ledger_state([10_000, 10_000]), _ledger_state([10_000, 50])
+    epochs = {0: {"val/acc": 0.6}, 1: {"val/acc": 0.7}}
+    figures = _captured(monkeypatch)
+    plot_accuracy_against_bytes({"dense": (dense, epochs), "sparse": (sparse, epochs)}, tmp_path / "a.png")
+    axes = figures[0].axes[0]
+    (dense_line, sparse_line) = axes.get_lines()
+    assert list(dense_line.get_ydata()) == list(sparse_line.get_ydata()) == [0.6, 0.7]
+    assert sparse_line.get_xdata()[1] < dense_line.get_xdata()[1]  # the same accuracy for fewer bytes
+    assert axes.get_xscale() == "log"
+    names = [p.name for p in write_run_plots(tmp_path, sparse, [], epochs=epochs)]
+    assert "accuracy_against_bytes.png" in names
+    assert "accuracy_against_bytes.png" not in [p.name for p in write_run_plots(tmp_path, sparse, [])]

@@ -3,6 +3,7 @@
 from lightning_fed.nn.convert import (
     LayerSparsity,
     kl_divergence,
+    layer_labels,
     sparsity,
     variational,
     variational_layers,
@@ -19,6 +20,7 @@ __all__ = [
     "SparseVDMixin",
     "kl_approximation",
     "kl_divergence",
+    "layer_labels",
     "log_alpha_of",
     "sparsity",
     "variational",

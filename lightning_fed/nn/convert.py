@@ -111,6 +111,28 @@ def variational_layers(model: nn.Module) -> Iterator[tuple[str, SparseVDMixin]]:
             yield name, module
 
 
+_KINDS = {nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv", nn.Linear: "fc"}
+
+
+def layer_labels(model: nn.Module) -> dict[str, str]:
+    """Each convolution and linear layer of ``model`` named by kind and order (``conv1``, ``fc2``),
+    by its module name: what a plot's legend says instead of ``network.3``.
+
+    Example::
+
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2, 2), nn.Linear(2, 1))
+        >>> layer_labels(net)
+        {'0': 'conv1', '3': 'fc1', '4': 'fc2'}
+    """
+    counts, labels = {"conv": 0, "fc": 0}, {}
+    for name, module in model.named_modules():
+        kind = next((label for cls, label in _KINDS.items() if isinstance(module, cls)), None)
+        if kind is not None:
+            counts[kind] += 1
+            labels[name] = f"{kind}{counts[kind]}"
+    return labels
+
+
 def kl_divergence(model: nn.Module) -> torch.Tensor:
     """Sum of the KL of every variational layer of ``model`` (zero if it has none).
 
