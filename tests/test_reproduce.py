@@ -60,6 +60,8 @@ def test_both_sides_run_with_their_budgets_and_the_result_is_written(done):
     assert result["paper"] == {"top1": 98.35, "kept": 1.9, "comm": 11.6}
     assert result["command"].startswith("python scripts/reproduce.py mnist5k_4 --sparse-config tiny.yaml")
     assert (done / "results" / "mnist5k_4_figure2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    both = done / "results" / "mnist5k_4_accuracy_against_bytes.png"  # dense and sparse on one plot
+    assert both.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert dense["hardware"] == sparse["hardware"] == f"CPU, {os.cpu_count()} cores"
 
 
