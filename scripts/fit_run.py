@@ -1,6 +1,7 @@
 """What ``scripts/fit.py`` does once its arguments are parsed: check, build, fit, test, summarise."""
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -392,8 +393,19 @@ def print_summary(summary: dict) -> None:
     print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
 
 
+def quiet_device_process() -> None:
+    """A device process that fit.py's launcher started prints errors only: every warning and info
+    line it would print, the launcher prints once (not once per process)."""
+    if is_launcher():
+        return
+    warnings.simplefilter("ignore")
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run(args) -> int:
     start = time.time()
+    quiet_device_process()
     pl.seed_everything(args.seed, workers=True, verbose=False)  # before the model: its init is seeded
     try:
         dm = build_datamodule(args)

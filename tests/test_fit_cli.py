@@ -279,3 +279,17 @@ def test_help_shows_the_defaults_and_imports_neither_torch_nor_lightning(tmp_pat
     assert "federated devices N, all nodes together (default: 16)" in text
     assert "--checkpoint-every-n-steps" in text and "(default: 30)" in text
     assert "(default: False)" not in text  # flags that are off say nothing
+
+
+def test_two_device_processes_print_each_warning_and_each_start_line_once(tmp_path):
+    output = tmp_path / "run"
+    command = [
+        *BASE, "--processes", "2", "--max-epochs", "1", "--limit-train-batches", "2",
+        "--output-dir", str(output),
+    ]  # fmt: skip
+    result = fit(*command, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stderr.replace("\r", "\n").splitlines()
+    assert sum("Initializing distributed" in line for line in lines) == 1
+    warned = [m.group(0) for line in lines if (m := re.search(r"[\w/.-]+\.py:\d+: .+", line))]
+    assert warned and len(warned) == len(set(warned)), warned  # each one once, not once per process
