@@ -487,7 +487,8 @@ def write_interrupted(trainer: pl.Trainer, model, output: Path, stopped: tuple, 
             f"fit.py: interrupted at epoch {epoch}, step {step}; saved {checkpoint}; continue with: {again}",
             file=sys.stderr,
         )
-    return INTERRUPTED
+        return INTERRUPTED
+    return 0  # a device process stopped as agreed; a non-zero exit would have its launcher stop the run
 
 
 def log_to_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:
