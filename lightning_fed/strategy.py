@@ -22,8 +22,8 @@ from lightning_fed.federation.checkpoint import (
     read_sidecar,
     rows_path,
     sidecar_path,
-    write_aside,
 )
+from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS, server_optimizer

@@ -11,13 +11,13 @@ states existed kept one ``local`` entry per process (one device each); they read
 devices without batch-norm statistics.
 """
 
-import os
 from pathlib import Path
 
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lightning_fed.federation.device_state import read_row
+from lightning_fed.federation.files import write_aside
 
 CHECKPOINT_KEY = "federated"
 
@@ -74,20 +74,6 @@ def files_of(checkpoint_path, rank: int) -> list[Path]:
             p for p in path.parent.glob(f"{plain}*") if p.name == plain or p.name.startswith(plain + ".step-")
         ]
     return sorted(p for p in found if not p.name.endswith(".partial"))
-
-
-def write_aside(path: Path, write) -> None:
-    """``write(partial)`` then rename into ``path``: ``path`` is either the old file or the new, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        write(partial)
-        with open(partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

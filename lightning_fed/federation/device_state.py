@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.sharing import SharingPlan
 
 
@@ -162,14 +163,15 @@ class DiskRows:
         self.written[row] = True
 
     def copy_to(self, target: Path) -> None:
-        """A copy of the file at ``target``, written aside and renamed into place.
+        """A copy of the file at ``target``, written aside, synced and renamed into place.
 
         Only written rows are copied; the others stay holes, so the copy takes the disk space of
         the devices that trained, not of all of them.
         """
-        target = Path(target)
-        partial = target.with_name(target.name + ".partial")
-        with open(partial, "wb") as out:
+        write_aside(Path(target), self._copy_written_rows)
+
+    def _copy_written_rows(self, path: Path) -> None:
+        with open(path, "wb") as out:
             os.ftruncate(out.fileno(), len(self.written) * self.row_bytes)
             for row, written in enumerate(self.written):
                 offset, left = row * self.row_bytes, self.row_bytes
@@ -178,7 +180,6 @@ class DiskRows:
                     if done == 0:
                         raise OSError(f"{self.path}: short copy of row {row}")
                     offset, left = offset + done, left - done
-        os.replace(partial, target)
 
 
 class DeviceStates:
