@@ -13,7 +13,7 @@ from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 from pytorch_lightning.trainer.states import TrainerFn
 from typing_extensions import override
 
-from lightning_fed.communication import Codec, CommunicationLedger, SparseCodec, Traffic
+from lightning_fed.communication import Codec, CommunicationLedger, Traffic, make_codec
 from lightning_fed.federation import TRANSPORTS, DeviceStates, SharingPlan, hosted_devices, make_transport
 from lightning_fed.federation.checkpoint import (
     CHECKPOINT_KEY,
@@ -23,6 +23,7 @@ from lightning_fed.federation.checkpoint import (
     rows_path,
     sidecar_path,
 )
+from lightning_fed.federation.error_feedback import send_downlink_with_feedback, send_with_feedback
 from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
@@ -65,7 +66,14 @@ class FederatedStrategy(DDPStrategy):
         num_devices: N; by default the datamodule's ``num_devices``, else the number of processes.
         transport: ``"dense"`` or ``"sparse"`` (how messages cross processes; same model).
         share_log_sigma2: Algorithm 1 proper: log_sigma2 is shared (and masked) too.
-        codec: the :class:`~lightning_fed.communication.Codec` of uploads and downloads.
+        codec: the uploads' :class:`~lightning_fed.communication.Codec`, or a spec for
+            :func:`~lightning_fed.communication.make_codec` (``"topk:0.01+qsgd:8"``, a list of
+            stages); by default lossless float32 values at the cheapest positions.
+        download_codec: the server's messages' codec (default: ``codec``).
+        error_feedback: each device keeps what the upload codec dropped and adds it to its next
+            upload (:mod:`lightning_fed.federation.error_feedback`); needs a lossy codec.
+        download_error_feedback: the server does the same for its download (the paper's protocol
+            only: in sampled rounds the download is the model itself).
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
         mask: mask theta by ``M(alpha)`` before it is sent.
         devices_per_round: K, the devices sampled per round (default: all N).
@@ -101,7 +109,10 @@ class FederatedStrategy(DDPStrategy):
         num_devices: int | None = None,
         transport: str = "dense",
         share_log_sigma2: bool = False,
-        codec: Codec | None = None,
+        codec: "Codec | str | list | None" = None,
+        download_codec: "Codec | str | list | None" = None,
+        error_feedback: bool = False,
+        download_error_feedback: bool = False,
         aggregation: str = "mean",
         mask: bool = True,
         devices_per_round: int | None = None,
@@ -169,7 +180,18 @@ class FederatedStrategy(DDPStrategy):
         self.num_devices = num_devices
         self.transport = transport
         self.share_log_sigma2 = share_log_sigma2
-        self.codec = codec if codec is not None else SparseCodec()
+        self.codec = make_codec(codec, "codec")
+        self.download_codec = self.codec
+        if download_codec is not None:
+            self.download_codec = make_codec(download_codec, "download_codec")
+        self.error_feedback = _check_error_feedback("error_feedback", error_feedback, self.codec)
+        self.download_error_feedback = _check_error_feedback(
+            "download_error_feedback", download_error_feedback, self.download_codec
+        )
+        self._server_residual: list[torch.Tensor] | None = None
+        self._server_model: list[torch.Tensor] | None = None
+        self._round_masks: dict[str, torch.Tensor] | None = None
+        self._seed = 0
         self.aggregation = aggregation
         self.mask = mask
         self.devices_per_round = devices_per_round
@@ -255,7 +277,13 @@ class FederatedStrategy(DDPStrategy):
         self._check_supported(trainer)
         module = self.lightning_module
         seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**63))
+        self._seed = seed % 2**63
         self._resolve_num_devices()
+        if self.download_error_feedback and not self.synchronous:
+            raise ValueError(
+                "download_error_feedback applies to the paper's protocol (every device, every round, "
+                "one step): in sampled rounds the download is the model itself"
+            )
         self._weights = self._device_weights(trainer)
         self.schedule = self._round_schedule(trainer, seed)
         self._set_up_optimizers()
@@ -423,7 +451,7 @@ class FederatedStrategy(DDPStrategy):
                 output, loss = self._device_step(device, device_batch, rest, kwargs)
                 update = self.plan.upload(module)
                 self._watch(device, loss, update)
-                self._transport.upload(device, self.codec.encode(update), self._weights[device])
+                self._transport.upload(device, self._encode_upload(device, update), self._weights[device])
                 self._step_local_parameters(module)
             losses.append(loss.detach())
         self.devices.rest()
@@ -469,12 +497,25 @@ class FederatedStrategy(DDPStrategy):
                 state.drawn += steps
                 output, loss, update = self._local_update(device, batches, start, rest, kwargs)
                 self._watch(device, loss, update)
-                self._transport.upload(device, self.codec.encode(update), self._weights[device])
+                self._transport.upload(device, self._encode_upload(device, update), self._weights[device])
             self.plan.write_parameters(module, start)  # the next device starts from the round's model
             losses.append(loss.detach())
         self.devices.rest()
         self._round = this_round
         return self._round_output(output, losses)
+
+    def _encode_upload(self, device: int, update: list[torch.Tensor]):
+        """``device``'s payload of ``update``; with error feedback, of ``update`` plus its residual."""
+        step = self.lightning_module.trainer.global_step
+        seed = (self._seed, 0, device, step)  # 0: uploads
+        if not self.error_feedback:
+            return self.codec.encode(update, step=step, seed=seed)
+        state = self.devices.states[device]
+        masks = self._round_masks if self._round_masks is not None else self.plan.masks(self.lightning_module)
+        payload, state.extra["residual"] = send_with_feedback(
+            self.codec, update, state.extra.get("residual"), self.plan.keeps(masks), step=step, seed=seed
+        )
+        return payload
 
     def _local_step_count(self, streams, device: int) -> int:
         if self.local_epochs is None:
@@ -484,17 +525,22 @@ class FederatedStrategy(DDPStrategy):
     def _send_model(self, this_round: Round) -> list[torch.Tensor]:
         """The server's model as the round's devices receive it: encoded, counted per receiver, decoded."""
         module = self.lightning_module
-        payload = self.codec.encode(self.plan.values(module))
+        step = module.trainer.global_step
+        exact = self.plan.values(module)
+        payload = self.download_codec.encode(exact, step=step, seed=(self._seed, 1, step))  # 1: downloads
         self.ledger.record(Traffic.of_download(payload, receivers=len(this_round.sampled)))
-        received = self.codec.decode(payload, self.plan.numels)
+        received = self.download_codec.decode(payload, self.plan.numels)
+        self._server_model = exact if self.download_codec.lossy else None  # the server steps its own
         self.plan.write_parameters(module, received)
         return [t.to(self.root_device) for t in received]
 
     def _local_update(self, device: int, batches: list, start: list[torch.Tensor], rest, kwargs):
         """``device``'s local training from the round's model: its output, last loss and masked update."""
         module = self.lightning_module
+        self._round_masks = None
         if self.sends_deltas:
             masks = self.plan.masks(module)  # M(alpha) as the round starts: pruned stays unsent
+            self._round_masks = masks
             for group in self._client_optimizer.param_groups:
                 for param in group["params"]:
                     self._client_optimizer.state.pop(param, None)
@@ -543,7 +589,14 @@ class FederatedStrategy(DDPStrategy):
     def _exchange(self) -> None:
         total, weight, uploads = self._transport.server_sum()
         average = [t / weight for t in total]
-        download = self.codec.encode(average)
+        step = self.lightning_module.trainer.global_step
+        seed = (self._seed, 1, step)  # 1: downloads
+        if self.download_error_feedback:
+            download, self._server_residual = send_downlink_with_feedback(
+                self.download_codec, average, self._server_residual, step=step, seed=seed
+            )
+        else:
+            download = self.download_codec.encode(average, step=step, seed=seed)
         self.ledger.record(uploads)
         self.ledger.record(Traffic.of_download(download, receivers=self.num_devices))
         self.ledger.record(
@@ -554,7 +607,8 @@ class FederatedStrategy(DDPStrategy):
                 reported=self.num_devices,
             )
         )
-        self.plan.write_gradients(self.lightning_module, self.codec.decode(download, self.plan.numels))
+        received = self.download_codec.decode(download, self.plan.numels)
+        self.plan.write_gradients(self.lightning_module, received)
 
     def _aggregate(self, this_round: Round) -> None:
         """The server's side of a sampled round: the average update is the server optimizer's gradient."""
@@ -570,6 +624,9 @@ class FederatedStrategy(DDPStrategy):
             )
         )
         module = self.lightning_module
+        if self._server_model is not None:  # the devices started from a lossy copy; the server did not
+            self.plan.write_parameters(module, self._server_model)
+            self._server_model = None
         if not weight:  # every sampled device failed: the model stays as it is
             for tensor in self.plan.shared:
                 module.get_parameter(tensor.name).grad = None
@@ -627,6 +684,7 @@ class FederatedStrategy(DDPStrategy):
             "devices": states if self.is_global_zero else None,
             "rows_layout": self.devices.layout if rows is not None else None,
             "files_step": step,
+            "server_residual": self._server_residual,
         }
         written = []
         if rows is not None:
@@ -664,6 +722,7 @@ class FederatedStrategy(DDPStrategy):
             )
         self._check_same_federation(federated, checkpoint_path)
         self.ledger.load_state_dict(federated.get("ledger", {}))
+        self._server_residual = federated.get("server_residual")
         pool = dict(federated.get("devices") or {})
         for rank in range(1, federated.get("processes", 1)):
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
@@ -683,6 +742,12 @@ class FederatedStrategy(DDPStrategy):
             raise ValueError(
                 f"checkpoint {path} was trained {flag} --share-log-sigma2; resume it the same way"
             )
+
+
+def _check_error_feedback(option: str, asked: bool, codec: Codec) -> bool:
+    if asked and not getattr(codec, "lossy", False):
+        raise ValueError(f"{option} needs a lossy codec (topk, fp16, qsgd or sign); {codec!r} drops nothing")
+    return bool(asked)
 
 
 StrategyRegistry.register(

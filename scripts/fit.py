@@ -131,6 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "memory", "disk"],
         help="devices' log_sigma2: in memory or in a file of rows in the run folder (auto: disk past 2 GiB)",
     )
+    g = p.add_argument_group("compression (after the masks; the default sends float32 values losslessly)")
+    g.add_argument(
+        "--codec", default=None, metavar="SPEC",
+        help="uploads: stages joined by '+', e.g. topk:0.01+qsgd:8; stages: topk:DENSITY[:WARMUP_STEPS], "
+        "float32, fp16, qsgd:BITS[:BLOCK] (BITS 2, 4, 8), sign[:BLOCK]",
+    )  # fmt: skip
+    g.add_argument(
+        "--download-codec", default=None, metavar="SPEC", help="the server's messages (default: --codec)"
+    )
+    g.add_argument(
+        "--error-feedback", action="store_true", help="devices keep what the codec dropped and send it later"
+    )
+    g.add_argument(
+        "--download-error-feedback",
+        action="store_true",
+        help="the server does the same (paper's protocol only)",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument("--data-dir", default=None, help="where the data is (or is downloaded to)")
@@ -221,7 +238,36 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_kl_decay(parser, args)
     _check_processes(parser, args)
     _check_rounds(parser, args)
+    _check_codecs(parser, args)
     return args
+
+
+def _check_codecs(parser, args) -> None:
+    """Each codec spec parses, and error feedback is asked only of a codec that drops something."""
+    if not (args.codec or args.download_codec or args.error_feedback or args.download_error_feedback):
+        return
+    from lightning_fed.communication import make_codec
+
+    download = ("--download-codec", args.download_codec) if args.download_codec else ("--codec", args.codec)
+    checks = (
+        ("--codec", args.codec, "--error-feedback", args.error_feedback),
+        (*download, "--download-error-feedback", args.download_error_feedback),
+    )
+    for option, spec, feedback, asked in checks:
+        try:
+            codec = make_codec(spec, option)
+        except ValueError as error:
+            parser.error(str(error))
+        if asked and not codec.lossy:
+            parser.error(
+                f"{feedback} needs a lossy {option} (topk, fp16, qsgd or sign); {codec!r} drops nothing"
+            )
+    sampled = args.devices_per_round not in (None, args.devices) or args.local_steps not in (None, 1)
+    if args.download_error_feedback and (sampled or args.local_epochs or args.failure_rate):
+        parser.error(
+            "--download-error-feedback applies to the paper's protocol (every device, every round, "
+            "one step); sampled rounds download the model itself"
+        )
 
 
 def _check_rounds(parser, args) -> None:

@@ -195,9 +195,9 @@ class _RecordingCodec(SparseCodec):
         super().__init__()
         self.encoded: list[list[torch.Tensor]] = []
 
-    def encode(self, tensors):
+    def encode(self, tensors, **kwargs):
         self.encoded.append([t.detach().clone() for t in tensors])
-        return super().encode(tensors)
+        return super().encode(tensors, **kwargs)
 
 
 class _MaskRecorder(FederatedStrategy):

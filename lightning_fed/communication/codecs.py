@@ -6,16 +6,21 @@ into a :class:`Payload` (a byte string) and the receiver reads the tensors back 
 alone. The ledger counts ``len(payload)``, header included, and the paper's measure counts the
 float values the payload carries.
 
-:class:`SparseCodec` writes each tensor as one segment, ``tag (1 byte) | count (uint32) | body``,
-in the cheapest of its encodings (sizes are exact, computed before anything is written):
+:class:`SparseCodec` writes each tensor as one segment, ``tag (1 byte) | count (uint32) |
+positions | values``, the positions in the cheapest of its encodings (sizes are exact, computed
+before anything is written; with float32 values):
 
-- ``dense``: every entry, ``4 * numel`` bytes (count = numel);
-- ``indices``: int32 positions and float32 values, ``8 * count``;
+- ``dense``: no positions, every entry's value, ``4 * numel`` bytes (count = numel);
+- ``indices``: int32 positions and the values, ``8 * count``;
 - ``bitmap``: a presence bit per entry and the values, ``ceil(numel / 8) + 4 * count``;
 - ``rice``: Rice-coded gaps between positions (:mod:`lightning_fed.communication.rice`), a byte of
   ``k``, a uint32 stream length, the stream and the values.
 
-An all-zero tensor costs its 5-byte header. Entries that are exactly zero travel as absent.
+The values are written by a value coder (:mod:`lightning_fed.communication.values`: float32, the
+default and lossless; fp16; QSGD at 8, 4 or 2 bits; sign), after optional filters such as top-k
+(:mod:`lightning_fed.communication.topk`); :func:`~lightning_fed.communication.make_codec` builds
+one from a spec such as ``"topk:0.01+qsgd:8"``. An all-zero tensor costs its 5-byte header.
+Entries that are exactly zero travel as absent.
 
 Example::
 
@@ -44,6 +49,7 @@ from lightning_fed.communication.rice import (
     rice_positions,
     unary_stream,
 )
+from lightning_fed.communication.values import Float32, ValueCoder
 
 HEADER = struct.Struct("<BI")  # tag, count
 FLOAT = np.dtype("<f4")
@@ -64,11 +70,15 @@ class Payload:
 class Codec(ABC):
     """Turns a message (a list of flat tensors) into a :class:`Payload` and back.
 
-    Implement both methods to plug in another compressor; the receiver knows ``numels``.
+    Implement both methods to plug in another compressor; the receiver knows ``numels``. A codec
+    whose decode may differ from its input says ``lossy = True`` (error feedback needs one).
     """
 
+    lossy = False  # what decode gives back may differ from what was encoded
+
     @abstractmethod
-    def encode(self, tensors: list[torch.Tensor]) -> Payload: ...
+    def encode(self, tensors: list[torch.Tensor], *, step: int = 0, seed=0) -> Payload:
+        """``step``: the training step (for schedules); ``seed``: of any random rounding."""
 
     @abstractmethod
     def decode(self, payload: Payload, numels: list[int]) -> list[torch.Tensor]: ...
@@ -109,68 +119,63 @@ class Support:
 
 
 class Encoding(ABC):
-    """One way to write the kept entries of a tensor (a segment body)."""
+    """One way to write where a tensor's kept entries are (the positions part of a segment)."""
 
     name: str
     tag: int
 
     @abstractmethod
     def size(self, support: Support) -> int | None:
-        """Exact body bytes, or None where this encoding cannot write the tensor."""
+        """Exact bytes of the positions, or None where this encoding cannot write the tensor."""
 
     @abstractmethod
-    def write(self, support: Support) -> tuple[list, int]:
-        """The body as a list of bytes-like chunks (joined once, by the codec) and the number of
-        float values written."""
+    def write(self, support: Support) -> list:
+        """The positions as a list of bytes-like chunks (joined once, by the codec)."""
 
     @abstractmethod
-    def read(self, view: memoryview, count: int, numel: int) -> tuple[np.ndarray, int]:
-        """The dense tensor and the body bytes consumed."""
+    def read(self, view: memoryview, count: int, numel: int) -> tuple[np.ndarray | None, int]:
+        """Where the ``count`` values go (None: every entry; else indices or a bool mask) and the
+        bytes consumed."""
 
 
 class Dense(Encoding):
     name, tag = "dense", 1
 
     def size(self, support):
-        return 4 * support.numel
+        return 0
 
     def write(self, support):
-        return [support.dense.astype(FLOAT, copy=False)], support.numel
+        return []
 
     def read(self, view, count, numel):
-        return np.frombuffer(view, FLOAT, numel).copy(), 4 * numel
+        return None, 0
 
 
 class Indices(Encoding):
     name, tag = "indices", 2
 
     def size(self, support):
-        return 8 * support.count if support.numel < 2**31 else None
+        return 4 * support.count if support.numel < 2**31 else None
 
     def write(self, support):
-        return [support.positions.astype(INDEX), support.values], support.count
+        return [support.positions.astype(INDEX)]
 
     def read(self, view, count, numel):
-        positions = np.frombuffer(view, INDEX, count)
-        values = np.frombuffer(view, FLOAT, count, offset=4 * count)
-        return _scatter(numel, positions, values), 8 * count
+        return np.frombuffer(view, INDEX, count), 4 * count
 
 
 class Bitmap(Encoding):
     name, tag = "bitmap", 3
 
     def size(self, support):
-        return -(-support.numel // 8) + 4 * support.count
+        return -(-support.numel // 8)
 
     def write(self, support):
-        return [np.packbits(support.present), support.values], support.count
+        return [np.packbits(support.present)]
 
     def read(self, view, count, numel):
         nbytes = -(-numel // 8)
-        present = np.unpackbits(np.frombuffer(view, np.uint8, nbytes), count=numel).view(bool)
-        out = np.zeros(numel, dtype=FLOAT)
-        out[present] = np.frombuffer(view, FLOAT, count, offset=nbytes)
-        return out, nbytes + 4 * count
+        return np.unpackbits(np.frombuffer(view, np.uint8, nbytes), count=numel).view(bool), nbytes
 
 
 class Rice(Encoding):
@@ -178,19 +183,17 @@ class Rice(Encoding):
     _HEAD = struct.Struct("<BI")  # k, stream bytes
 
     def size(self, support):
-        return self._HEAD.size + -(-self._bits(support) // 8) + 4 * support.count
+        return self._HEAD.size + -(-self._bits(support) // 8)
 
     def write(self, support):
         k = self._k(support)
         stream = unary_stream(support.present, support.end) if k == 0 else rice_encode(support.gaps, k)
-        return [self._HEAD.pack(k, len(stream)), stream, support.values], support.count
+        return [self._HEAD.pack(k, len(stream)), stream]
 
     def read(self, view, count, numel):
         k, nbytes = self._HEAD.unpack_from(view)
         start = self._HEAD.size
-        positions = rice_positions(bytes(view[start : start + nbytes]), count, k)
-        values = np.frombuffer(view, FLOAT, count, offset=start + nbytes)
-        return _scatter(numel, positions, values), start + nbytes + 4 * count
+        return rice_positions(bytes(view[start : start + nbytes]), count, k), start + nbytes
 
     @staticmethod
     def _k(support: Support) -> int:
@@ -209,17 +212,24 @@ _BY_TAG: dict[int, Encoding] = {e.tag: e for e in ENCODINGS.values()}
 EMPTY_TAG = 0
 
 
-def _scatter(numel: int, positions: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _place(numel: int, where: np.ndarray | None, values: np.ndarray) -> np.ndarray:
+    if where is None:
+        return values
     out = np.zeros(numel, dtype=FLOAT)
-    out[positions] = values
+    out[where] = values
     return out
 
 
 class SparseCodec(Codec):
-    """Each tensor in the cheapest of ``encodings`` (lossless for float32).
+    """Each tensor's positions in the cheapest of ``encodings``, its values by ``values``.
 
     Args:
         encodings: names from ``dense``, ``indices``, ``bitmap``, ``rice``; the default is all four.
+        values: the :class:`~lightning_fed.communication.values.ValueCoder` of the kept values
+            (default float32: lossless).
+        filters: applied first, in order, to each flat tensor: e.g.
+            :class:`~lightning_fed.communication.topk.TopK`, any object with
+            ``filter(values: np.ndarray, step: int) -> np.ndarray``.
 
     Example::
 
@@ -227,21 +237,42 @@ class SparseCodec(Codec):
         >>> payload = codec.encode([torch.tensor([0.0, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])])
         >>> len(payload), codec.last_encodings
         (13, ['indices'])
+        >>> from lightning_fed.communication.values import QSGD
+        >>> quantised = SparseCodec(values=QSGD(bits=8))
+        >>> len(quantised.encode([torch.ones(1000)], step=0, seed=(0, 1))), quantised.lossy  # 5 + 4 + 1000
+        (1009, True)
     """
 
-    def __init__(self, encodings: list[str] | tuple[str, ...] = tuple(ENCODINGS)) -> None:
+    def __init__(
+        self,
+        encodings: list[str] | tuple[str, ...] = tuple(ENCODINGS),
+        values: ValueCoder | None = None,
+        filters: list | tuple = (),
+    ) -> None:
         unknown = [name for name in encodings if name not in ENCODINGS]
         if unknown or not encodings:
             raise ValueError(
                 f"encodings must be a non-empty list of {', '.join(ENCODINGS)}, got {encodings!r}"
             )
         self.encodings = [ENCODINGS[name] for name in encodings]
+        self.values = values if values is not None else Float32()
+        self.filters = list(filters)
         self.last_encodings: list[str] = []
 
-    def encode(self, tensors: list[torch.Tensor]) -> Payload:
+    @property
+    def lossy(self) -> bool:
+        return bool(self.filters) or self.values.lossy
+
+    def __repr__(self) -> str:
+        return f"SparseCodec({'+'.join([*(repr(f) for f in self.filters), repr(self.values)])})"
+
+    def encode(self, tensors: list[torch.Tensor], *, step: int = 0, seed=0) -> Payload:
+        rng = np.random.default_rng(seed) if self.values.lossy else None
         parts, values, chosen = [], 0, []
         for tensor in tensors:
             dense = tensor.detach().reshape(-1).to("cpu", torch.float32).numpy()
+            for stage in self.filters:
+                dense = stage.filter(dense, step)
             present = dense != 0
             kept = int(np.count_nonzero(present))  # of a bool array: 10x faster than of the floats
             if kept == 0:
@@ -249,20 +280,30 @@ class SparseCodec(Codec):
                 chosen.append("empty")
                 continue
             if kept == dense.size and DENSE in self.encodings:  # nothing is cheaper than every value alone
-                parts += [HEADER.pack(DENSE.tag, dense.size), dense.astype(FLOAT, copy=False)]
-                values += dense.size
-                chosen.append(DENSE.name)
-                continue
-            support = Support(dense, present)
-            sizes = [(e.size(support), i, e) for i, e in enumerate(self.encodings)]
-            _, _, encoding = min(s for s in sizes if s[0] is not None)
-            body, written = encoding.write(support)
-            count = dense.size if encoding is DENSE else support.count
-            parts += [HEADER.pack(encoding.tag, count), *body]
-            values += written
+                encoding, support, written = DENSE, None, dense
+            else:
+                support = Support(dense, present)
+                encoding = self._cheapest(support)
+                written = dense if encoding is DENSE else support.values
+            body = [] if support is None else encoding.write(support)
+            parts += [HEADER.pack(encoding.tag, written.size), *body, *self.values.write(written, rng)]
+            values += written.size
             chosen.append(encoding.name)
         self.last_encodings = chosen
         return Payload(b"".join(parts), values)
+
+    def _cheapest(self, support: Support) -> Encoding:
+        sizes = []
+        for i, encoding in enumerate(self.encodings):
+            if encoding is DENSE and not self.values.exact_zero:
+                continue  # zeros would come back as values
+            size = encoding.size(support)
+            if size is not None:
+                written = support.numel if encoding is DENSE else support.count
+                sizes.append((size + self.values.size(written), i, encoding))
+        if not sizes:
+            raise ValueError(f"no encoding of {[e.name for e in self.encodings]} can write this tensor")
+        return min(sizes)[2]
 
     def decode(self, payload: Payload, numels: list[int]) -> list[torch.Tensor]:
         view, offset, out = memoryview(payload.data), 0, []
@@ -272,9 +313,11 @@ class SparseCodec(Codec):
             if tag == EMPTY_TAG:
                 out.append(torch.zeros(numel))
                 continue
-            dense, used = _BY_TAG[tag].read(view[offset:], count, numel)
+            where, used = _BY_TAG[tag].read(view[offset:], count, numel)
             offset += used
-            out.append(torch.from_numpy(dense))
+            values, used = self.values.read(view[offset:], count)
+            offset += used
+            out.append(torch.from_numpy(_place(numel, where, values)))
         if offset != len(view):
             raise ValueError(f"payload has {len(view) - offset} bytes after its last tensor")
         return out

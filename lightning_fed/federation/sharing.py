@@ -78,6 +78,10 @@ class SharingPlan:
         names = {t.mask_of for t in self.shared if t.mask_of is not None}
         return {name: layer.keep_mask() for name, layer in variational_layers(model) if name in names}
 
+    def keeps(self, masks: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
+        """Per shared tensor, the flat mask of :meth:`masks` that masks it (None: unmasked)."""
+        return [None if t.mask_of is None else masks[t.mask_of].reshape(-1) for t in self.shared]
+
     @torch.no_grad()
     def upload(self, model: nn.Module) -> list[torch.Tensor]:
         """The device's message: each shared gradient, masked, flat (zeros where there is none)."""

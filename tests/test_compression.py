@@ -1,0 +1,259 @@
+"""The compression stack after the masks: value coders, top-k, error feedback, downlink, settings."""
+
+import math
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from callbacks import RunCheckpoint
+from datamodules import FederatedDataModule
+from lightning_fed import FederatedStrategy
+from lightning_fed.communication import QSGD, Float16, Float32, Sign, SparseCodec, TopK, make_codec
+from lightning_fed.communication.codecs import HEADER
+from lightning_fed.federation.error_feedback import send_downlink_with_feedback, send_with_feedback
+from lightning_fed.nn import variational
+from modules.classifier import SparseVDClassifier
+from tests.conftest import N_TRAIN
+
+RNG = np.random.default_rng(0)
+VALUES = (RNG.standard_normal(5000) * RNG.exponential(1.0, 5000)).astype(np.float32)
+
+
+def _round_trip(coder, values, seed=0):
+    data = b"".join(bytes(c) for c in coder.write(values, np.random.default_rng(seed)))
+    decoded, used = coder.read(memoryview(data), values.size)
+    assert used == len(data) == coder.size(values.size)
+    return decoded
+
+
+# --------------------------------------------------------------- value coders
+def test_float32_is_exact_and_fp16_within_half_an_ulp_of_half_precision():
+    assert np.array_equal(_round_trip(Float32(), VALUES), VALUES)
+    half = _round_trip(Float16(), VALUES)
+    assert np.all(np.abs(half - VALUES) <= np.abs(VALUES) * 2.0**-11 + 2.0**-25)  # normal, then subnormal
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("block", [None, 64])
+def test_qsgd_is_within_one_level_of_each_value_and_packs_bits_per_value(bits, block):
+    coder = QSGD(bits, block)
+    decoded = _round_trip(coder, VALUES)
+    levels = 2 ** (bits - 1) - 1
+    blocks = [VALUES] if block is None else [VALUES[i : i + block] for i in range(0, VALUES.size, block)]
+    scale = np.concatenate([np.full(b.size, np.abs(b).max()) for b in blocks])
+    assert np.all(np.abs(decoded - VALUES) <= scale / levels * (1 + 1e-6))
+    assert np.all(np.isin(np.round(decoded / scale * levels), np.arange(-levels, levels + 1)))
+    assert coder.size(VALUES.size) == 4 * len(blocks) + math.ceil(VALUES.size * bits / 8)
+
+
+@pytest.mark.parametrize("bits", [2, 8])
+def test_qsgd_is_unbiased_over_many_draws(bits):
+    values = VALUES[:200]
+    draws = 2000
+    mean = np.mean([_round_trip(QSGD(bits), values, seed) for seed in range(draws)], axis=0)
+    # each draw is within one level of v, so its standard deviation is at most level / 2
+    level = np.abs(values).max() / (2 ** (bits - 1) - 1)
+    assert np.all(np.abs(mean - values) <= 6 * (level / 2) / math.sqrt(draws))
+
+
+def test_sign_sends_the_sign_times_each_block_s_mean_magnitude():
+    decoded = _round_trip(Sign(block=100), VALUES)
+    for start in range(0, VALUES.size, 100):
+        block = VALUES[start : start + 100]
+        expected = np.where(block >= 0, 1.0, -1.0) * np.abs(block).mean()
+        assert np.allclose(decoded[start : start + 100], expected, rtol=1e-6)
+    assert Sign().size(5000) == 4 + 625
+
+
+def test_a_sign_codec_never_turns_an_absent_entry_into_a_value():
+    codec = SparseCodec(values=Sign())
+    tensor = torch.zeros(1000)
+    tensor[::3] = torch.arange(334, dtype=torch.float32) - 100  # a zero among the kept ones too
+    decoded = codec.decode(codec.encode([tensor]), [1000])[0]
+    assert torch.equal(decoded != 0, tensor != 0)
+
+
+@pytest.mark.parametrize(
+    "spec", ["float32", "fp16", "qsgd:8", "qsgd:4:256", "qsgd:2", "sign", "topk:0.01+qsgd:4"]
+)
+def test_payload_length_is_header_positions_and_the_coder_s_values(spec):
+    codec = make_codec(spec)
+    tensors = [torch.from_numpy(VALUES * (RNG.random(5000) < d)) for d in (0.01, 0.3, 1.0)]
+    payload = codec.encode(tensors, step=0, seed=(0, 1))
+    decoded = codec.decode(payload, [5000] * 3)
+    positions = {"dense": 0, "indices": None, "bitmap": 625, "rice": None}
+    total = 0
+    for name, back in zip(codec.last_encodings, decoded, strict=True):
+        count = 5000 if name == "dense" else int(back.count_nonzero()) if codec.values.exact_zero else None
+        if positions[name] is not None and count is not None:
+            total += HEADER.size + positions[name] + codec.values.size(count)
+    assert all(n in ("dense", "bitmap", "rice", "indices") for n in codec.last_encodings)
+    assert len(payload) >= total and payload.values <= 3 * 5000
+    same = codec.encode(tensors, step=0, seed=(0, 1))
+    assert same.data == payload.data  # seeded: the same message twice
+
+
+# ----------------------------------------------------------------------- top-k
+def test_topk_keeps_exactly_the_k_largest_magnitudes_and_warms_up_exponentially():
+    kept = TopK(0.01).filter(VALUES, step=0)
+    assert np.count_nonzero(kept) == 50
+    assert np.abs(VALUES[kept == 0]).max() <= np.abs(kept[kept != 0]).min()
+    warm = TopK(0.001, warmup_steps=4, start_density=0.1)
+    assert [warm.density_at(s) for s in range(6)] == pytest.approx(
+        [0.1, 0.1 * 0.01**0.25, 0.01, 0.1 * 0.01**0.75, 0.001, 0.001]
+    )
+    few = np.zeros(100, dtype=np.float32)
+    few[3] = 1.0
+    assert np.array_equal(TopK(0.5).filter(few, step=0), few)  # fewer non-zeros than k: all pass
+
+
+# -------------------------------------------------------------- error feedback
+@pytest.mark.parametrize("spec", ["topk:0.05", "sign", "qsgd:2", "topk:0.1+sign"])
+def test_sent_plus_residual_is_the_update_plus_the_previous_residual(spec):
+    codec = make_codec(spec)
+    residual = None
+    for step in range(5):
+        update = [torch.from_numpy(np.roll(VALUES, step)[:2000].copy()), torch.randn(30)]
+        previous = residual or [torch.zeros_like(u) for u in update]
+        payload, residual = send_with_feedback(codec, update, residual, [None, None], step=step, seed=step)
+        sent = codec.decode(payload, [2000, 30])
+        for s, r, u, p in zip(sent, residual, update, previous, strict=True):
+            assert torch.allclose(s + r, u + p, atol=1e-6 * float((u + p).abs().max()))
+
+
+def test_error_feedback_never_sends_nor_keeps_a_pruned_coordinate():
+    codec = make_codec("topk:0.05+qsgd:4")
+    generator = torch.Generator().manual_seed(0)
+    residual = None
+    for step in range(8):
+        keep = torch.rand(1000, generator=generator) < 0.5  # the mask changes from step to step
+        update = [torch.randn(1000, generator=generator) * keep]
+        payload, residual = send_with_feedback(codec, update, residual, [keep], step=step, seed=step)
+        sent = codec.decode(payload, [1000])[0]
+        assert not sent[~keep].any() and not residual[0][~keep].any()
+        assert residual[0][keep].any()  # what top-k dropped where kept is carried
+
+
+def test_the_download_residual_waits_where_nobody_sends_and_is_added_where_somebody_does():
+    codec = make_codec("topk:0.5")
+    first = [torch.tensor([4.0, 1.0, 0.0, 3.0])]
+    payload, residual = send_downlink_with_feedback(codec, first, None, step=0, seed=0)
+    assert codec.decode(payload, [4])[0].tolist() == [4.0, 0.0, 0.0, 3.0] and residual[0].tolist() == [
+        0,
+        1,
+        0,
+        0,
+    ]
+    second = [torch.tensor([0.0, 0.0, 2.0, 0.5])]  # coordinate 1 sent by nobody now
+    payload, residual = send_downlink_with_feedback(codec, second, residual, step=1, seed=0)
+    assert codec.decode(payload, [4])[0].tolist() == [0.0, 0.0, 2.0, 0.5] and residual[0].tolist() == [
+        0,
+        1,
+        0,
+        0,
+    ]
+
+
+# -------------------------------------------------------------- bad settings
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("qsgd:3", r"^codec 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3$"),
+        ("qsgd:8:0", r"^codec 'qsgd:8:0': qsgd block must be an integer >= 1"),
+        ("topk:0", r"^codec 'topk:0': topk density must be in \(0, 1\], got 0.0$"),
+        ("topk:1.5", r"^codec 'topk:1.5': topk density must be in \(0, 1\], got 1.5$"),
+        ("topk:x", r"^codec 'topk:x': 'topk:x' has a value that is not a number$"),
+        ("gzip", r"^codec 'gzip': unknown stage 'gzip'; stages are topk:DENSITY"),
+        ("qsgd:8+sign", r"^codec 'qsgd:8\+sign': give at most one value coder, got qsgd:8, sign$"),
+        ("fp16+topk:0.1", r"^codec 'fp16\+topk:0.1': filters \(topk\) come before the value coder$"),
+    ],
+)
+def test_a_bad_codec_spec_is_a_one_line_error_naming_it(spec, message):
+    with pytest.raises(ValueError, match=message):
+        make_codec(spec)
+
+
+def test_error_feedback_of_a_codec_that_drops_nothing_is_an_error_naming_the_option():
+    with pytest.raises(
+        ValueError, match=r"^error_feedback needs a lossy codec .*SparseCodec\(float32\) drops"
+    ):
+        FederatedStrategy(error_feedback=True)
+    with pytest.raises(ValueError, match=r"^download_error_feedback needs a lossy codec"):
+        FederatedStrategy(codec="qsgd:8", download_codec="float32", download_error_feedback=True)
+    with pytest.raises(ValueError, match=r"^download_codec 'qsgd:5': qsgd bits"):
+        FederatedStrategy(download_codec="qsgd:5")
+
+
+# ------------------------------------------------------------ in the strategy
+def _fit(data_dir, root, max_steps=6, resume=None, every=None, **strategy_options):
+    pl.seed_everything(3, verbose=False)
+    dm = FederatedDataModule("mnist", 4, batch_size=16, data_dir=data_dir, val_size=64)
+    torch.manual_seed(0)
+    network = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)))
+    module = SparseVDClassifier(network, num_train=N_TRAIN, lr=1e-2)
+    strategy = FederatedStrategy(**strategy_options)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, max_steps=max_steps, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=root,
+        callbacks=[RunCheckpoint(root / "checkpoints", every_n_steps=every)],
+    )  # fmt: skip
+    trainer.fit(module, dm, ckpt_path=resume)
+    return module, strategy
+
+
+STACK = {
+    "codec": "topk:0.05+qsgd:8", "error_feedback": True,
+    "download_codec": "qsgd:8", "download_error_feedback": True,
+}  # fmt: skip
+
+
+def test_a_compressed_run_sends_fewer_bytes_and_keeps_residuals_on_both_sides(data_dir, tmp_path):
+    _, plain = _fit(data_dir, tmp_path / "plain")
+    module, packed = _fit(data_dir, tmp_path / "packed", **STACK)
+    plain_total, packed_total = plain.ledger.total, packed.ledger.total
+    assert packed_total.upload_bytes < plain_total.upload_bytes / 8  # 5 % of entries, a byte each
+    assert packed_total.download_bytes < plain_total.download_bytes / 2
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    residuals = [packed.devices.states[d].extra["residual"] for d in range(4)]
+    assert all(len(r) == len(packed.plan.shared) and any(t.any() for t in r) for r in residuals)
+    assert packed._server_residual is not None and any(t.any() for t in packed._server_residual)
+
+
+def test_a_resumed_compressed_run_ends_as_the_run_that_never_stopped(data_dir, tmp_path):
+    """Residuals (devices' and the server's) and the seeded roundings survive a checkpoint exactly."""
+    whole, whole_strategy = _fit(data_dir, tmp_path / "whole", max_steps=6, **STACK)
+    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    _fit(data_dir, tmp_path / "half", max_steps=3, every=3, **STACK)  # mid-epoch: 10 steps an epoch
+    resumed, resumed_strategy = _fit(data_dir, tmp_path / "resumed", max_steps=6, resume=str(ckpt), **STACK)
+    first, second = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    for device in range(4):
+        for a, b in zip(
+            whole_strategy.devices.states[device].extra["residual"],
+            resumed_strategy.devices.states[device].extra["residual"],
+            strict=True,
+        ):
+            assert torch.equal(a, b)
+    ledger = [vars(t) for t in whole_strategy.ledger.history]
+    assert ledger == [vars(t) for t in resumed_strategy.ledger.history]
+
+
+def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data_dir, tmp_path):
+    """Devices start from the quantised model, the server steps its own: FedAvg of deltas."""
+    options = {"devices_per_round": 2, "local_steps": 2, "codec": "topk:0.2", "error_feedback": True}
+    module, strategy = _fit(data_dir, tmp_path / "a", max_steps=3, download_codec="qsgd:8", **options)
+    assert strategy._server_model is None and all(torch.isfinite(p).all() for p in module.parameters())
+    sent = [strategy.devices.states[d].extra.get("residual") for d in range(4)]
+    assert any(r is not None for r in sent)  # the sampled devices hold residuals, the others none yet
+    with pytest.raises(ValueError, match=r"^download_error_feedback applies to the paper's protocol"):
+        _fit(
+            data_dir,
+            tmp_path / "b",
+            max_steps=1,
+            download_codec="qsgd:8",
+            download_error_feedback=True,
+            **options,
+        )
