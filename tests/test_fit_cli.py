@@ -107,6 +107,24 @@ def _snapshot(folder: Path) -> dict:
             ["--checkpoint-every-n-steps", "-1"],
             r"--checkpoint-every-n-steps: -1 is not allowed \(must be an integer >= 0\)",
         ),
+        (
+            ["--codec", "qsgd:3"],
+            r"^fit.py: error: --codec 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3$",
+        ),
+        (["--codec", "topk:0"], r"--codec 'topk:0': topk density must be in \(0, 1\], got 0.0$"),
+        (
+            ["--download-codec", "zip"],
+            r"--download-codec 'zip': unknown stage 'zip'; stages are topk:DENSITY",
+        ),
+        (["--error-feedback"], r"--error-feedback needs a lossy --codec \(topk, fp16, qsgd or sign\); "),
+        (
+            ["--codec", "sign", "--download-codec", "float32", "--download-error-feedback"],
+            r"--download-error-feedback needs a lossy --download-codec",
+        ),
+        (
+            ["--codec", "fp16", "--download-error-feedback", "--local-steps", "2"],
+            r"--download-error-feedback applies to the paper's protocol",
+        ),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
         (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
         ([], r"already holds a run \(summary.json\); pass --resume or another folder"),

@@ -1,0 +1,96 @@
+"""The compression methods side by side on one ledger: same data, devices, epoch budget and seed.
+
+Usage:
+    python scripts/compare_codecs.py [--epochs 2] [--runs-dir ~/lf-runs/codecs] [--only NAME,...]
+
+Every method is one ``scripts/fit.py`` call on ``configs/fmnist_16_tuned.yaml`` (CifarNet, full
+Fashion-MNIST, 16 iid devices, batch 128, Adam 1e-3 on the server's average) with ``--max-epochs``
+set to the budget and the method's own flags (``METHODS``). A method whose run folder holds a
+``summary.json`` is not run again; one with a checkpoint is resumed. When every method is done the
+script writes ``results/codec_comparison_EPOCHS.json`` and prints the markdown table of
+RESULTS.md: test top-1, kept weights, wire bytes (upload + download + headers) and the paper's
+measure as a percentage of dense distributed SGD over the same steps, wall time, and the command.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/fmnist_16_tuned.yaml"
+METHODS = {
+    "dense SGD": ["--dense"],
+    "masks alone (the paper)": [],
+    "top-k 0.1 % + error feedback (DGC)": ["--dense", "--codec", "topk:0.001:27", "--error-feedback"],
+    "8-bit QSGD": ["--dense", "--codec", "qsgd:8"],
+    "signSGD + error feedback": [
+        "--dense", "--codec", "sign", "--error-feedback", "--download-codec", "qsgd:8",
+        "--download-error-feedback",
+    ],
+    "FedAvg, 5 local steps": ["--dense", "--local-steps", "5"],
+    "masks + top-k 1 % + 4-bit QSGD + error feedback": [
+        "--codec", "topk:0.01:27+qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
+        "--download-error-feedback",
+    ],
+}  # fmt: skip
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:40]
+
+
+def command_of(name: str, epochs: int, runs: Path) -> list[str]:
+    output = runs / f"{epochs}ep" / slug(name)
+    return [
+        "scripts/fit.py", "--config", CONFIG, "--max-epochs", str(epochs), *METHODS[name],
+        "--output-dir", str(output),
+    ]  # fmt: skip
+
+
+def run(name: str, epochs: int, runs: Path) -> dict:
+    command = command_of(name, epochs, runs)
+    output = Path(command[-1])
+    if not (output / "summary.json").exists():
+        resume = ["--resume"] if (output / "checkpoints" / "last.ckpt").exists() else []
+        print(f"compare_codecs.py: {name}: {shlex.join(['python', *command, *resume])}", flush=True)
+        subprocess.run([sys.executable, *command, *resume], cwd=ROOT, check=True)
+    summary = json.loads((output / "summary.json").read_text())
+    return {"method": name, "command": shlex.join(["python", *command]), **summary}
+
+
+def table(rows: list[dict]) -> str:
+    columns = ["method", "top-1", "kept weights", "wire bytes, % of dense", "paper's measure, % of dense"]
+    lines = ["| " + " | ".join([*columns, "wall time", "command"]) + " |", "|---" * 7 + "|"]
+    for row in rows:
+        lines.append(
+            f"| {row['method']} | {100 * row['test_acc']:.2f} % | {100 * row['kept_fraction']:.2f} % "
+            f"| {100 * row['comm_wire_fraction']:.2f} % | {100 * row['comm_paper_fraction']:.2f} % "
+            f"| {row['wall_seconds'] / 60:.0f} min | `{row['command']}` |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="the epoch budget of every method")
+    parser.add_argument("--runs-dir", type=Path, default=Path.home() / "lf-runs" / "codecs")
+    parser.add_argument("--only", default=None, help="comma-separated method names (default: all)")
+    args = parser.parse_args(argv)
+    names = list(METHODS) if args.only is None else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        parser.error(f"--only: unknown methods {unknown}; choose from {list(METHODS)}")
+    rows = [run(name, args.epochs, args.runs_dir.expanduser()) for name in names]
+    if args.only is None:
+        out = ROOT / "results" / f"codec_comparison_{args.epochs}ep.json"
+        out.write_text(json.dumps(rows, indent=1) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
