@@ -23,7 +23,11 @@ from lightning_fed.federation.checkpoint import (
     rows_path,
     sidecar_path,
 )
-from lightning_fed.federation.error_feedback import send_downlink_with_feedback, send_with_feedback
+from lightning_fed.federation.error_feedback import (
+    send_downlink_with_feedback,
+    send_with_feedback,
+    send_with_momentum_correction,
+)
 from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
@@ -72,6 +76,9 @@ class FederatedStrategy(DDPStrategy):
         download_codec: the server's messages' codec (default: ``codec``).
         error_feedback: each device keeps what the upload codec dropped and adds it to its next
             upload (:mod:`lightning_fed.federation.error_feedback`); needs a lossy codec.
+        error_feedback_momentum: DGC's momentum correction: each device accumulates its own
+            momentum of the updates with this factor, and clears it where it sent (0: off; pair it
+            with ``server_optimizer="fedavg"``, as the momentum is then on the devices).
         download_error_feedback: the server does the same for its download (the paper's protocol
             only: in sampled rounds the download is the model itself).
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
@@ -112,6 +119,7 @@ class FederatedStrategy(DDPStrategy):
         codec: "Codec | str | list | None" = None,
         download_codec: "Codec | str | list | None" = None,
         error_feedback: bool = False,
+        error_feedback_momentum: float = 0.0,
         download_error_feedback: bool = False,
         aggregation: str = "mean",
         mask: bool = True,
@@ -185,6 +193,13 @@ class FederatedStrategy(DDPStrategy):
         if download_codec is not None:
             self.download_codec = make_codec(download_codec, "download_codec")
         self.error_feedback = _check_error_feedback("error_feedback", error_feedback, self.codec)
+        if not (isinstance(error_feedback_momentum, (int, float)) and 0 <= error_feedback_momentum < 1):
+            raise ValueError(f"error_feedback_momentum must be in [0, 1), got {error_feedback_momentum!r}")
+        if error_feedback_momentum and not error_feedback:
+            raise ValueError(
+                "error_feedback_momentum is DGC's momentum correction: it needs error_feedback=True"
+            )
+        self.error_feedback_momentum = float(error_feedback_momentum)
         self.download_error_feedback = _check_error_feedback(
             "download_error_feedback", download_error_feedback, self.download_codec
         )
@@ -510,10 +525,17 @@ class FederatedStrategy(DDPStrategy):
         seed = (self._seed, 0, device, step)  # 0: uploads
         if not self.error_feedback:
             return self.codec.encode(update, step=step, seed=seed)
-        state = self.devices.states[device]
+        extra = self.devices.states[device].extra
         masks = self._round_masks if self._round_masks is not None else self.plan.masks(self.lightning_module)
-        payload, state.extra["residual"] = send_with_feedback(
-            self.codec, update, state.extra.get("residual"), self.plan.keeps(masks), step=step, seed=seed
+        keeps = self.plan.keeps(masks)
+        if self.error_feedback_momentum:
+            payload, extra["residual"], extra["velocity"] = send_with_momentum_correction(
+                self.codec, update, extra.get("residual"), extra.get("velocity"), keeps,
+                self.error_feedback_momentum, step=step, seed=seed,
+            )  # fmt: skip
+            return payload
+        payload, extra["residual"] = send_with_feedback(
+            self.codec, update, extra.get("residual"), keeps, step=step, seed=seed
         )
         return payload
 

@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--error-feedback", action="store_true", help="devices keep what the codec dropped and send it later"
     )
     g.add_argument(
+        "--error-feedback-momentum", type=_fraction_below_1, default=0.0,
+        help="DGC's momentum correction: devices accumulate momentum M of their updates (0: off)",
+    )  # fmt: skip
+    g.add_argument(
         "--download-error-feedback",
         action="store_true",
         help="the server does the same (paper's protocol only)",
@@ -244,7 +248,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _check_codecs(parser, args) -> None:
     """Each codec spec parses, and error feedback is asked only of a codec that drops something."""
-    if not (args.codec or args.download_codec or args.error_feedback or args.download_error_feedback):
+    if not (
+        args.codec or args.download_codec or args.error_feedback or args.download_error_feedback
+    ) and not (args.error_feedback_momentum):
         return
     from lightning_fed.communication import make_codec
 
@@ -262,6 +268,8 @@ def _check_codecs(parser, args) -> None:
             parser.error(
                 f"{feedback} needs a lossy {option} (topk, fp16, qsgd or sign); {codec!r} drops nothing"
             )
+    if args.error_feedback_momentum and not args.error_feedback:
+        parser.error("--error-feedback-momentum is DGC's momentum correction: it needs --error-feedback")
     sampled = args.devices_per_round not in (None, args.devices) or args.local_steps not in (None, 1)
     if args.download_error_feedback and (sampled or args.local_epochs or args.failure_rate):
         parser.error(

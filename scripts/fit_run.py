@@ -107,7 +107,8 @@ def round_options(args) -> dict:
         "client_optimizer": args.client_optimizer, "client_lr": args.client_lr,
         "proximal_mu": args.proximal_mu, "device_store": args.device_store,
         "codec": args.codec, "download_codec": args.download_codec,
-        "error_feedback": args.error_feedback, "download_error_feedback": args.download_error_feedback,
+        "error_feedback": args.error_feedback, "error_feedback_momentum": args.error_feedback_momentum,
+        "download_error_feedback": args.download_error_feedback,
     }  # fmt: skip
 
 

@@ -13,7 +13,11 @@ from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.communication import QSGD, Float16, Float32, Sign, SparseCodec, TopK, make_codec
 from lightning_fed.communication.codecs import HEADER
-from lightning_fed.federation.error_feedback import send_downlink_with_feedback, send_with_feedback
+from lightning_fed.federation.error_feedback import (
+    send_downlink_with_feedback,
+    send_with_feedback,
+    send_with_momentum_correction,
+)
 from lightning_fed.nn import variational
 from modules.classifier import SparseVDClassifier
 from tests.conftest import N_TRAIN
@@ -137,6 +141,27 @@ def test_error_feedback_never_sends_nor_keeps_a_pruned_coordinate():
         assert residual[0][keep].any()  # what top-k dropped where kept is carried
 
 
+def test_momentum_correction_accumulates_the_device_s_momentum_and_clears_it_where_sent():
+    """DGC: u = m u + g; e + u is what top-k sees; u restarts where something was sent."""
+    codec, momentum = make_codec("topk:0.1"), 0.9
+    generator = torch.Generator().manual_seed(1)
+    residual = velocity = None
+    keep = torch.rand(500, generator=generator) < 0.7
+    for step in range(6):
+        update = [torch.randn(500, generator=generator) * keep]
+        before_e = residual[0] if residual else torch.zeros(500)
+        before_u = velocity[0] if velocity else torch.zeros(500)
+        payload, residual, velocity = send_with_momentum_correction(
+            codec, update, residual, velocity, [keep], momentum, step=step, seed=step
+        )
+        sent = codec.decode(payload, [500])[0]
+        accumulated = momentum * before_u + update[0]
+        assert torch.allclose(sent + residual[0], before_e + accumulated, atol=1e-5)
+        assert not velocity[0][sent != 0].any()
+        assert torch.allclose(velocity[0][sent == 0], accumulated[sent == 0])
+        assert not (sent[~keep].any() or residual[0][~keep].any() or velocity[0][~keep].any())
+
+
 def test_the_download_residual_waits_where_nobody_sends_and_is_added_where_somebody_does():
     codec = make_codec("topk:0.5")
     first = [torch.tensor([4.0, 1.0, 0.0, 3.0])]
@@ -183,6 +208,10 @@ def test_error_feedback_of_a_codec_that_drops_nothing_is_an_error_naming_the_opt
         FederatedStrategy(error_feedback=True)
     with pytest.raises(ValueError, match=r"^download_error_feedback needs a lossy codec"):
         FederatedStrategy(codec="qsgd:8", download_codec="float32", download_error_feedback=True)
+    with pytest.raises(ValueError, match=r"^error_feedback_momentum is DGC's momentum correction: it needs"):
+        FederatedStrategy(codec="topk:0.1", error_feedback_momentum=0.9)
+    with pytest.raises(ValueError, match=r"^error_feedback_momentum must be in \[0, 1\), got 1.0"):
+        FederatedStrategy(codec="topk:0.1", error_feedback=True, error_feedback_momentum=1.0)
     with pytest.raises(ValueError, match=r"^download_codec 'qsgd:5': qsgd bits"):
         FederatedStrategy(download_codec="qsgd:5")
 
@@ -239,6 +268,16 @@ def test_a_resumed_compressed_run_ends_as_the_run_that_never_stopped(data_dir, t
             assert torch.equal(a, b)
     ledger = [vars(t) for t in whole_strategy.ledger.history]
     assert ledger == [vars(t) for t in resumed_strategy.ledger.history]
+
+
+def test_dgc_with_momentum_correction_and_server_sgd_trains_and_keeps_velocities(data_dir, tmp_path):
+    options = {"codec": "topk:0.01:3", "error_feedback": True, "error_feedback_momentum": 0.9}
+    module, strategy = _fit(
+        data_dir, tmp_path, max_steps=4, server_optimizer="fedavg", server_lr=0.1, **options
+    )
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+    velocities = [strategy.devices.states[d].extra["velocity"] for d in range(4)]
+    assert all(len(v) == len(strategy.plan.shared) and any(t.any() for t in v) for v in velocities)
 
 
 def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data_dir, tmp_path):

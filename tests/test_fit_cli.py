@@ -116,6 +116,10 @@ def _snapshot(folder: Path) -> dict:
             ["--download-codec", "zip"],
             r"--download-codec 'zip': unknown stage 'zip'; stages are topk:DENSITY",
         ),
+        (
+            ["--codec", "topk:0.1", "--error-feedback-momentum", "0.9"],
+            r"--error-feedback-momentum is DGC's momentum correction: it needs --error-feedback$",
+        ),
         (["--error-feedback"], r"--error-feedback needs a lossy --codec \(topk, fp16, qsgd or sign\); "),
         (
             ["--codec", "sign", "--download-codec", "float32", "--download-error-feedback"],

@@ -53,6 +53,35 @@ def send_with_feedback(
     return payload, _left_over(codec, payload, intended)
 
 
+def send_with_momentum_correction(
+    codec: Codec,
+    update: list[torch.Tensor],
+    residual: list[torch.Tensor] | None,
+    velocity: list[torch.Tensor] | None,
+    keeps: list[torch.Tensor | None],
+    momentum: float,
+    *,
+    step: int,
+    seed,
+) -> tuple[Payload, list[torch.Tensor], list[torch.Tensor]]:
+    """DGC's momentum correction: the device's own momentum ``u = m u + g`` is what accumulates.
+
+    It sends ``C(e + u)``, keeps ``e' = e + u - D(C(e + u))`` and clears ``u`` where something was
+    sent (momentum factor masking), so a coordinate's momentum restarts once it has been sent. With
+    it the server should step plain SGD (``server_optimizer="fedavg"``): the momentum is here.
+    """
+    if velocity is None:
+        velocity = [torch.zeros_like(u) for u in update]
+    velocity = [
+        _masked(momentum * v.to(u.device) + u, keep)
+        for v, u, keep in zip(velocity, update, keeps, strict=True)
+    ]
+    payload, residual = send_with_feedback(codec, velocity, residual, keeps, step=step, seed=seed)
+    sent = codec.decode(payload, [t.numel() for t in velocity])
+    velocity = [torch.where(s.to(v.device) != 0, 0, v) for v, s in zip(velocity, sent, strict=True)]
+    return payload, residual, velocity
+
+
 def send_downlink_with_feedback(
     codec: Codec, average: list[torch.Tensor], residual: list[torch.Tensor] | None, *, step: int, seed
 ) -> tuple[Payload, list[torch.Tensor]]:
