@@ -177,7 +177,9 @@ class FederatedStrategy(DDPStrategy):
                     f"FederatedStrategy exchanges messages itself and takes no {key}; "
                     "pass a codec (lightning_fed.communication.Codec) instead"
                 )
-        kwargs.setdefault("checkpoint_io", AtomicCheckpointIO())  # never a half-written checkpoint
+        kwargs = _without_ddp_defaults(kwargs)  # LightningCLI passes every one of them, as defaults
+        if kwargs.get("checkpoint_io") is None:
+            kwargs["checkpoint_io"] = AtomicCheckpointIO()  # never a half-written checkpoint
         super().__init__(**kwargs)
         if self._ddp_kwargs:
             named = ", ".join(sorted(self._ddp_kwargs))
@@ -764,6 +766,27 @@ class FederatedStrategy(DDPStrategy):
             raise ValueError(
                 f"checkpoint {path} was trained {flag} --share-log-sigma2; resume it the same way"
             )
+
+
+def _without_ddp_defaults(kwargs: dict) -> dict:
+    """``kwargs`` less the DistributedDataParallel options that are None or at their defaults."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(DistributedDataParallel.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {k: v for k, v in kwargs.items() if not (k in defaults and (v is None or _same(v, defaults[k])))}
+
+
+def _same(value, default) -> bool:
+    try:
+        return bool(value == default)
+    except Exception:  # a tensor or another value with no plain equality
+        return False
 
 
 def _check_error_feedback(option: str, asked: bool, codec: Codec) -> bool:
