@@ -223,7 +223,7 @@ class FederatedStrategy(DDPStrategy):
         self.client_lr = client_lr
         self.proximal_mu = float(proximal_mu)
         self.device_store = device_store
-        self._resumed_path = self._resumed_step = None
+        self._resumed_path = self._resumed_step = self._resumed_layout = None
         self._non_finite: tuple[int, str] | None = None
         self._watchdog: ProcessWatchdog | None = None  # in the launching process of each node
         self._watched = False
@@ -307,10 +307,15 @@ class FederatedStrategy(DDPStrategy):
         self.devices = DeviceStates(
             module, self.plan, self.hosted_devices, seed, self._client_optimizer,
             keep_optimizer_state=self.synchronous, rows_path=self._rows_path(trainer), rank=self.global_rank,
+            feedback=self._feedback_kinds,
         )  # fmt: skip
         if self._resumed is not None:
             path, step = self._resumed_path, self._resumed_step
-            self.devices.load_state_dict(self._resumed, rows_file=lambda rank: rows_path(path, rank, step))
+            self.devices.load_state_dict(
+                self._resumed,
+                rows_file=lambda rank: rows_path(path, rank, step),
+                rows_layout=self._resumed_layout,
+            )
             self._resumed = None
         self._transport = make_transport(self.transport, self.codec, self.plan.numels, self.world_size)
 
@@ -348,6 +353,7 @@ class FederatedStrategy(DDPStrategy):
             return None
         module = self.lightning_module
         per_device = sum(module.get_parameter(n).numel() * 4 for n in self.plan.local_parameters)
+        per_device += len(self._feedback_kinds) * 4 * sum(self.plan.numels)  # error-feedback tensors
         if self.device_store == "auto" and per_device * len(self.hosted_devices) <= DISK_STORE_ABOVE_BYTES:
             return None
         return Path(trainer.default_root_dir) / "device-states" / f"process-{self.global_rank}.f32"
@@ -520,6 +526,13 @@ class FederatedStrategy(DDPStrategy):
         self.devices.rest()
         self._round = this_round
         return self._round_output(output, losses)
+
+    @property
+    def _feedback_kinds(self) -> tuple[str, ...]:
+        """What error feedback keeps on each device: its residual, and with DGC's correction its momentum."""
+        if not self.error_feedback:
+            return ()
+        return ("residual", "velocity") if self.error_feedback_momentum else ("residual",)
 
     def _encode_upload(self, device: int, update: list[torch.Tensor]):
         """``device``'s payload of ``update``; with error feedback, of ``update`` plus its residual."""
@@ -752,6 +765,7 @@ class FederatedStrategy(DDPStrategy):
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
         self._resumed = {d: pool[d] for d in self.hosted_devices if d in pool}
         self._resumed_path, self._resumed_step = checkpoint_path, federated.get("files_step")
+        self._resumed_layout = federated.get("rows_layout")
         federated["devices"] = None  # the other devices' states are not kept
         return checkpoint
 

@@ -13,6 +13,7 @@ from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.communication import QSGD, Float16, Float32, Sign, SparseCodec, TopK, make_codec
 from lightning_fed.communication.codecs import HEADER
+from lightning_fed.federation.device_state import split_row
 from lightning_fed.federation.error_feedback import (
     send_downlink_with_feedback,
     send_with_feedback,
@@ -296,3 +297,35 @@ def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data
             download_error_feedback=True,
             **options,
         )
+
+
+def _feedback_of(strategy, device: int) -> list[torch.Tensor] | None:
+    """A device's residual, wherever its store keeps it (memory, or its row on disk)."""
+    states = strategy.devices
+    if states.rows is None:
+        return states.states[device].extra.get("residual")
+    row = states.rows.read(device)
+    return None if row is None else split_row(row)[1]["residual"]
+
+
+def test_residuals_in_the_devices_rows_on_disk_train_and_resume_as_in_memory(data_dir, tmp_path):
+    """At 1,000 devices the residuals go where the variant's log_sigma2 goes: the rows file."""
+    options = {"devices_per_round": 2, "local_steps": 2, "codec": "topk:0.1+qsgd:4", "error_feedback": True}
+    memory, in_memory = _fit(data_dir, tmp_path / "memory", max_steps=6, device_store="memory", **options)
+    _fit(data_dir, tmp_path / "half", max_steps=3, every=3, device_store="disk", **options)
+    resume = str(tmp_path / "half" / "checkpoints" / "last.ckpt")
+    disk, on_disk = _fit(
+        data_dir, tmp_path / "disk", max_steps=6, resume=resume, device_store="disk", **options
+    )
+    assert on_disk.devices.rows is not None and in_memory.devices.rows is None
+    assert not any("residual" in on_disk.devices.states[d].extra for d in range(4))  # not in memory
+    first, second = memory.state_dict(), disk.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    trained = 0
+    for device in range(4):
+        a, b = _feedback_of(in_memory, device), _feedback_of(on_disk, device)
+        assert (a is None) == (b is None)
+        if a is not None:
+            trained += 1
+            assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert trained >= 2

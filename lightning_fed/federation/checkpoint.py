@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from lightning_fed.federation.device_state import read_row
+from lightning_fed.federation.device_state import read_row, split_row
 from lightning_fed.federation.files import write_aside
 
 CHECKPOINT_KEY = "federated"
@@ -132,7 +132,10 @@ def device_states_of(checkpoint: dict, checkpoint_path) -> dict[int, dict]:
     for state in states.values():
         if state.get("params") is None and state.get("params_at") is not None:
             rank, row = state["params_at"]
-            state["params"] = read_row(rows_path(checkpoint_path, rank, step), row, layout)
+            state["params"], feedback = split_row(
+                read_row(rows_path(checkpoint_path, rank, step), row, layout)
+            )
+            state["extra"] = {**(state.get("extra") or {}), **feedback}
     return states
 
 

@@ -91,6 +91,30 @@ def _seeded_rng(seed: int, device: torch.device) -> dict[str, torch.Tensor]:
 
 
 Layout = list[tuple[str, tuple[int, ...]]]
+FEEDBACK = "feedback:"  # row entries of error-feedback tensors: "feedback:KIND:I", I-th shared tensor
+
+
+def feedback_layout(kinds: tuple[str, ...], numels: list[int]) -> Layout:
+    """The row entries of the error-feedback tensors ``kinds`` (e.g. residual) of every shared tensor."""
+    return [(f"{FEEDBACK}{kind}:{i}", (numel,)) for kind in kinds for i, numel in enumerate(numels)]
+
+
+def split_row(row: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+    """A row's local parameters, and its error-feedback tensors as ``{kind: [tensor per shared one]}``.
+
+    Example::
+
+        >>> params, feedback = split_row({"w": torch.zeros(2), "feedback:residual:0": torch.ones(3)})
+        >>> list(params), {k: [t.tolist() for t in v] for k, v in feedback.items()}
+        (['w'], {'residual': [[1.0, 1.0, 1.0]]})
+    """
+    params = {k: v for k, v in row.items() if not k.startswith(FEEDBACK)}
+    feedback: dict[str, list[torch.Tensor]] = {}
+    for key, value in row.items():
+        if key.startswith(FEEDBACK):
+            kind = key[len(FEEDBACK) :].rsplit(":", 1)[0]
+            feedback.setdefault(kind, []).append(value.reshape(-1))
+    return params, feedback
 
 
 def read_row(path, row: int, layout: Layout) -> dict[str, torch.Tensor]:
@@ -201,6 +225,8 @@ class DeviceStates:
         rows_path: keep the local parameters in a file of rows there (:class:`DiskRows`)
             instead of in memory: 1,000 devices of CifarNet's log_sigma2 are 5.5 GB.
         rank: the process's rank, recorded with each row (where a checkpoint finds it).
+        feedback: the error-feedback tensors a device keeps in ``extra`` (``("residual",)``); with
+            rows on disk they live in each device's row too, out of memory between its rounds.
 
     Example::
 
@@ -224,6 +250,7 @@ class DeviceStates:
         keep_optimizer_state: bool = True,
         rows_path: Path | None = None,
         rank: int = 0,
+        feedback: tuple[str, ...] = (),
     ) -> None:
         self.model, self.plan, self.optimizer = model, plan, optimizer
         self.keep_optimizer_state = keep_optimizer_state
@@ -232,6 +259,9 @@ class DeviceStates:
         self.where = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.initial = {n: model.get_parameter(n).detach().clone() for n in plan.local_parameters}
         self.layout: Layout = [(n, tuple(t.shape)) for n, t in self.initial.items()]
+        self.feedback = tuple(feedback)
+        if rows_path:
+            self.layout += feedback_layout(self.feedback, plan.numels)
         self.rows = DiskRows(rows_path, self.devices, self.layout) if rows_path and self.layout else None
         self.states: dict[int, DeviceState] = {d: self._initial(seed, d) for d in self.devices}
         self.resident = self.devices[0]  # the device whose state the model holds between rounds
@@ -242,16 +272,24 @@ class DeviceStates:
         buffers = {n: self.model.get_buffer(n).detach().clone() for n in self.plan.local_buffers}
         return DeviceState(params, buffers, rng=_seeded_rng(device_seed(seed, device), self.where))
 
-    def _params_of(self, device: int) -> dict[str, torch.Tensor]:
+    def _params_of(self, device: int, feedback: bool = False) -> dict[str, torch.Tensor]:
+        """``device``'s local parameters; with ``feedback``, its error-feedback tensors from its row
+        go into its ``extra`` as well."""
         if self.rows is None:
             return self.states[device].params
-        return self.rows.read(device) or self.initial
+        row = self.rows.read(device)
+        if row is None:
+            return self.initial
+        params, kept = split_row(row)
+        if feedback:
+            self.states[device].extra.update(kept)
+        return params
 
     @torch.no_grad()
-    def load(self, device: int) -> None:
+    def load(self, device: int, feedback: bool = True) -> None:
         """Put ``device``'s parameters, buffers and optimizer state into the model and optimizer."""
         state = self.states[device]
-        for name, value in self._params_of(device).items():
+        for name, value in self._params_of(device, feedback).items():
             self.model.get_parameter(name).copy_(value)
         for name, value in state.buffers.items():
             self.model.get_buffer(name).copy_(value)
@@ -268,7 +306,9 @@ class DeviceStates:
         """Copy the model's local parameters, buffers and optimizer state back into ``device``'s state."""
         state = self.states[device]
         if self.rows is not None:
-            self.rows.write(device, {name: self.model.get_parameter(name) for name, _ in self.layout})
+            self.rows.write(
+                device, self._row_from({n: self.model.get_parameter(n) for n in self.initial}, state.extra)
+            )
         for name, value in state.params.items():
             value.copy_(self.model.get_parameter(name))
         for name, value in state.buffers.items():
@@ -278,6 +318,16 @@ class DeviceStates:
                 entry = self.optimizer.state.pop(self.model.get_parameter(name), None)
                 if entry and self.keep_optimizer_state:
                     state.optimizer[name] = entry
+
+    def _row_from(self, params: dict[str, torch.Tensor], extra: dict) -> dict[str, torch.Tensor]:
+        """The row to write: local parameters, and the feedback tensors taken out of ``extra``
+        (zeros where the device has none yet)."""
+        row = dict(params)
+        for kind in self.feedback:
+            tensors = extra.pop(kind, None)
+            for i, numel in enumerate(self.plan.numels):
+                row[f"{FEEDBACK}{kind}:{i}"] = tensors[i] if tensors is not None else torch.zeros(numel)
+        return row
 
     @contextmanager
     def hosting(self, device: int) -> Iterator[DeviceState]:
@@ -296,7 +346,7 @@ class DeviceStates:
 
     def rest(self) -> None:
         """Between rounds the model holds the resident device's state (what is evaluated and saved)."""
-        self.load(self.resident)
+        self.load(self.resident, feedback=False)
 
     def state_dict(self) -> dict[int, dict]:
         """Every hosted device's state; with rows on disk, ``params`` is None and ``params_at`` says
@@ -310,12 +360,15 @@ class DeviceStates:
         return states
 
     def load_state_dict(
-        self, states: dict[int, dict], rows_file: Callable[[int], Path] | None = None
+        self,
+        states: dict[int, dict],
+        rows_file: Callable[[int], Path] | None = None,
+        rows_layout: Layout | None = None,
     ) -> None:
         """Restore the hosted devices' states (others in ``states`` are ignored).
 
         ``rows_file(rank)`` is where process ``rank`` saved its rows, for states whose ``params``
-        were kept on disk.
+        were kept on disk, in ``rows_layout`` (default: this store's own).
         """
         missing = [d for d in self.devices if d not in states]
         if missing:
@@ -323,17 +376,22 @@ class DeviceStates:
         restored = {}
         for device in self.devices:
             state = dict(states[device])
+            extra = dict(state.get("extra") or {})
             params = state.get("params")
             if params is None and state.get("params_at") is not None:
                 rank, row = state["params_at"]
                 if rows_file is None:
                     raise ValueError(f"device {device}'s parameters are in process {rank}'s rows file")
-                params = read_row(rows_file(rank), row, self.layout)
+                params, kept = split_row(read_row(rows_file(rank), row, rows_layout or self.layout))
+                extra.update(kept)
             if params is None:
                 params = self.initial
-            if self.rows is not None and params is not self.initial:
-                self.rows.write(device, params)
+            if self.rows is not None and (
+                params is not self.initial or any(k in extra for k in self.feedback)
+            ):
+                self.rows.write(device, self._row_from(params, extra))
             state["params"] = None if self.rows is not None else params
+            state["extra"] = extra
             restored[device] = DeviceState.from_state_dict(state, self.states[device])
         self.states = restored
-        self.load(self.resident)
+        self.load(self.resident, feedback=False)
