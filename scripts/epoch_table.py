@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from lightning_fed.cli import OneLineParser  # noqa: E402
-from lightning_fed.epoch_log import (  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser  # noqa: E402
+from lightning_fed.runs.epoch_log import (  # noqa: E402
     MEASURES,
     epoch_rows,
     markdown_table,

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Light modules only (no torch, no Lightning): --help answers at once.
     from datamodules.catalog import INFO
     from datamodules.partitions import PARTITIONS
-    from lightning_fed.cli import HelpFormatter, OneLineParser
     from lightning_fed.defaults import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD
+    from lightning_fed.runs.cli import HelpFormatter, OneLineParser
     from modules.catalog import NETWORK_NAMES as NETWORKS
 
     p = OneLineParser(description=__doc__, formatter_class=HelpFormatter)

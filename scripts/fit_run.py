@@ -29,12 +29,14 @@ from callbacks import (
 )
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
-from lightning_fed.epoch_log import read_epochs
 from lightning_fed.federation import DeviceFailed, NonFiniteError
 from lightning_fed.nn import layer_labels
 from lightning_fed.nn.init_from import read_checkpoint
-from lightning_fed.plots import write_run_plots
-from lightning_fed.run_lock import RunFolderInUse, hold_run_folder
+from lightning_fed.runs.epoch_log import read_epochs
+from lightning_fed.runs.hardware import default_processes, resolve_accelerator, strategy_options
+from lightning_fed.runs.plots import write_run_plots
+from lightning_fed.runs.run_lock import RunFolderInUse, hold_run_folder
+from lightning_fed.runs.summary import format_summary, run_summary
 from modules.classifier import SparseVDClassifier
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
@@ -59,6 +61,7 @@ _FLAGS = {
     "num_devices": "--devices", "batch_size": "--batch-size", "val_size": "--val-size",
     "devices_per_round": "--devices-per-round", "classes_per_device": "--classes-per-device",
     "num_shards": "--num-shards", "min_lr_ratio": "--min-lr-ratio", "max_bytes": "--comm-budget-bytes",
+    "accelerator": "--accelerator",
 }  # fmt: skip
 
 
@@ -156,7 +159,7 @@ def is_launcher() -> bool:
 
 
 def claim_run_folder(output: Path) -> int | None:
-    """Creates the run folder and holds its lock for this process (``lightning_fed.run_lock``)."""
+    """Creates the run folder and holds its lock for this process (``lightning_fed.runs.run_lock``)."""
     if output.exists() and not output.is_dir():
         raise FitError(f"--output-dir {str(output)!r} is a file, not a folder; pass a folder")
     try:
@@ -165,80 +168,6 @@ def claim_run_folder(output: Path) -> int | None:
         raise FitError(f"--output-dir {error}") from None
     except OSError as error:
         raise FitError(f"--output-dir {str(output)!r} cannot be created: {error.strerror}") from None
-
-
-def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
-    """The accelerator of a run of ``devices`` processes per node on a node with ``gpus`` GPUs.
-
-    ``auto`` takes the GPUs whenever the node has one; with fewer GPUs than devices the device
-    processes share them (``shared_gpus``).
-
-    Example::
-
-        >>> resolve_accelerator("auto", 16, gpus=1), resolve_accelerator("auto", 4, gpus=0)
-        ('gpu', 'cpu')
-    """
-    if accelerator == "auto":
-        return "gpu" if gpus >= 1 else "cpu"
-    if accelerator in ("gpu", "cuda") and gpus < 1:
-        raise FitError(
-            f"--accelerator {accelerator} needs a GPU, this machine has none; use --accelerator cpu"
-        )
-    return accelerator
-
-
-def default_processes(devices: int, num_nodes: int, accelerator: str, gpus: int) -> int:
-    """Processes per node when ``--processes`` is not given: one on a CPU node (one process on all
-    cores beats several, README "Processes"), one per GPU on a GPU node, as many as divide evenly.
-
-    Example::
-
-        >>> default_processes(16, 1, "cpu", gpus=0), default_processes(16, 1, "gpu", gpus=8)
-        (1, 8)
-        >>> default_processes(12, 1, "gpu", gpus=8), default_processes(16, 2, "cpu", gpus=0)
-        (6, 1)
-    """
-    most = gpus if accelerator in ("gpu", "cuda") else 1
-    per_node = max(devices // num_nodes, 1)
-    return max(p for p in range(1, max(min(most, per_node), 1) + 1) if devices % (p * num_nodes) == 0)
-
-
-def shared_gpus(devices: int, gpus: int) -> list[torch.device] | None:
-    """The GPU of each device process when there are fewer GPUs than devices (round robin).
-
-    None when every device has a GPU of its own. Two processes on one GPU cannot talk through
-    NCCL, so a run with shared GPUs synchronises through gloo (``strategy_options``).
-
-    Example::
-
-        >>> [str(gpu) for gpu in shared_gpus(3, gpus=2)], shared_gpus(4, gpus=4)
-        (['cuda:0', 'cuda:1', 'cuda:0'], None)
-    """
-    if gpus >= devices:
-        return None
-    return [torch.device("cuda", rank % gpus) for rank in range(devices)]
-
-
-def strategy_options(accelerator: str, devices: int, gpus: int) -> dict:
-    """``FederatedStrategy`` and ``Trainer`` options of the device placement.
-
-    Example::
-
-        >>> options = strategy_options("gpu", 16, gpus=1)
-        >>> options["strategy"]["process_group_backend"], len(options["strategy"]["parallel_devices"])
-        ('gloo', 16)
-        >>> options["trainer"]
-        {'devices': 'auto'}
-        >>> strategy_options("cpu", 16, gpus=1)
-        {'strategy': {}, 'trainer': {'devices': 16}}
-    """
-    placement = shared_gpus(devices, gpus) if accelerator in ("gpu", "cuda") else None
-    if placement is None:
-        return {"strategy": {}, "trainer": {"devices": devices}}
-    return {
-        "strategy": {"parallel_devices": placement, "process_group_backend": "gloo"},
-        "trainer": {"devices": "auto"},  # the strategy's parallel_devices say how many processes
-    }
 
 
 def run_checkpoint(args, output: Path) -> RunCheckpoint:
@@ -335,65 +264,13 @@ def _callback(trainer: pl.Trainer, kind: type):
     return next(callback for callback in trainer.callbacks if isinstance(callback, kind))
 
 
-def hardware(trainer: pl.Trainer) -> str:
-    """What the run trained on, for the results table: the GPU's name, or the CPU's core count."""
-    device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU, {os.cpu_count()} cores"
-
-
 def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict, seconds: float) -> dict:
-    total = trainer.strategy.ledger.total
-    export = _callback(trainer, SparseModelExport).sizes
-    return {
-        "test_acc": float(test_metrics.get("test/acc", float("nan"))),
-        "kept_fraction": model.kept_fraction(),
-        "comm_paper_fraction": total.paper_fraction,
-        "comm_wire_fraction": total.wire_fraction,
-        "comm_paper_bytes": total.paper_bytes,
-        "comm_wire_bytes": total.wire_bytes,
-        "comm_transport_bytes": total.transport_bytes,
-        "comm_dense_bytes": total.dense_bytes,
-        "steps": total.steps,
-        "rounds": total.steps,
-        "devices_per_round": trainer.strategy.devices_per_round or trainer.strategy.num_devices,
-        "updates_sent": total.reported,
-        "models_received": total.sampled,
-        "epochs": trainer.current_epoch,
-        "devices": trainer.strategy.num_devices,
-        "processes": trainer.world_size,
-        "wall_seconds": seconds,
-        "train_seconds": _callback(trainer, Timer).time_elapsed("train"),
-        "hardware": hardware(trainer),
-        "export_bytes": export.get("export/sparse_bytes"),
-        "export_dense_bytes": export.get("export/dense_bytes"),
-    }
-
-
-def print_summary(summary: dict) -> None:
-    rows = [
-        ("test accuracy", f"{100 * summary['test_acc']:.2f} %"),
-        ("kept weights", f"{100 * summary['kept_fraction']:.2f} %"),
-        ("communication, paper's measure", f"{100 * summary['comm_paper_fraction']:.2f} % of dense"),
-        ("communication, wire bytes", f"{100 * summary['comm_wire_fraction']:.2f} % of dense"),
-        ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
-        ("model file (sparse / dense)", f"{summary['export_bytes']:,} / {summary['export_dense_bytes']:,} B"),
-        (
-            "devices, per round x rounds",
-            f"{summary['devices']}, {summary['devices_per_round']} x {summary['rounds']}",
-        ),
-        ("updates sent / models received", f"{summary['updates_sent']:,} / {summary['models_received']:,}"),
-        (
-            "processes, bytes between them",
-            f"{summary['processes']}, {summary['comm_transport_bytes'] / 2**20:.1f} MiB",
-        ),
-        ("wall time (this call)", f"{summary['wall_seconds']:.0f} s"),
-        ("training time (all sessions)", f"{summary['train_seconds']:.0f} s"),
-        ("trained on", summary["hardware"]),
-    ]
-    width = max(len(name) for name, _ in rows)
-    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    """The run's summary (``summary.json``): :func:`lightning_fed.runs.summary.run_summary` of its parts."""
+    return run_summary(
+        trainer, model.kept_fraction(), test_metrics, seconds,
+        train_seconds=_callback(trainer, Timer).time_elapsed("train"),
+        export_sizes=_callback(trainer, SparseModelExport).sizes,
+    )  # fmt: skip
 
 
 def quiet_device_process() -> None:
@@ -473,7 +350,7 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
             output / "plots", ledger, history, labels=layer_labels(model), epochs=logged_epochs(output)
         )
         log_to_wandb(trainer, summary, plots)
-        print_summary(summary)
+        print(format_summary(summary))
     return 0
 
 

@@ -18,27 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from lightning_fed.cli import OneLineParser  # noqa: E402
-from lightning_fed.federation.checkpoint import device_states_of  # noqa: E402
-from lightning_fed.nn.init_from import network_state, read_checkpoint  # noqa: E402
+from lightning_fed.federation.checkpoint import network_state_of_device  # noqa: E402
+from lightning_fed.nn.init_from import read_checkpoint  # noqa: E402
 from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD  # noqa: E402
 from lightning_fed.nn.pruning import LayerPruning, pruning_report  # noqa: E402
-
-
-def device_state(checkpoint: dict, device: int | None, path=None) -> dict:
-    """The network's state dict with ``device``'s own log_sigma2 (device 0's, as saved, for None)."""
-    state = network_state(checkpoint)
-    if device is None:
-        return state
-    local = device_states_of(checkpoint, path)
-    if not local:
-        raise ValueError(f"--device {device}: the checkpoint holds no per-device log_sigma2")
-    if device not in local or not local[device]["params"]:
-        raise ValueError(
-            f"--device {device}: the checkpoint holds the local log_sigma2 of {len(local)} devices "
-            f"(0 to {len(local) - 1})"
-        )
-    return {**state, **network_state(local[device]["params"])}
+from lightning_fed.runs.cli import OneLineParser  # noqa: E402
 
 
 def markdown(report: dict[str, LayerPruning]) -> str:
@@ -78,7 +62,10 @@ def main(argv=None) -> None:
     try:
         checkpoint = read_checkpoint(args.checkpoint)
         hparams = checkpoint.get("hyper_parameters", {})
-        state = device_state(checkpoint, args.device, args.checkpoint)
+        try:
+            state = network_state_of_device(checkpoint, args.device, args.checkpoint)
+        except ValueError as error:
+            raise ValueError(f"--{error}") from None  # it names the argument: device N
         threshold = hparams.get("threshold", DEFAULT_THRESHOLD)
         report = pruning_report(state, threshold, hparams.get("init_log_sigma2", DEFAULT_INIT_LOG_SIGMA2))
     except (FileNotFoundError, ValueError) as error:

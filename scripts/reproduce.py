@@ -33,9 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from lightning_fed.cli import OneLineParser  # noqa: E402
-from lightning_fed.epoch_log import read_epochs  # noqa: E402
-from lightning_fed.plots import plot_accuracy_against_bytes, plot_transmitted_fraction  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser  # noqa: E402
+from lightning_fed.runs.epoch_log import read_epochs  # noqa: E402
+from lightning_fed.runs.plots import plot_accuracy_against_bytes, plot_transmitted_fraction  # noqa: E402
 from scripts.fit import parse_args as fit_arguments  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"

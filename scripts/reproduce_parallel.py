@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from lightning_fed.cli import OneLineParser  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser  # noqa: E402
 from scripts import reproduce  # noqa: E402
 
 NICE_STEP = 3

@@ -1,4 +1,4 @@
-"""Per-epoch figures read back from a run's CSV logs (lightning_fed.epoch_log, scripts/epoch_table.py)."""
+"""Per-epoch figures read back from a run's CSV logs: lightning_fed.runs.epoch_log, epoch_table.py."""
 
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pytorch_lightning.loggers import CSVLogger
 
-from lightning_fed.epoch_log import epoch_rows, read_epochs, span_totals
+from lightning_fed.runs.epoch_log import epoch_rows, read_epochs, span_totals
 from scripts.epoch_table import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_fed.run_lock import hold_run_folder
+from lightning_fed.runs.hardware import resolve_accelerator, strategy_options
+from lightning_fed.runs.run_lock import hold_run_folder
 from modules.networks import build_network
-from scripts.fit_run import FitError, resolve_accelerator, strategy_options
 
 pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check
 
@@ -164,7 +164,7 @@ def test_auto_takes_the_gpus_whenever_there_is_one(accelerator, devices, gpus, e
 
 def test_gpu_without_a_gpu_is_a_one_line_error():
     with pytest.raises(
-        FitError, match=r"^--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu$"
+        ValueError, match=r"^accelerator=gpu needs a GPU, this machine has none; use accelerator=cpu$"
     ):
         resolve_accelerator("gpu", 4, 0)
 

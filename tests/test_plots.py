@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lightning_fed.communication import CommunicationLedger, SparseCodec, Traffic
-from lightning_fed.plots import cumulative_bytes, epoch_fractions, plot_transmitted_fraction
+from lightning_fed.runs.plots import cumulative_bytes, epoch_fractions, plot_transmitted_fraction
 
 
 def _ledger_state(kept_per_epoch: list[int], numel: int = 10_000, devices: int = 4) -> dict:
@@ -52,7 +52,7 @@ def test_cumulative_bytes_add_up_each_measure_step_by_step():
 
 
 def _captured(monkeypatch) -> list:
-    from lightning_fed import plots
+    from lightning_fed.runs import plots
 
     figures = []
     monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
@@ -60,7 +60,7 @@ def _captured(monkeypatch) -> list:
 
 
 def test_kept_per_layer_numbers_epochs_as_logged_names_layers_and_styles_each_line(monkeypatch, tmp_path):
-    from lightning_fed.plots import plot_kept_per_layer
+    from lightning_fed.runs.plots import plot_kept_per_layer
 
     figures = _captured(monkeypatch)
     rows = [
@@ -78,7 +78,7 @@ def test_kept_per_layer_numbers_epochs_as_logged_names_layers_and_styles_each_li
 def test_accuracy_against_bytes_puts_dense_and_sparse_on_one_plot_and_each_run_writes_it(
     monkeypatch, tmp_path
 ):
-    from lightning_fed.plots import plot_accuracy_against_bytes, write_run_plots
+    from lightning_fed.runs.plots import plot_accuracy_against_bytes, write_run_plots
 
     dense, sparse = _ledger_state([10_000, 10_000]), _ledger_state([10_000, 50])
     epochs = {0: {"val/acc": 0.6}, 1: {"val/acc": 0.7}}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lightning_fed.epoch_log import epoch_rows, read_epochs
-from lightning_fed.run_lock import hold_run_folder
+from lightning_fed.runs.epoch_log import epoch_rows, read_epochs
+from lightning_fed.runs.run_lock import hold_run_folder
 from scripts.reproduce import fit_command, parse_args, table
 
 pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_fed.run_lock import hold_run_folder
+from lightning_fed.runs.run_lock import hold_run_folder
 from tests.test_reproduce import CONFIG
 
 pytestmark = pytest.mark.slow  # runs fit.py or spawns processes: left out of the quick check

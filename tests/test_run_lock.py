@@ -1,4 +1,4 @@
-"""lightning_fed.run_lock: one process at a time in a run folder, and no stale lock after it ends."""
+"""lightning_fed.runs.run_lock: one process at a time in a run folder, and no stale lock after it ends."""
 
 import os
 import subprocess
@@ -6,10 +6,12 @@ import sys
 
 import pytest
 
-from lightning_fed.run_lock import RunFolderInUse, hold_run_folder
+from lightning_fed.runs.run_lock import RunFolderInUse, hold_run_folder
 from scripts.fit_run import is_launcher
 
-IMPORTS = "import sys, time\nfrom pathlib import Path\nfrom lightning_fed.run_lock import hold_run_folder\n"
+IMPORTS = (
+    "import sys, time\nfrom pathlib import Path\nfrom lightning_fed.runs.run_lock import hold_run_folder\n"
+)
 
 
 def _holder(folder, then: str) -> subprocess.Popen:

@@ -18,6 +18,7 @@ from pytorch_lightning.plugins import TorchCheckpointIO
 
 from lightning_fed.federation.device_state import read_row, split_row
 from lightning_fed.federation.files import write_aside
+from lightning_fed.nn.init_from import network_state
 
 CHECKPOINT_KEY = "federated"
 
@@ -155,3 +156,24 @@ def read_sidecar(checkpoint: dict, checkpoint_path, rank: int) -> dict[int, dict
     if side.get("global_step") != checkpoint.get("global_step"):
         raise ValueError(f"{path} is of another step than {checkpoint_path}")
     return side["devices"]
+
+
+def network_state_of_device(checkpoint: dict, device: int | None, path=None) -> dict:
+    """The network's state dict from ``checkpoint`` with ``device``'s own local parameters (its
+    log_sigma2 in the paper's variant); None gives the model as saved (device 0's).
+
+    Raises:
+        ValueError: ``device N: ...`` when the checkpoint holds no state of that device.
+    """
+    state = network_state(checkpoint)
+    if device is None:
+        return state
+    local = device_states_of(checkpoint, path)
+    if not local:
+        raise ValueError(f"device {device}: the checkpoint holds no per-device log_sigma2")
+    if device not in local or not local[device]["params"]:
+        raise ValueError(
+            f"device {device}: the checkpoint holds the local log_sigma2 of {len(local)} devices "
+            f"(0 to {len(local) - 1})"
+        )
+    return {**state, **network_state(local[device]["params"])}

@@ -125,7 +125,7 @@ def plot_kept_per_layer(history: list[dict], path, labels: dict[str, str] | None
 def accuracy_against_bytes(ledger_state: dict, epochs: dict[int, dict[str, float]]) -> dict[str, np.ndarray]:
     """Per epoch that has a validation accuracy: the wire bytes sent up to its end, and the accuracy.
 
-    ``epochs`` is :func:`lightning_fed.epoch_log.read_epochs` of the run's folder.
+    ``epochs`` is :func:`lightning_fed.runs.epoch_log.read_epochs` of the run's folder.
 
     Example::
 
