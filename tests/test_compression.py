@@ -11,7 +11,17 @@ from torch import nn
 from callbacks import RunCheckpoint
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
-from lightning_fed.communication import QSGD, Float16, Float32, Sign, SparseCodec, TopK, make_codec
+from lightning_fed.communication import (
+    QSGD,
+    Codec,
+    Float16,
+    Float32,
+    Payload,
+    Sign,
+    SparseCodec,
+    TopK,
+    make_codec,
+)
 from lightning_fed.communication.codecs import HEADER
 from lightning_fed.federation.device_state import split_row
 from lightning_fed.federation.error_feedback import (
@@ -200,6 +210,32 @@ def test_the_download_residual_waits_where_nobody_sends_and_is_added_where_someb
 def test_a_bad_codec_spec_is_a_one_line_error_naming_it(spec, message):
     with pytest.raises(ValueError, match=message):
         make_codec(spec)
+
+
+def test_a_user_codec_is_one_small_interface_and_an_old_style_one_is_named():
+    class Halves(Codec):  # a user's own codec: float16 values of every entry
+        lossy = True
+
+        def encode(self, tensors, *, step=0, seed=0):
+            data = b"".join(t.to(torch.float16).numpy().tobytes() for t in tensors)
+            return Payload(data, sum(t.numel() for t in tensors))
+
+        def decode(self, payload, numels):
+            flat = torch.frombuffer(bytearray(payload.data), dtype=torch.float16).float()
+            return list(flat.split(numels))
+
+    strategy = FederatedStrategy(codec=Halves(), error_feedback=True)
+    payload, residual = send_with_feedback(
+        strategy.codec, [torch.tensor([1.0, 1e-4])], None, [None], step=0, seed=0
+    )
+    assert len(payload) == 4 and residual[0].abs().max() < 1e-6
+
+    class OldStyle(Halves):
+        def encode(self, tensors):
+            return super().encode(tensors)
+
+    with pytest.raises(ValueError, match=r"^codec: OldStyle.encode must take the keywords step and seed"):
+        FederatedStrategy(codec=OldStyle())
 
 
 def test_error_feedback_of_a_codec_that_drops_nothing_is_an_error_naming_the_option():

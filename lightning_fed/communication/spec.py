@@ -20,6 +20,8 @@ Example::
     ValueError: codec 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3
 """
 
+import inspect
+
 from lightning_fed.communication.codecs import Codec, SparseCodec
 from lightning_fed.communication.topk import TopK
 from lightning_fed.communication.values import QSGD, Float16, Float32, Sign, ValueCoder
@@ -31,7 +33,7 @@ def make_codec(spec: "str | list | Codec | None", option: str = "codec") -> Code
     """The codec of ``spec`` (None or ``""``: lossless float32, the paper's protocol); errors name
     ``option``, the setting the spec came from."""
     if isinstance(spec, Codec):
-        return spec
+        return _checked(spec, option)
     if spec is None or spec == "":
         return SparseCodec()
     if isinstance(spec, str):
@@ -41,6 +43,18 @@ def make_codec(spec: "str | list | Codec | None", option: str = "codec") -> Code
             raise ValueError(f"{option} {spec!r}: {error}") from None
         return _compose(stages, spec, option)
     return _compose(list(spec), spec, option)
+
+
+def _checked(codec: Codec, option: str) -> Codec:
+    """A user's codec must take the keywords the strategy passes (``step``, ``seed``)."""
+    parameters = inspect.signature(codec.encode).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if not (takes_any or {"step", "seed"} <= parameters.keys()):
+        raise ValueError(
+            f"{option}: {type(codec).__name__}.encode must take the keywords step and seed "
+            "(see lightning_fed.communication.Codec.encode)"
+        )
+    return codec
 
 
 def _compose(stages: list, spec, option: str) -> SparseCodec:
