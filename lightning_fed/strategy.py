@@ -13,7 +13,7 @@ from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 from pytorch_lightning.trainer.states import TrainerFn
 from typing_extensions import override
 
-from lightning_fed.communication import Codec, CommunicationLedger, Traffic, make_codec
+from lightning_fed.communication import Codec, CommunicationLedger, Traffic, default_download, make_codec
 from lightning_fed.federation import TRANSPORTS, DeviceStates, SharingPlan, hosted_devices, make_transport
 from lightning_fed.federation.checkpoint import (
     CHECKPOINT_KEY,
@@ -73,7 +73,8 @@ class FederatedStrategy(DDPStrategy):
         codec: the uploads' :class:`~lightning_fed.communication.Codec`, or a spec for
             :func:`~lightning_fed.communication.make_codec` (``"topk:0.01+qsgd:8"``, a list of
             stages); by default lossless float32 values at the cheapest positions.
-        download_codec: the server's messages' codec (default: ``codec``).
+        download_codec: the server's messages' codec (default: ``codec``'s value coder without its
+            filters: the average of top-k uploads goes back as sparse as their union).
         error_feedback: each device keeps what the upload codec dropped and adds it to its next
             upload (:mod:`lightning_fed.federation.error_feedback`); needs a lossy codec.
         error_feedback_momentum: DGC's momentum correction: each device accumulates its own
@@ -191,7 +192,7 @@ class FederatedStrategy(DDPStrategy):
         self.transport = transport
         self.share_log_sigma2 = share_log_sigma2
         self.codec = make_codec(codec, "codec")
-        self.download_codec = self.codec
+        self.download_codec = default_download(self.codec)
         if download_codec is not None:
             self.download_codec = make_codec(download_codec, "download_codec")
         self.error_feedback = _check_error_feedback("error_feedback", error_feedback, self.codec)

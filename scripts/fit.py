@@ -248,22 +248,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _check_codecs(parser, args) -> None:
     """Each codec spec parses, and error feedback is asked only of a codec that drops something."""
-    if not (
-        args.codec or args.download_codec or args.error_feedback or args.download_error_feedback
-    ) and not (args.error_feedback_momentum):
+    feedback = (args.error_feedback, args.download_error_feedback, args.error_feedback_momentum)
+    if not any((args.codec, args.download_codec, *feedback)):
         return
-    from lightning_fed.communication import make_codec
+    from lightning_fed.communication import default_download, make_codec
 
-    download = ("--download-codec", args.download_codec) if args.download_codec else ("--codec", args.codec)
-    checks = (
-        ("--codec", args.codec, "--error-feedback", args.error_feedback),
-        (*download, "--download-error-feedback", args.download_error_feedback),
-    )
-    for option, spec, feedback, asked in checks:
+    codecs = {}
+    for option, spec in (("--codec", args.codec), ("--download-codec", args.download_codec)):
         try:
-            codec = make_codec(spec, option)
+            codecs[option] = make_codec(spec, option)
         except ValueError as error:
             parser.error(str(error))
+    download = codecs["--download-codec"] if args.download_codec else default_download(codecs["--codec"])
+    checks = (
+        ("--codec", codecs["--codec"], "--error-feedback", args.error_feedback),
+        ("--download-codec", download, "--download-error-feedback", args.download_error_feedback),
+    )
+    for option, codec, feedback, asked in checks:
         if asked and not codec.lossy:
             parser.error(
                 f"{feedback} needs a lossy {option} (topk, fp16, qsgd or sign); {codec!r} drops nothing"

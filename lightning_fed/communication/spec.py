@@ -45,6 +45,23 @@ def make_codec(spec: "str | list | Codec | None", option: str = "codec") -> Code
     return _compose(list(spec), spec, option)
 
 
+def default_download(codec: Codec) -> Codec:
+    """The server's codec when none is given: the uploads' value coder without their filters.
+
+    The average of the devices' top-k uploads is already as sparse as their union; top-k again on
+    the server, with no residual there, would drop what the devices sent. A codec of another kind
+    is used as it is.
+
+    Example::
+
+        >>> default_download(make_codec("topk:0.01+qsgd:8"))
+        SparseCodec(qsgd:8)
+    """
+    if isinstance(codec, SparseCodec) and codec.filters:
+        return SparseCodec([e.name for e in codec.encodings], values=codec.values)
+    return codec
+
+
 def _checked(codec: Codec, option: str) -> Codec:
     """A user's codec must take the keywords the strategy passes (``step``, ``seed``)."""
     parameters = inspect.signature(codec.encode).parameters
