@@ -25,6 +25,10 @@ METHODS = {
     "dense SGD": ["--dense"],
     "masks alone (the paper)": [],
     "top-k 0.1 % + error feedback (DGC)": ["--dense", "--codec", "topk:0.001:27", "--error-feedback"],
+    "DGC as published: top-k 0.1 % + momentum correction, server SGD": [
+        "--dense", "--codec", "topk:0.001:27", "--error-feedback", "--error-feedback-momentum", "0.9",
+        "--server-optimizer", "fedavg", "--server-lr", "0.05",
+    ],
     "8-bit QSGD": ["--dense", "--codec", "qsgd:8"],
     "signSGD + error feedback": [
         "--dense", "--codec", "sign", "--error-feedback", "--download-codec", "qsgd:8",

@@ -279,7 +279,9 @@ STACK = {
 def test_the_default_download_is_the_upload_s_values_without_its_topk():
     assert repr(FederatedStrategy(codec="topk:0.01:5+qsgd:4").download_codec) == "SparseCodec(qsgd:4)"
     assert repr(FederatedStrategy(codec="sign").download_codec) == "SparseCodec(sign)"
-    assert repr(FederatedStrategy(codec="topk:0.1", download_codec="fp16").download_codec) == "SparseCodec(fp16)"
+    assert (
+        repr(FederatedStrategy(codec="topk:0.1", download_codec="fp16").download_codec) == "SparseCodec(fp16)"
+    )
 
 
 def test_a_compressed_run_sends_fewer_bytes_and_keeps_residuals_on_both_sides(data_dir, tmp_path):
