@@ -1,4 +1,4 @@
-"""scripts/compare_codecs.py: every method is a fit.py command that parses, and the table reads its summary."""
+"""scripts/compare_codecs.py: each method is a fit.py command that parses; the table reads summaries."""
 
 import pytest
 
