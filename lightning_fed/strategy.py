@@ -73,8 +73,9 @@ class FederatedStrategy(DDPStrategy):
         codec: the uploads' :class:`~lightning_fed.communication.Codec`, or a spec for
             :func:`~lightning_fed.communication.make_codec` (``"topk:0.01+qsgd:8"``, a list of
             stages); by default lossless float32 values at the cheapest positions.
-        download_codec: the server's messages' codec (default: ``codec``'s value coder without its
-            filters: the average of top-k uploads goes back as sparse as their union).
+        download_codec: the server's messages' codec. By default, in the paper's protocol,
+            ``codec``'s value coder without its filters (the average of top-k uploads goes back as
+            sparse as their union); in sampled rounds, whose download is the model itself, lossless.
         error_feedback: each device keeps what the upload codec dropped and adds it to its next
             upload (:mod:`lightning_fed.federation.error_feedback`); needs a lossy codec.
         error_feedback_momentum: DGC's momentum correction: each device accumulates its own
@@ -193,6 +194,7 @@ class FederatedStrategy(DDPStrategy):
         self.share_log_sigma2 = share_log_sigma2
         self.codec = make_codec(codec, "codec")
         self.download_codec = default_download(self.codec)
+        self._download_given = download_codec is not None
         if download_codec is not None:
             self.download_codec = make_codec(download_codec, "download_codec")
         self.error_feedback = _check_error_feedback("error_feedback", error_feedback, self.codec)
@@ -302,6 +304,8 @@ class FederatedStrategy(DDPStrategy):
                 "download_error_feedback applies to the paper's protocol (every device, every round, "
                 "one step): in sampled rounds the download is the model itself"
             )
+        if not self.synchronous and not self._download_given:
+            self.download_codec = make_codec(None)  # the model itself: lossless unless asked otherwise
         self._weights = self._device_weights(trainer)
         self.schedule = self._round_schedule(trainer, seed)
         self._set_up_optimizers()

@@ -327,8 +327,12 @@ def test_dgc_with_momentum_correction_and_server_sgd_trains_and_keeps_velocities
 
 def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data_dir, tmp_path):
     """Devices start from the quantised model, the server steps its own: FedAvg of deltas."""
-    options = {"devices_per_round": 2, "local_steps": 2, "codec": "topk:0.2", "error_feedback": True}
+    options = {"devices_per_round": 2, "local_steps": 2, "codec": "topk:0.2+qsgd:8", "error_feedback": True}
+    _, lossless = _fit(data_dir, tmp_path / "c", max_steps=3, **options)
+    assert repr(lossless.download_codec) == "SparseCodec(float32)"  # by default the model goes whole
     module, strategy = _fit(data_dir, tmp_path / "a", max_steps=3, download_codec="qsgd:8", **options)
+    # a byte a value and a scale per tensor, against four bytes a value
+    assert strategy.ledger.total.download_bytes < 0.26 * lossless.ledger.total.download_bytes
     assert strategy._server_model is None and all(torch.isfinite(p).all() for p in module.parameters())
     sent = [strategy.devices.states[d].extra.get("residual") for d in range(4)]
     assert any(r is not None for r in sent)  # the sampled devices hold residuals, the others none yet
