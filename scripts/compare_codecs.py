@@ -9,7 +9,8 @@ set to the budget and the method's own flags (``METHODS``). A method whose run f
 ``summary.json`` is not run again; one with a checkpoint is resumed. When every method is done the
 script writes ``results/codec_comparison_EPOCHS.json`` and prints the markdown table of
 RESULTS.md: test top-1, kept weights, wire bytes (upload + download + headers) and the paper's
-measure as a percentage of dense distributed SGD over the same steps, wall time, and the command.
+measure as a percentage of dense distributed SGD over the same epoch budget (the first method's
+steps, every value up and down), rounds, wall time, and the command.
 """
 
 import argparse
@@ -66,13 +67,18 @@ def run(name: str, epochs: int, runs: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    """The markdown table; traffic as a fraction of dense SGD over the same epoch budget (the first
+    row's ``comm_dense_bytes``: every value up and down at every one of its steps), so a method with
+    fewer rounds (local steps) is charged for what it sent, not flattered by its own fewer steps."""
+    reference = rows[0]["comm_dense_bytes"]
     columns = ["method", "top-1", "kept weights", "wire bytes, % of dense", "paper's measure, % of dense"]
-    lines = ["| " + " | ".join([*columns, "wall time", "command"]) + " |", "|---" * 7 + "|"]
+    lines = ["| " + " | ".join([*columns, "rounds", "wall time", "command"]) + " |", "|---" * 8 + "|"]
     for row in rows:
+        wire, paper = (100 * row[k] / reference for k in ("comm_wire_bytes", "comm_paper_bytes"))
         lines.append(
             f"| {row['method']} | {100 * row['test_acc']:.2f} % | {100 * row['kept_fraction']:.2f} % "
-            f"| {100 * row['comm_wire_fraction']:.2f} % | {100 * row['comm_paper_fraction']:.2f} % "
-            f"| {row['wall_seconds'] / 60:.0f} min | `{row['command']}` |"
+            f"| {wire:.2f} % | {paper:.2f} % "
+            f"| {row['steps']} | {row['wall_seconds'] / 60:.0f} min | `{row['command']}` |"
         )
     return "\n".join(lines)
 

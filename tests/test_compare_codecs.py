@@ -16,16 +16,21 @@ def test_every_method_is_a_fit_py_command_that_parses_into_its_own_folder(tmp_pa
     assert len(folders) == len(METHODS) == len({slug(n) for n in METHODS})
 
 
-def test_the_table_has_a_row_per_method_with_its_percentages():
-    row = {
-        "method": "m", "command": "python scripts/fit.py", "test_acc": 0.9, "kept_fraction": 0.05,
-        "comm_wire_fraction": 0.0123, "comm_paper_fraction": 0.02, "wall_seconds": 600,
+def test_the_table_charges_every_method_against_dense_sgd_over_the_same_budget():
+    dense = {
+        "method": "dense", "command": "c0", "test_acc": 0.9, "kept_fraction": 1.0, "comm_dense_bytes": 10_000,
+        "comm_wire_bytes": 6_000, "comm_paper_bytes": 5_800, "steps": 54, "wall_seconds": 600,
     }  # fmt: skip
-    lines = table([row]).splitlines()
+    fedavg = {**dense, "method": "fedavg", "command": "c1", "steps": 12, "comm_dense_bytes": 2_222}
+    fedavg.update(comm_wire_bytes=123, comm_paper_bytes=200)
+    lines = table([dense, fedavg]).splitlines()
     assert (
-        len(lines) == 3
-        and lines[2] == "| m | 90.00 % | 5.00 % | 1.23 % | 2.00 % | 10 min | `python scripts/fit.py` |"
+        len(lines) == 4
+        and lines[2] == "| dense | 90.00 % | 100.00 % | 60.00 % | 58.00 % | 54 | 10 min | `c0` |"
     )
+    assert (
+        lines[3] == "| fedavg | 90.00 % | 100.00 % | 1.23 % | 2.00 % | 12 | 10 min | `c1` |"
+    )  # of dense's 54
 
 
 def test_an_unknown_method_is_a_one_line_error(capsys):
