@@ -36,6 +36,9 @@ METHODS = {
         "--download-error-feedback",
     ],
     "FedAvg, 5 local steps": ["--dense", "--local-steps", "5"],
+    "masks + 4-bit QSGD + error feedback": [
+        "--codec", "qsgd:4", "--error-feedback", "--download-codec", "qsgd:8", "--download-error-feedback",
+    ],
     "masks + top-k 1 % + 4-bit QSGD + error feedback": [
         "--codec", "topk:0.01:27+qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
         "--download-error-feedback",
