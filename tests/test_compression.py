@@ -4,12 +4,9 @@ import math
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from callbacks import RunCheckpoint
-from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.communication import (
     QSGD,
@@ -30,8 +27,7 @@ from lightning_fed.federation.error_feedback import (
     send_with_momentum_correction,
 )
 from lightning_fed.nn import variational
-from modules.classifier import SparseVDClassifier
-from tests.conftest import N_TRAIN
+from tests.helpers.small_fit import small_fit
 
 RNG = np.random.default_rng(0)
 VALUES = (RNG.standard_normal(5000) * RNG.exponential(1.0, 5000)).astype(np.float32)
@@ -255,19 +251,10 @@ def test_error_feedback_of_a_codec_that_drops_nothing_is_an_error_naming_the_opt
 
 # ------------------------------------------------------------ in the strategy
 def _fit(data_dir, root, max_steps=6, resume=None, every=None, **strategy_options):
-    pl.seed_everything(3, verbose=False)
-    dm = FederatedDataModule("mnist", 4, batch_size=16, data_dir=data_dir, val_size=64)
-    torch.manual_seed(0)
-    network = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)))
-    module = SparseVDClassifier(network, num_train=N_TRAIN, lr=1e-2)
-    strategy = FederatedStrategy(**strategy_options)
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, strategy=strategy, max_steps=max_steps, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=root,
-        callbacks=[RunCheckpoint(root / "checkpoints", every_n_steps=every)],
-    )  # fmt: skip
-    trainer.fit(module, dm, ckpt_path=resume)
-    return module, strategy
+    def network():
+        return variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)))
+
+    return small_fit(data_dir, root, network, FederatedStrategy(**strategy_options), max_steps, resume, every)
 
 
 STACK = {

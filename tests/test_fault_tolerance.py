@@ -25,6 +25,7 @@ from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.strategy import CHECKPOINT_KEY
 from modules.classifier import SparseVDClassifier
 from tests.conftest import N_TRAIN
+from tests.helpers.small_fit import small_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,21 +80,11 @@ def test_a_bad_checkpoint_interval_is_a_one_line_error(value):
 
 
 def _rounds_fit(data_dir, root, max_steps, every=None, resume=None, store="disk"):
-    pl.seed_everything(3, verbose=False)
-    dm = FederatedDataModule("mnist", 4, batch_size=16, data_dir=data_dir, val_size=64)
-    torch.manual_seed(0)
-    network = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     from lightning_fed.nn import variational
 
-    module = SparseVDClassifier(variational(network), num_train=N_TRAIN, lr=1e-2)
     strategy = FederatedStrategy(devices_per_round=2, local_steps=2, device_store=store)
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, strategy=strategy, max_steps=max_steps, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, default_root_dir=root,
-        callbacks=[RunCheckpoint(root / "checkpoints", every_n_steps=every)],
-    )  # fmt: skip
-    trainer.fit(module, dm, ckpt_path=resume)
-    return module, strategy
+    network = lambda: variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))  # noqa: E731
+    return small_fit(data_dir, root, network, strategy, max_steps, resume, every)
 
 
 def test_the_files_of_a_federated_checkpoint_are_named_by_step_and_older_steps_removed(data_dir, tmp_path):
