@@ -210,7 +210,7 @@ class FederatedStrategy(DDPStrategy):
         )
         self._server_residual: list[torch.Tensor] | None = None
         self._server_model: list[torch.Tensor] | None = None
-        self._round_masks: dict[str, torch.Tensor] | None = None
+        self._round_masks: dict[str, torch.Tensor] | None = None  # of the update being sent (error feedback)
         self._seed = 0
         self.aggregation = aggregation
         self.mask = mask
@@ -477,7 +477,8 @@ class FederatedStrategy(DDPStrategy):
         for device, device_batch in batches.items():
             with self._failures_named(device), self.devices.hosting(device):
                 output, loss = self._device_step(device, device_batch, rest, kwargs)
-                update = self.plan.upload(module)
+                self._round_masks = self.plan.masks(module) if self.error_feedback else None
+                update = self.plan.upload(module, self._round_masks)  # error feedback needs the masks too
                 self._watch(device, loss, update)
                 self._transport.upload(device, self._encode_upload(device, update), self._weights[device])
                 self._step_local_parameters(module)
@@ -546,8 +547,7 @@ class FederatedStrategy(DDPStrategy):
         if not self.error_feedback:
             return self.codec.encode(update, step=step, seed=seed)
         extra = self.devices.states[device].extra
-        masks = self._round_masks if self._round_masks is not None else self.plan.masks(self.lightning_module)
-        keeps = self.plan.keeps(masks)
+        keeps = self.plan.keeps(self._round_masks)  # the masks ``update`` was masked with
         if self.error_feedback_momentum:
             payload, extra["residual"], extra["velocity"] = send_with_momentum_correction(
                 self.codec, update, extra.get("residual"), extra.get("velocity"), keeps,
@@ -590,7 +590,8 @@ class FederatedStrategy(DDPStrategy):
         for batch in batches:
             output, loss = self._device_step(device, batch, rest, kwargs)
             if not self.sends_deltas:
-                update = self.plan.upload(module)
+                self._round_masks = self.plan.masks(module) if self.error_feedback else None
+                update = self.plan.upload(module, self._round_masks)
                 self._step_local_parameters(module)
                 return output, loss, update
             self._add_proximal_term(module, start)

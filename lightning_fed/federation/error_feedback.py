@@ -45,12 +45,22 @@ def send_with_feedback(
     ``keeps``: per tensor, the flat ``M(alpha)`` the update was masked with (None: unmasked); the
     residual is multiplied by it, so a pruned coordinate is neither sent nor kept.
     """
+    payload, _, residual = _send(codec, update, residual, keeps, step, seed)
+    return payload, residual
+
+
+def _send(codec, update, residual, keeps, step, seed):
+    """The payload of ``update + residual * keep``, what the receiver decodes of it, and the new residual."""
     intended = list(update)
     if residual is not None:
         pairs = zip(update, residual, keeps, strict=True)
         intended = [u + _masked(e.to(u.device), keep) for u, e, keep in pairs]
     payload = codec.encode(intended, step=step, seed=seed)
-    return payload, _left_over(codec, payload, intended)
+    sent = [
+        s.to(t.device)
+        for s, t in zip(codec.decode(payload, [t.numel() for t in intended]), intended, strict=True)
+    ]
+    return payload, sent, [t - s for t, s in zip(intended, sent, strict=True)]
 
 
 def send_with_momentum_correction(
@@ -76,9 +86,8 @@ def send_with_momentum_correction(
         _masked(momentum * v.to(u.device) + u, keep)
         for v, u, keep in zip(velocity, update, keeps, strict=True)
     ]
-    payload, residual = send_with_feedback(codec, velocity, residual, keeps, step=step, seed=seed)
-    sent = codec.decode(payload, [t.numel() for t in velocity])
-    velocity = [torch.where(s.to(v.device) != 0, 0, v) for v, s in zip(velocity, sent, strict=True)]
+    payload, sent, residual = _send(codec, velocity, residual, keeps, step, seed)
+    velocity = [torch.where(s != 0, 0, v) for v, s in zip(velocity, sent, strict=True)]
     return payload, residual, velocity
 
 
@@ -91,8 +100,7 @@ def send_downlink_with_feedback(
         sent_where = [a != 0 for a in average]
         intended = [a + torch.where(w, e, 0) for a, e, w in zip(average, residual, sent_where, strict=True)]
         waiting = [torch.where(w, 0, e) for e, w in zip(residual, sent_where, strict=True)]
-    payload = codec.encode(intended, step=step, seed=seed)
-    left = _left_over(codec, payload, intended)
+    payload, _, left = _send(codec, intended, None, None, step, seed)
     if waiting is not None:
         left = [r + w for r, w in zip(left, waiting, strict=True)]
     return payload, left
@@ -100,9 +108,3 @@ def send_downlink_with_feedback(
 
 def _masked(tensor: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     return tensor if keep is None else tensor * keep.to(tensor.dtype)
-
-
-def _left_over(codec: Codec, payload: Payload, intended: list[torch.Tensor]) -> list[torch.Tensor]:
-    """What the receiver will not get: intended minus what it decodes."""
-    sent = codec.decode(payload, [t.numel() for t in intended])
-    return [t - s.to(t.device) for t, s in zip(intended, sent, strict=True)]

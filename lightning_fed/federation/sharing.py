@@ -83,9 +83,10 @@ class SharingPlan:
         return [None if t.mask_of is None else masks[t.mask_of].reshape(-1) for t in self.shared]
 
     @torch.no_grad()
-    def upload(self, model: nn.Module) -> list[torch.Tensor]:
-        """The device's message: each shared gradient, masked, flat (zeros where there is none)."""
-        masks = self.masks(model)
+    def upload(self, model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The device's message: each shared gradient, masked, flat (zeros where there is none);
+        ``masks``: :meth:`masks` of ``model``, where the caller has them already."""
+        masks = self.masks(model) if masks is None else masks
         out = []
         for tensor in self.shared:
             param = model.get_parameter(tensor.name)
