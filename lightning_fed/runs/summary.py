@@ -1,0 +1,59 @@
+"""A run's summary (``summary.json``): accuracy, kept weights, the ledger's totals, time, hardware."""
+
+from lightning_fed.runs.hardware import hardware_of
+
+
+def run_summary(
+    trainer, kept_fraction: float, test_metrics: dict, seconds: float, train_seconds: float, export_sizes: dict
+) -> dict:
+    """The figures of a finished (or interrupted) run of ``FederatedStrategy`` under ``trainer``."""
+    total = trainer.strategy.ledger.total
+    return {
+        "test_acc": float(test_metrics.get("test/acc", float("nan"))),
+        "kept_fraction": kept_fraction,
+        "comm_paper_fraction": total.paper_fraction,
+        "comm_wire_fraction": total.wire_fraction,
+        "comm_paper_bytes": total.paper_bytes,
+        "comm_wire_bytes": total.wire_bytes,
+        "comm_transport_bytes": total.transport_bytes,
+        "comm_dense_bytes": total.dense_bytes,
+        "steps": total.steps,
+        "rounds": total.steps,
+        "devices_per_round": trainer.strategy.devices_per_round or trainer.strategy.num_devices,
+        "updates_sent": total.reported,
+        "models_received": total.sampled,
+        "epochs": trainer.current_epoch,
+        "devices": trainer.strategy.num_devices,
+        "processes": trainer.world_size,
+        "wall_seconds": seconds,
+        "train_seconds": train_seconds,
+        "hardware": hardware_of(trainer.strategy.root_device),
+        "export_bytes": export_sizes.get("export/sparse_bytes"),
+        "export_dense_bytes": export_sizes.get("export/dense_bytes"),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The summary as the aligned table fit.py prints."""
+    rows = [
+        ("test accuracy", f"{100 * summary['test_acc']:.2f} %"),
+        ("kept weights", f"{100 * summary['kept_fraction']:.2f} %"),
+        ("communication, paper's measure", f"{100 * summary['comm_paper_fraction']:.2f} % of dense"),
+        ("communication, wire bytes", f"{100 * summary['comm_wire_fraction']:.2f} % of dense"),
+        ("bytes sent (wire)", f"{summary['comm_wire_bytes'] / 2**20:.1f} MiB"),
+        ("model file (sparse / dense)", f"{summary['export_bytes']:,} / {summary['export_dense_bytes']:,} B"),
+        (
+            "devices, per round x rounds",
+            f"{summary['devices']}, {summary['devices_per_round']} x {summary['rounds']}",
+        ),
+        ("updates sent / models received", f"{summary['updates_sent']:,} / {summary['models_received']:,}"),
+        (
+            "processes, bytes between them",
+            f"{summary['processes']}, {summary['comm_transport_bytes'] / 2**20:.1f} MiB",
+        ),
+        ("wall time (this call)", f"{summary['wall_seconds']:.0f} s"),
+        ("training time (all sessions)", f"{summary['train_seconds']:.0f} s"),
+        ("trained on", summary["hardware"]),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
