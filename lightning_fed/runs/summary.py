@@ -4,7 +4,12 @@ from lightning_fed.runs.hardware import hardware_of
 
 
 def run_summary(
-    trainer, kept_fraction: float, test_metrics: dict, seconds: float, train_seconds: float, export_sizes: dict
+    trainer,
+    kept_fraction: float,
+    test_metrics: dict,
+    seconds: float,
+    train_seconds: float,
+    export_sizes: dict,
 ) -> dict:
     """The figures of a finished (or interrupted) run of ``FederatedStrategy`` under ``trainer``."""
     total = trainer.strategy.ledger.total
