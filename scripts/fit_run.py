@@ -72,10 +72,12 @@ def as_flags(message: str) -> str:
 
         >>> as_flags("num_devices=70000 exceeds the 55000 training samples; use at most 55000 devices")
         '--devices 70000 exceeds the 55000 training samples; use at most 55000 devices'
+        >>> as_flags("accelerator=gpu needs a GPU, this machine has none; use accelerator=cpu")
+        '--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu'
     """
     for name, flag in _FLAGS.items():
-        message = re.sub(rf"\b{name}=", f"{flag} ", message)
-        message = re.sub(rf"\b{name}\b", flag, message)
+        message = re.sub(rf"(?<![-\w]){name}=", f"{flag} ", message)
+        message = re.sub(rf"(?<![-\w]){name}\b", flag, message)  # not the flag just written
     return message
 
 
