@@ -32,8 +32,8 @@ class RecordingCodec(SparseCodec):
         super().__init__()
         self.written: list[tuple[int, int, int]] = []  # bytes, values, non-zero entries in
 
-    def encode(self, tensors):
-        payload = super().encode(tensors)
+    def encode(self, tensors, **kwargs):
+        payload = super().encode(tensors, **kwargs)
         self.written.append((len(payload), payload.values, sum(int(t.count_nonzero()) for t in tensors)))
         return payload
 
