@@ -1,6 +1,6 @@
 """Seconds per FedAvg round: lightning-fed against a plain PyTorch loop, Flower 1.42 and pfl-research.
 
-Usage: python scripts/benchmark_simulation.py [--settings 100/10,1000/50] [--rounds 4]
+Usage: python scripts/benchmark_simulation.py [--settings 100/10,1000/50] [--rounds 4] [--repeats 1]
            [--flower-python ~/lf-peers/flwr/bin/python] [--pfl-python ~/lf-peers/pfl/bin/python]
 
 Every engine runs the same FedAvg on the same clients, one after the other, each in a fresh
@@ -11,6 +11,11 @@ never the project's: an engine whose Python is not given (or cannot import its p
 skipped with a line saying so. Printed per setting and engine: the median seconds per round
 (the first round, a warm-up, left out), its ratio to the plain loop, and the peak memory of the
 engine's whole process tree (sum of PSS, sampled every 0.5 s).
+
+This machine's speed drifts by 10-20 % over minutes (other tenants, thermal state), more than the
+differences measured. ``--repeats R`` runs the engines R times in turn (ours, plain, ours, plain,
+...), so each repeat compares engines that ran a minute apart: the ratio printed is the median
+over repeats of each repeat's ratio, and the seconds the median over repeats.
 """
 
 import argparse
@@ -88,6 +93,7 @@ def main() -> None:
     )
     parser.add_argument("--settings", default="100/10,1000/50", help="N/K pairs: clients / sampled per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per engine (the first is left out)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of every engine, in turn")
     parser.add_argument("--engines", default="ours,plain,pfl,flower", help=f"of {', '.join(ENGINES)}")
     parser.add_argument(
         "--flower-python", default=None, help="Python of a venv with flwr[simulation]==1.42.0"
@@ -100,32 +106,72 @@ def main() -> None:
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         parser.error(f"--engines {args.engines}: unknown {unknown}; choose from {', '.join(ENGINES)}")
+    for name in ("rounds", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for setting in args.settings.split(","):
             clients, per_round = (int(x) for x in setting.split("/"))
             data = Path(folder) / f"clients-{clients}.pt"
             write_clients(data, clients, args.seed)
-            for engine in engines:
-                python = python_of(engine, args)
-                if python is not None:
-                    row = measure(python, engine, data, per_round, args.rounds)
-                    results.append({"clients": clients, "per_round": per_round, "engine": engine, **row})
-                    print(f"{clients}/{per_round} {engine}: {row['round_s']:.2f} s per round", flush=True)
+            pythons = {engine: python_of(engine, args) for engine in engines}
+            for repeat in range(args.repeats):
+                for engine, python in pythons.items():
+                    if python is not None:
+                        row = measure(python, engine, data, per_round, args.rounds)
+                        setting_of = {"clients": clients, "per_round": per_round, "repeat": repeat}
+                        results.append({**setting_of, "engine": engine, **row})
+                        print(
+                            f"{clients}/{per_round} #{repeat} {engine}: {row['round_s']:.2f} s a round",
+                            flush=True,
+                        )
     print_table(results)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps({"table": summarise(results), "runs": results}, indent=2))
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """One row per setting and engine: the median seconds over repeats, and the median over repeats
+    of the repeat's ratio to the plain loop (None without a plain run).
+
+    Example::
+
+        >>> rows = [{"clients": 10, "per_round": 2, "repeat": r, "engine": e, "round_s": s, "peak_gib": 1.0}
+        ...         for r, (a, b) in enumerate([(2.0, 1.0), (3.0, 2.0), (1.1, 1.0)])
+        ...         for e, s in (("ours", a), ("plain", b))]
+        >>> [(row["engine"], row["round_s"], round(row["x_plain"], 2)) for row in summarise(rows)]
+        [('ours', 2.0, 1.5), ('plain', 1.0, 1.0)]
+    """
+
+    def key(row: dict) -> tuple:
+        return row["clients"], row["per_round"], row["engine"]
+
+    rows = []
+    for clients, per_round, engine in dict.fromkeys(map(key, results)):
+        mine = [r for r in results if key(r) == (clients, per_round, engine)]
+        plain = {r["repeat"]: r["round_s"] for r in results if key(r) == (clients, per_round, "plain")}
+        ratios = [r["round_s"] / plain[r["repeat"]] for r in mine if r["repeat"] in plain]
+        rows.append({
+            "clients": clients, "per_round": per_round, "engine": engine, "repeats": len(mine),
+            "round_s": statistics.median(r["round_s"] for r in mine),
+            "x_plain": statistics.median(ratios) if ratios else None,
+            "peak_gib": max(r["peak_gib"] for r in mine),
+        })  # fmt: skip
+    return rows
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"\n{'clients/round':>13}  {'engine':<7} {'s/round':>8} {'x plain':>8} {'peak GiB':>9}")
-    for row in results:
-        plain = next(
-            (r["round_s"] for r in results if r["engine"] == "plain" and r["clients"] == row["clients"]), None
-        )
-        ratio = f"{row['round_s'] / plain:.2f}" if plain else "-"
+    print(
+        f"\n{'clients/round':>13}  {'engine':<7} {'s/round':>8} {'x plain':>8} {'peak GiB':>9} {'repeats':>8}"
+    )
+    for row in summarise(results):
+        ratio = "-" if row["x_plain"] is None else f"{row['x_plain']:.2f}"
         setting = f"{row['clients']}/{row['per_round']}"
-        print(f"{setting:>13}  {row['engine']:<7} {row['round_s']:>8.2f} {ratio:>8} {row['peak_gib']:>9.2f}")
+        print(
+            f"{setting:>13}  {row['engine']:<7} {row['round_s']:>8.2f} {ratio:>8} {row['peak_gib']:>9.2f}"
+            f" {row['repeats']:>8}"
+        )
 
 
 if __name__ == "__main__":

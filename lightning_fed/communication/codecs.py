@@ -111,7 +111,11 @@ class Support:
     @cached_property
     def end(self) -> int:
         """One past the last non-zero entry."""
-        return int(self.numel - np.argmax(self.present[::-1])) if self.count else 0
+        if not self.count:
+            return 0
+        if self.present[-1]:  # the common case of a dense-ish tensor, without a pass over it
+            return self.numel
+        return int(self.numel - np.argmax(self.present[::-1]))
 
     @cached_property
     def values(self) -> np.ndarray:
@@ -213,8 +217,9 @@ EMPTY_TAG = 0
 
 
 def _place(numel: int, where: np.ndarray | None, values: np.ndarray) -> np.ndarray:
+    """A writable dense array of ``numel`` entries with ``values`` at ``where`` (None: all)."""
     if where is None:
-        return values
+        return values if values.flags.writeable else values.copy()
     out = np.zeros(numel, dtype=FLOAT)
     out[where] = values
     return out

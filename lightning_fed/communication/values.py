@@ -59,7 +59,8 @@ class ValueCoder(ABC):
 
     @abstractmethod
     def read(self, view: memoryview, count: int) -> tuple[np.ndarray, int]:
-        """``count`` float32 values and the bytes consumed."""
+        """``count`` float32 values and the bytes consumed; the array may be a read-only view of
+        ``view`` (the codec copies it where it must)."""
 
     def __repr__(self) -> str:
         return self.name
@@ -77,7 +78,7 @@ class Float32(ValueCoder):
         return [values.astype(FLOAT, copy=False)]
 
     def read(self, view, count):
-        return np.frombuffer(view, FLOAT, count).copy(), 4 * count
+        return np.frombuffer(view, FLOAT, count), 4 * count  # copied once, by the codec
 
 
 class Float16(ValueCoder):

@@ -26,7 +26,7 @@ class RunningSum:
             self.tensors = [t * weight if weight != 1.0 else t.clone() for t in tensors]
         else:
             for acc, value in zip(self.tensors, tensors, strict=True):
-                acc.add_(value * weight if weight != 1.0 else value)
+                acc.add_(value, alpha=weight)  # no temporary of ``value * weight``
         self.weight += weight
 
 
