@@ -1,6 +1,5 @@
 """What ``scripts/fit.py`` does once its arguments are parsed: check, build, fit, test, summarise."""
 
-import json
 import logging
 import os
 import re
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import wandb
 from pytorch_lightning.callbacks import Timer
-from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from callbacks import (
@@ -31,16 +29,15 @@ from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation import DeviceFailed, NonFiniteError
 from lightning_fed.nn import layer_labels
-from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.runs.epoch_log import read_epochs
-from lightning_fed.runs.hardware import default_processes, resolve_accelerator, strategy_options
+from lightning_fed.runs.hardware import default_processes, is_launcher, resolve_accelerator, strategy_options
 from lightning_fed.runs.plots import write_run_plots
+from lightning_fed.runs.resume import last_checkpoint, resume_checkpoint
 from lightning_fed.runs.run_lock import RunFolderInUse, hold_run_folder
-from lightning_fed.runs.summary import format_summary, run_summary
+from lightning_fed.runs.summary import format_summary, run_summary, write_run_files
+from lightning_fed.runs.wandb_run import finish_wandb, wandb_logger
 from modules.classifier import SparseVDClassifier
 
-RUN_FILES = ("summary.json", "checkpoints/last.ckpt")
-WANDB_INIT_TIMEOUT_S = 30  # the longest an online run waits for W&B before it logs offline
 INTERRUPTED = 130  # fit.py's exit code after Ctrl-C (128 + SIGINT, as shells report it)
 
 
@@ -61,12 +58,14 @@ _FLAGS = {
     "num_devices": "--devices", "batch_size": "--batch-size", "val_size": "--val-size",
     "devices_per_round": "--devices-per-round", "classes_per_device": "--classes-per-device",
     "num_shards": "--num-shards", "min_lr_ratio": "--min-lr-ratio", "max_bytes": "--comm-budget-bytes",
-    "accelerator": "--accelerator",
+    "accelerator": "--accelerator", "output_dir": "--output-dir", "resume": "--resume",
+    "network": "--network",
 }  # fmt: skip
 
 
 def as_flags(message: str) -> str:
-    """``message`` with the library's argument names replaced by fit.py's flags.
+    """``message`` with the library's argument names replaced by fit.py's flags: ``name=value``
+    always, a bare name only where it has an underscore (``resume it`` stays words).
 
     Example::
 
@@ -77,7 +76,8 @@ def as_flags(message: str) -> str:
     """
     for name, flag in _FLAGS.items():
         message = re.sub(rf"(?<![-\w]){name}=", f"{flag} ", message)
-        message = re.sub(rf"(?<![-\w]){name}\b", flag, message)  # not the flag just written
+        if "_" in name:
+            message = re.sub(rf"(?<![-\w]){name}\b", flag, message)  # not the flag just written
     return message
 
 
@@ -130,34 +130,8 @@ def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
 
 def resolve_resume(args, model: SparseVDClassifier) -> str | None:
     """The checkpoint to resume from, checked against the model; None for a fresh run."""
-    output = Path(args.output_dir)
-    if args.resume is None:
-        existing = [name for name in RUN_FILES if (output / name).exists()]
-        if existing:
-            raise FitError(
-                f"--output-dir {str(output)!r} already holds a run ({existing[0]}); "
-                "pass --resume or another folder"
-            )
-        return None
-    path = output / "checkpoints" / "last.ckpt" if args.resume == "last" else Path(args.resume)
-    checkpoint = read_checkpoint(path)
-    state = checkpoint.get("state_dict", {})
-    own = model.state_dict()
-    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-        raise FitError(
-            f"--resume {str(path)!r} is a checkpoint of another architecture than --network {args.network}"
-        )
-    saved = (checkpoint.get("federated") or {}).get("num_devices")
-    if saved is not None and saved != args.devices:
-        raise FitError(
-            f"--resume {str(path)!r} is a run of {saved} devices; resume it with --devices {saved}"
-        )
-    return str(path)
-
-
-def is_launcher() -> bool:
-    """Whether this is the process ``fit.py`` was started as (on node 0), not a device process it spawned."""
-    return "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
+    output = Path(args.output_dir).expanduser()
+    return resume_checkpoint(output, args.resume, model, args.devices, network=args.network)
 
 
 def claim_run_folder(output: Path) -> int | None:
@@ -200,47 +174,14 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
     return callbacks
 
 
-def previous_wandb_id(output: Path) -> str | None:
-    """The id of the run's last W&B run (``wandb/latest-run -> offline-run-DATE-ID``), to continue it."""
-    latest = output / "wandb" / "latest-run"
-    return latest.resolve().name.rsplit("-", 1)[-1] if latest.is_symlink() else None
-
-
-def wandb_logger(args, output: Path) -> WandbLogger:
-    """The run's W&B logger; online mode falls back to offline where W&B cannot be reached.
-
-    The launching process opens the online run before training starts, waiting at most
-    ``WANDB_INIT_TIMEOUT_S``; on any failure (no network, no API key) it says so in one line and
-    logs offline under ``OUTPUT/wandb`` instead, for ``wandb sync`` later. A missing network
-    therefore never stops a run, and never slows its training steps.
-    """
-    resumed_id = previous_wandb_id(output) if args.resume else None
-
-    def make(mode: str) -> WandbLogger:
-        settings = wandb.Settings(init_timeout=WANDB_INIT_TIMEOUT_S)
-        return WandbLogger(
-            project=args.wandb_project, save_dir=str(output), mode=mode, config=vars(args), id=resumed_id,
-            resume="allow" if resumed_id else None, settings=settings,
-        )  # fmt: skip
-
-    logger = make(args.wandb_mode)
-    if args.wandb_mode == "online" and is_launcher():
-        try:
-            logger.experiment  # noqa: B018 (opens the run now, not inside training)
-        except Exception as error:  # any failure of W&B's own start-up: the run goes on offline
-            reason = (str(error).splitlines() or [type(error).__name__])[0]
-            print(
-                f"fit.py: W&B online unreachable ({reason}); logging offline to {output / 'wandb'}",
-                file=sys.stderr,
-            )
-            logger = make("offline")
-    return logger
-
-
 def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
     loggers = [CSVLogger(output, name="csv")]
     if args.wandb_mode != "disabled" and not args.fast_dev_run:
-        loggers.append(wandb_logger(args, output))
+        logger = wandb_logger(
+            output, project=args.wandb_project, mode=args.wandb_mode, config=vars(args),
+            resume=args.resume is not None, open_now=is_launcher(), program="fit.py",
+        )  # fmt: skip
+        loggers.append(logger)
     options = strategy_options(args.accelerator, args.processes, torch.cuda.device_count())
     strategy = FederatedStrategy(
         num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
@@ -306,7 +247,7 @@ def run(args) -> int:
         return fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
     except (NonFiniteError, DeviceFailed) as error:
         if is_launcher():
-            last = output / "checkpoints" / "last.ckpt"
+            last = last_checkpoint(output)
             kept = f"{last} is from before it" if last.exists() else "no checkpoint was written yet"
             where = ""
             if error.__cause__ is not None:
@@ -345,13 +286,12 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
     summary = summarise(trainer, model, test_metrics, time.time() - start)
     if trainer.is_global_zero:
         ledger = trainer.strategy.ledger.state_dict()
-        (output / "summary.json").write_text(json.dumps(summary, indent=2))
-        (output / "ledger.json").write_text(json.dumps(ledger))
+        write_run_files(output, summary, ledger)
         history = _callback(trainer, SparsityMonitor).history
         plots = write_run_plots(
             output / "plots", ledger, history, labels=layer_labels(model), epochs=logged_epochs(output)
         )
-        log_to_wandb(trainer, summary, plots)
+        finish_wandb(trainer, summary, plots)
         print(format_summary(summary))
     return 0
 
@@ -361,22 +301,12 @@ def write_interrupted(trainer: pl.Trainer, model, output: Path, stopped: tuple, 
     epoch, step = stopped
     if trainer.is_global_zero:
         summary = {**summarise(trainer, model, {}, seconds), "test_acc": None, "interrupted_at_step": step}
-        (output / "summary.json").write_text(json.dumps(summary, indent=2))
-        (output / "ledger.json").write_text(json.dumps(trainer.strategy.ledger.state_dict()))
+        write_run_files(output, summary, trainer.strategy.ledger.state_dict())
         again = shlex.join([sys.executable, *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
-        checkpoint = output / "checkpoints" / "last.ckpt"
+        checkpoint = last_checkpoint(output)
         print(
             f"fit.py: interrupted at epoch {epoch}, step {step}; saved {checkpoint}; continue with: {again}",
             file=sys.stderr,
         )
         return INTERRUPTED
     return 0  # a device process stopped as agreed; a non-zero exit would have its launcher stop the run
-
-
-def log_to_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:
-    """The summary as a W&B table and the plots as images (W&B loggers only)."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_table("summary", columns=list(summary), data=[list(summary.values())])
-            logger.log_image("plots", [str(path) for path in plots], caption=[path.stem for path in plots])
-            logger.experiment.finish()

@@ -131,7 +131,7 @@ def _snapshot(folder: Path) -> dict:
         ),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
         (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
-        ([], r"already holds a run \(summary.json\); pass --resume or another folder"),
+        ([], r"already holds a run \(summary.json\); pass --resume 'last' to continue it"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, run_dir, tmp_path):

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from lightning_fed.runs.hardware import is_launcher
 from lightning_fed.runs.run_lock import RunFolderInUse, hold_run_folder
-from scripts.fit_run import is_launcher
 
 IMPORTS = (
     "import sys, time\nfrom pathlib import Path\nfrom lightning_fed.runs.run_lock import hold_run_folder\n"

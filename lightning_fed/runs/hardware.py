@@ -5,6 +5,12 @@ import os
 import torch
 
 
+def is_launcher() -> bool:
+    """Whether this is the process a run was started as (on node 0), not a device process that
+    Lightning's launcher spawned (those have ``LOCAL_RANK`` set)."""
+    return "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
+
+
 def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
     """The accelerator of a run of ``devices`` processes per node on a node with ``gpus`` GPUs.
 

@@ -1,5 +1,8 @@
 """A run's summary (``summary.json``): accuracy, kept weights, the ledger's totals, time, hardware."""
 
+import json
+from pathlib import Path
+
 from lightning_fed.runs.hardware import hardware_of
 
 
@@ -36,6 +39,21 @@ def run_summary(
         "export_bytes": export_sizes.get("export/sparse_bytes"),
         "export_dense_bytes": export_sizes.get("export/dense_bytes"),
     }
+
+
+def write_run_files(output: Path, summary: dict, ledger: dict) -> None:
+    """``summary.json`` (indented, for people) and ``ledger.json`` (the ledger's state) in ``output``.
+
+    Example::
+
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_run_files(folder, {"test_acc": 0.9}, {"steps": []})
+        >>> sorted(p.name for p in folder.iterdir()), json.loads((folder / "summary.json").read_text())
+        (['ledger.json', 'summary.json'], {'test_acc': 0.9})
+    """
+    (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2))
+    (Path(output) / "ledger.json").write_text(json.dumps(ledger))
 
 
 def format_summary(summary: dict) -> str:
