@@ -13,7 +13,7 @@ from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 from pytorch_lightning.trainer.states import TrainerFn
 from typing_extensions import override
 
-from lightning_fed.communication import Codec, CommunicationLedger, Traffic, default_download, make_codec
+from lightning_fed.communication import Codec, CommunicationLedger, Traffic
 from lightning_fed.federation import TRANSPORTS, DeviceStates, SharingPlan, hosted_devices, make_transport
 from lightning_fed.federation.checkpoint import (
     CHECKPOINT_KEY,
@@ -23,11 +23,7 @@ from lightning_fed.federation.checkpoint import (
     rows_path,
     sidecar_path,
 )
-from lightning_fed.federation.error_feedback import (
-    send_downlink_with_feedback,
-    send_with_feedback,
-    send_with_momentum_correction,
-)
+from lightning_fed.federation.compression import DOWNLOAD, UPLOAD, Compression
 from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
@@ -192,23 +188,9 @@ class FederatedStrategy(DDPStrategy):
         self.num_devices = num_devices
         self.transport = transport
         self.share_log_sigma2 = share_log_sigma2
-        self.codec = make_codec(codec, "codec")
-        self.download_codec = default_download(self.codec)
-        self._download_given = download_codec is not None
-        if download_codec is not None:
-            self.download_codec = make_codec(download_codec, "download_codec")
-        self.error_feedback = _check_error_feedback("error_feedback", error_feedback, self.codec)
-        if not (isinstance(error_feedback_momentum, (int, float)) and 0 <= error_feedback_momentum < 1):
-            raise ValueError(f"error_feedback_momentum must be in [0, 1), got {error_feedback_momentum!r}")
-        if error_feedback_momentum and not error_feedback:
-            raise ValueError(
-                "error_feedback_momentum is DGC's momentum correction: it needs error_feedback=True"
-            )
-        self.error_feedback_momentum = float(error_feedback_momentum)
-        self.download_error_feedback = _check_error_feedback(
-            "download_error_feedback", download_error_feedback, self.download_codec
+        self.compression = Compression(
+            codec, download_codec, error_feedback, error_feedback_momentum, download_error_feedback
         )
-        self._server_residual: list[torch.Tensor] | None = None
         self._server_model: list[torch.Tensor] | None = None
         self._round_masks: dict[str, torch.Tensor] | None = None  # of the update being sent (error feedback)
         self._seed = 0
@@ -299,20 +281,15 @@ class FederatedStrategy(DDPStrategy):
         seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**63))
         self._seed = seed % 2**63
         self._resolve_num_devices()
-        if self.download_error_feedback and not self.synchronous:
-            raise ValueError(
-                "download_error_feedback applies to the paper's protocol (every device, every round, "
-                "one step): in sampled rounds the download is the model itself"
-            )
-        if not self.synchronous and not self._download_given:
-            self.download_codec = make_codec(None)  # the model itself: lossless unless asked otherwise
+        if not self.synchronous:
+            self.compression.for_sampled_rounds()
         self._weights = self._device_weights(trainer)
         self.schedule = self._round_schedule(trainer, seed)
         self._set_up_optimizers()
         self.devices = DeviceStates(
             module, self.plan, self.hosted_devices, seed, self._client_optimizer,
             keep_optimizer_state=self.synchronous, rows_path=self._rows_path(trainer), rank=self.global_rank,
-            feedback=self._feedback_kinds,
+            feedback=self.compression.feedback_kinds,
         )  # fmt: skip
         if self._resumed is not None:
             path, step = self._resumed_path, self._resumed_step
@@ -358,7 +335,7 @@ class FederatedStrategy(DDPStrategy):
             return None
         module = self.lightning_module
         per_device = sum(module.get_parameter(n).numel() * 4 for n in self.plan.local_parameters)
-        per_device += len(self._feedback_kinds) * 4 * sum(self.plan.numels)  # error-feedback tensors
+        per_device += len(self.compression.feedback_kinds) * 4 * sum(self.plan.numels)  # error feedback
         if self.device_store == "auto" and per_device * len(self.hosted_devices) <= DISK_STORE_ABOVE_BYTES:
             return None
         return Path(trainer.default_root_dir) / "device-states" / f"process-{self.global_rank}.f32"
@@ -477,7 +454,7 @@ class FederatedStrategy(DDPStrategy):
         for device, device_batch in batches.items():
             with self._failures_named(device), self.devices.hosting(device):
                 output, loss = self._device_step(device, device_batch, rest, kwargs)
-                self._round_masks = self.plan.masks(module) if self.error_feedback else None
+                self._round_masks = self.plan.masks(module) if self.compression.error_feedback else None
                 update = self.plan.upload(module, self._round_masks)  # error feedback needs the masks too
                 self._watch(device, loss, update)
                 self._transport.upload(device, self._encode_upload(device, update), self._weights[device])
@@ -534,30 +511,23 @@ class FederatedStrategy(DDPStrategy):
         return self._round_output(output, losses)
 
     @property
-    def _feedback_kinds(self) -> tuple[str, ...]:
-        """What error feedback keeps on each device: its residual, and with DGC's correction its momentum."""
-        if not self.error_feedback:
-            return ()
-        return ("residual", "velocity") if self.error_feedback_momentum else ("residual",)
+    def codec(self) -> Codec:
+        """The uploads' codec (``compression.codec``)."""
+        return self.compression.codec
+
+    @property
+    def download_codec(self) -> Codec:
+        """The server's messages' codec (``compression.download_codec``)."""
+        return self.compression.download_codec
 
     def _encode_upload(self, device: int, update: list[torch.Tensor]):
-        """``device``'s payload of ``update``; with error feedback, of ``update`` plus its residual."""
+        """``device``'s payload of ``update`` (with error feedback, plus the device's residual)."""
         step = self.lightning_module.trainer.global_step
-        seed = (self._seed, 0, device, step)  # 0: uploads
-        if not self.error_feedback:
-            return self.codec.encode(update, step=step, seed=seed)
-        extra = self.devices.states[device].extra
-        keeps = self.plan.keeps(self._round_masks)  # the masks ``update`` was masked with
-        if self.error_feedback_momentum:
-            payload, extra["residual"], extra["velocity"] = send_with_momentum_correction(
-                self.codec, update, extra.get("residual"), extra.get("velocity"), keeps,
-                self.error_feedback_momentum, step=step, seed=seed,
-            )  # fmt: skip
-            return payload
-        payload, extra["residual"] = send_with_feedback(
-            self.codec, update, extra.get("residual"), keeps, step=step, seed=seed
-        )
-        return payload
+        feedback = self.compression.error_feedback
+        keeps = self.plan.keeps(self._round_masks) if feedback else None  # what ``update`` was masked with
+        extra = self.devices.states[device].extra if feedback else {}
+        seed = (self._seed, UPLOAD, device, step)
+        return self.compression.encode_upload(update, extra, keeps, step=step, seed=seed)
 
     def _local_step_count(self, streams, device: int) -> int:
         if self.local_epochs is None:
@@ -569,7 +539,7 @@ class FederatedStrategy(DDPStrategy):
         module = self.lightning_module
         step = module.trainer.global_step
         exact = self.plan.values(module)
-        payload = self.download_codec.encode(exact, step=step, seed=(self._seed, 1, step))  # 1: downloads
+        payload = self.download_codec.encode(exact, step=step, seed=(self._seed, DOWNLOAD, step))
         self.ledger.record(Traffic.of_download(payload, receivers=len(this_round.sampled)))
         received = self.download_codec.decode(payload, self.plan.numels)
         self._server_model = exact if self.download_codec.lossy else None  # the server steps its own
@@ -590,7 +560,7 @@ class FederatedStrategy(DDPStrategy):
         for batch in batches:
             output, loss = self._device_step(device, batch, rest, kwargs)
             if not self.sends_deltas:
-                self._round_masks = self.plan.masks(module) if self.error_feedback else None
+                self._round_masks = self.plan.masks(module) if self.compression.error_feedback else None
                 update = self.plan.upload(module, self._round_masks)
                 self._step_local_parameters(module)
                 return output, loss, update
@@ -633,13 +603,7 @@ class FederatedStrategy(DDPStrategy):
         total, weight, uploads = self._transport.server_sum()
         average = [t / weight for t in total]
         step = self.lightning_module.trainer.global_step
-        seed = (self._seed, 1, step)  # 1: downloads
-        if self.download_error_feedback:
-            download, self._server_residual = send_downlink_with_feedback(
-                self.download_codec, average, self._server_residual, step=step, seed=seed
-            )
-        else:
-            download = self.download_codec.encode(average, step=step, seed=seed)
+        download = self.compression.encode_download(average, step=step, seed=(self._seed, DOWNLOAD, step))
         self.ledger.record(uploads)
         self.ledger.record(Traffic.of_download(download, receivers=self.num_devices))
         self.ledger.record(
@@ -727,7 +691,7 @@ class FederatedStrategy(DDPStrategy):
             "devices": states if self.is_global_zero else None,
             "rows_layout": self.devices.layout if rows is not None else None,
             "files_step": step,
-            "server_residual": self._server_residual,
+            "server_residual": self.compression.server_residual,
         }
         written = []
         if rows is not None:
@@ -765,7 +729,7 @@ class FederatedStrategy(DDPStrategy):
             )
         self._check_same_federation(federated, checkpoint_path)
         self.ledger.load_state_dict(federated.get("ledger", {}))
-        self._server_residual = federated.get("server_residual")
+        self.compression.server_residual = federated.get("server_residual")
         pool = dict(federated.get("devices") or {})
         for rank in range(1, federated.get("processes", 1)):
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
@@ -807,12 +771,6 @@ def _same(value, default) -> bool:
         return bool(value == default)
     except Exception:  # a tensor or another value with no plain equality
         return False
-
-
-def _check_error_feedback(option: str, asked: bool, codec: Codec) -> bool:
-    if asked and not getattr(codec, "lossy", False):
-        raise ValueError(f"{option} needs a lossy codec (topk, fp16, qsgd or sign); {codec!r} drops nothing")
-    return bool(asked)
 
 
 StrategyRegistry.register(

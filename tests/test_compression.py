@@ -280,7 +280,8 @@ def test_a_compressed_run_sends_fewer_bytes_and_keeps_residuals_on_both_sides(da
     assert all(torch.isfinite(p).all() for p in module.parameters())
     residuals = [packed.devices.states[d].extra["residual"] for d in range(4)]
     assert all(len(r) == len(packed.plan.shared) and any(t.any() for t in r) for r in residuals)
-    assert packed._server_residual is not None and any(t.any() for t in packed._server_residual)
+    assert packed.compression.server_residual is not None
+    assert any(t.any() for t in packed.compression.server_residual)
 
 
 def test_a_resumed_compressed_run_ends_as_the_run_that_never_stopped(data_dir, tmp_path):

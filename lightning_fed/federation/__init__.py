@@ -1,6 +1,7 @@
 """The federation: devices as data, what they share, how their messages meet at the server."""
 
 from lightning_fed.federation.aggregation import RunningSum, federated_mean
+from lightning_fed.federation.compression import Compression
 from lightning_fed.federation.device_state import DeviceState, DeviceStates, device_seed
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError
 from lightning_fed.federation.hosting import check_processes, hosted_devices
@@ -11,6 +12,7 @@ __all__ = [
     "TRANSPORTS",
     "AllGather",
     "AllReduce",
+    "Compression",
     "DeviceFailed",
     "DeviceState",
     "DeviceStates",
