@@ -20,6 +20,7 @@ from lightning_fed.communication import (
     make_codec,
 )
 from lightning_fed.communication.codecs import HEADER
+from lightning_fed.federation.compression import UPLOAD, Compression
 from lightning_fed.federation.device_state import split_row
 from lightning_fed.federation.error_feedback import (
     send_downlink_with_feedback,
@@ -365,3 +366,16 @@ def test_residuals_in_the_devices_rows_on_disk_train_and_resume_as_in_memory(dat
             trained += 1
             assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert trained >= 2
+
+
+def test_compression_keeps_the_device_residual_in_its_state_and_sampled_rounds_download_the_model():
+    compression = Compression("topk:0.5", error_feedback=True)
+    extra, update = {}, [torch.tensor([1.0, -4.0, 2.0, 0.5])]
+    payload = compression.encode_upload(update, extra, [None], step=0, seed=(0, UPLOAD, 0, 0))
+    sent = compression.codec.decode(payload, [4])[0]
+    assert torch.equal(sent + extra["residual"][0], update[0])  # nothing lost, only delayed
+    assert compression.feedback_kinds == ("residual",)
+    compression.for_sampled_rounds()
+    assert repr(compression.download_codec) == "SparseCodec(float32)"  # the model, losslessly
+    with pytest.raises(ValueError, match=r"^download_error_feedback applies to the paper's protocol"):
+        Compression("qsgd:8", download_error_feedback=True).for_sampled_rounds()
