@@ -55,8 +55,10 @@ class Compression:
     ) -> None:
         self.codec = make_codec(codec, "codec")
         self.download_given = download_codec is not None
-        given = make_codec(download_codec, "download_codec") if self.download_given else None
-        self.download_codec = given if given is not None else default_download(self.codec)
+        if self.download_given:
+            self.download_codec = make_codec(download_codec, "download_codec")
+        else:
+            self.download_codec = default_download(self.codec)
         self.error_feedback = _check_error_feedback("error_feedback", error_feedback, self.codec)
         if not (isinstance(error_feedback_momentum, (int, float)) and 0 <= error_feedback_momentum < 1):
             raise ValueError(f"error_feedback_momentum must be in [0, 1), got {error_feedback_momentum!r}")

@@ -69,7 +69,7 @@ def resume_checkpoint(
 
     Example::
 
-        >>> import tempfile, torch
+        >>> import tempfile
         >>> resume_checkpoint(Path(tempfile.mkdtemp()), None, pl.LightningModule(), 4, "mlp") is None
         True
     """
