@@ -6,8 +6,9 @@ Usage:
 Every method is one ``scripts/fit.py`` call on ``configs/fmnist_16_tuned.yaml`` (CifarNet, full
 Fashion-MNIST, 16 iid devices, batch 128, Adam 1e-3 on the server's average) with ``--max-epochs``
 set to the budget and the method's own flags (``METHODS``). A method whose run folder holds a
-``summary.json`` is not run again; one with a checkpoint is resumed. When every method is done the
-script writes ``results/codec_comparison_EPOCHS.json`` and prints the markdown table of
+``summary.json`` is not run again; one with a checkpoint is resumed. When the methods asked for are
+done the script writes their rows into ``results/codec_comparison_EPOCHS.json`` (``--only`` keeps
+the file's other rows) and prints the markdown table of
 RESULTS.md: test top-1, kept weights, wire bytes (upload + download + headers) and the paper's
 measure as a percentage of dense distributed SGD over the same epoch budget (the first method's
 steps, every value up and down), rounds, wall time, and the command.
@@ -42,6 +43,9 @@ METHODS = {
     "masks + top-k 1 % + 4-bit QSGD + error feedback": [
         "--codec", "topk:0.01:27+qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
         "--download-error-feedback",
+    ],
+    "masks + 4 local steps + 4-bit QSGD + error feedback": [
+        "--local-steps", "4", "--codec", "qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
     ],
 }  # fmt: skip
 
@@ -98,11 +102,30 @@ def main(argv=None) -> None:
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         parser.error(f"--only: unknown methods {unknown}; choose from {list(METHODS)}")
-    rows = [run(name, args.epochs, args.runs_dir.expanduser()) for name in names]
-    if args.only is None:
-        out = ROOT / "results" / f"codec_comparison_{args.epochs}ep.json"
-        out.write_text(json.dumps(rows, indent=1) + "\n")
+    out = ROOT / "results" / f"codec_comparison_{args.epochs}ep.json"
+    rows = merged(out, [run(name, args.epochs, args.runs_dir.expanduser()) for name in names])
+    out.write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
+
+
+def merged(path: Path, new_rows: list[dict]) -> list[dict]:
+    """The rows of ``path`` (an earlier comparison with the same budget) with ``new_rows`` in place
+    of theirs, in ``METHODS`` order, so ``--only`` adds a method without rerunning the others and
+    dense SGD, the reference, stays first. The runs are deterministic on the CPU (same seed), so
+    the rows of separate calls are the rows one call would give.
+
+    Example::
+
+        >>> old = [{"method": "dense SGD", "steps": 54}, {"method": "8-bit QSGD", "steps": 1}]
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "rows.json"
+        >>> _ = path.write_text(json.dumps(old))
+        >>> [(r["method"], r["steps"]) for r in merged(path, [{"method": "8-bit QSGD", "steps": 54}])]
+        [('dense SGD', 54), ('8-bit QSGD', 54)]
+    """
+    rows = {row["method"]: row for row in json.loads(path.read_text())} if path.exists() else {}
+    rows.update({row["method"]: row for row in new_rows})
+    return [rows[name] for name in METHODS if name in rows]
 
 
 if __name__ == "__main__":

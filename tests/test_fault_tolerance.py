@@ -153,9 +153,13 @@ def test_foreign_checkpoints_load_weights_only_and_a_corrupt_or_truncated_one_is
     for path in (truncated, tmp_path / "text.ckpt"):
         if path.name == "text.ckpt":
             path.write_text("not a checkpoint")
-        with pytest.raises(ValueError, match=r"^checkpoint '.*' is not a readable PyTorch file \(\w+\)$"):
-            read_checkpoint(path)
-    assert torch.equal(read_checkpoint(good)["state_dict"]["w"], torch.ones(100_000))
+        for mmap in (False, True):  # mmap: how the resume check looks at shapes
+            with pytest.raises(ValueError, match=r"^checkpoint '.*' is not a readable PyTorch file \(\w+\)$"):
+                read_checkpoint(path, mmap=mmap)
+    for mmap in (False, True):
+        assert torch.equal(read_checkpoint(good, mmap=mmap)["state_dict"]["w"], torch.ones(100_000))
+    with pytest.raises(ValueError, match=r"holds Python objects beyond tensors"):
+        read_checkpoint(pickled, mmap=True)
 
 
 # ------------------------------------------------------------------ fit.py, killed and interrupted

@@ -47,7 +47,7 @@ def check_resume(path: Path, model: pl.LightningModule, num_devices: int, networ
 
     ``network`` names the model's architecture in the message.
     """
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, mmap=True)  # keys and shapes only; Lightning reads it
     state, own = checkpoint.get("state_dict", {}), model.state_dict()
     if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
         raise ValueError(
