@@ -16,6 +16,7 @@ steps, every value up and down), rounds, wall time, and the command.
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -47,6 +48,9 @@ METHODS = {
     "masks + 4 local steps + 4-bit QSGD + error feedback": [
         "--local-steps", "4", "--codec", "qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
     ],
+    "masks + 8 local steps + 4-bit QSGD + error feedback": [
+        "--local-steps", "8", "--codec", "qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
+    ],
 }  # fmt: skip
 
 
@@ -63,14 +67,27 @@ def command_of(name: str, epochs: int, runs: Path) -> list[str]:
 
 
 def run(name: str, epochs: int, runs: Path) -> dict:
-    command = command_of(name, epochs, runs)
+    """``name``'s summary, after running it unless its folder holds one; the command recorded keeps
+    ``runs`` as given (``~/lf-runs/...``), so it runs as pasted on any machine."""
+    shown, command = command_of(name, epochs, runs), command_of(name, epochs, runs.expanduser())
     output = Path(command[-1])
     if not (output / "summary.json").exists():
         resume = ["--resume"] if (output / "checkpoints" / "last.ckpt").exists() else []
         print(f"compare_codecs.py: {name}: {shlex.join(['python', *command, *resume])}", flush=True)
         subprocess.run([sys.executable, *command, *resume], cwd=ROOT, check=True)
     summary = json.loads((output / "summary.json").read_text())
-    return {"method": name, "command": shlex.join(["python", *command]), **summary}
+    return {"method": name, "command": " ".join(map(_shell_word, ["python", *shown])), **summary}
+
+
+def _shell_word(word: str) -> str:
+    """``word`` as a shell reads it: quoted only where needed, so ``~/...`` stays the home folder.
+
+    Example::
+
+        >>> _shell_word("~/lf-runs/a_b"), _shell_word("two words")
+        ('~/lf-runs/a_b', "'two words'")
+    """
+    return word if re.fullmatch(r"[\w@%+=:,./~-]+", word) else shlex.quote(word)
 
 
 def table(rows: list[dict]) -> str:
@@ -95,7 +112,7 @@ def main(argv=None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--epochs", type=int, default=2, help="the epoch budget of every method")
-    parser.add_argument("--runs-dir", type=Path, default=Path.home() / "lf-runs" / "codecs")
+    parser.add_argument("--runs-dir", type=Path, default=Path("~/lf-runs/codecs"))
     parser.add_argument("--only", default=None, help="comma-separated method names (default: all)")
     args = parser.parse_args(argv)
     names = list(METHODS) if args.only is None else [n.strip() for n in args.only.split(",")]
@@ -103,7 +120,7 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"--only: unknown methods {unknown}; choose from {list(METHODS)}")
     out = ROOT / "results" / f"codec_comparison_{args.epochs}ep.json"
-    rows = merged(out, [run(name, args.epochs, args.runs_dir.expanduser()) for name in names])
+    rows = merged(out, [run(name, args.epochs, args.runs_dir) for name in names])
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
 
