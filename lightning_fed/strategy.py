@@ -24,6 +24,7 @@ from lightning_fed.federation.checkpoint import (
     sidecar_path,
 )
 from lightning_fed.federation.compression import DOWNLOAD, UPLOAD, Compression
+from lightning_fed.federation.downlink import ModelDownlink, check_download
 from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
 from lightning_fed.federation.rounds import SAMPLINGS, Round, RoundSchedule, check_failure_rate
@@ -77,8 +78,11 @@ class FederatedStrategy(DDPStrategy):
         error_feedback_momentum: DGC's momentum correction: each device accumulates its own
             momentum of the updates with this factor, and clears it where it sent (0: off; pair it
             with ``server_optimizer="fedavg"``, as the momentum is then on the devices).
-        download_error_feedback: the server does the same for its download (the paper's protocol
-            only: in sampled rounds the download is the model itself).
+        download_error_feedback: the server does the same for its download (the paper's protocol,
+            and ``download="delta"``: in sampled rounds the download is the model itself).
+        download: in FedAvg-family rounds, ``"model"`` (the model itself) or ``"delta"`` (its
+            change since the last round, zero where no update moved a weight; needs every device
+            in every round; :mod:`lightning_fed.federation.downlink`).
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
         mask: mask theta by ``M(alpha)`` before it is sent.
         devices_per_round: K, the devices sampled per round (default: all N).
@@ -119,6 +123,7 @@ class FederatedStrategy(DDPStrategy):
         error_feedback: bool = False,
         error_feedback_momentum: float = 0.0,
         download_error_feedback: bool = False,
+        download: str = "model",
         aggregation: str = "mean",
         mask: bool = True,
         devices_per_round: int | None = None,
@@ -191,6 +196,9 @@ class FederatedStrategy(DDPStrategy):
         self.compression = Compression(
             codec, download_codec, error_feedback, error_feedback_momentum, download_error_feedback
         )
+        every = None if num_devices is None else devices_per_round in (None, num_devices)
+        check_download(download, every, False, self.compression)
+        self.downlink = ModelDownlink(download)
         self._server_model: list[torch.Tensor] | None = None
         self._round_masks: dict[str, torch.Tensor] | None = None  # of the update being sent (error feedback)
         self._seed = 0
@@ -282,7 +290,9 @@ class FederatedStrategy(DDPStrategy):
         self._seed = seed % 2**63
         self._resolve_num_devices()
         if not self.synchronous:
-            self.compression.for_sampled_rounds()
+            self.compression.for_sampled_rounds(download_delta=self.downlink.download == "delta")
+        every = self.devices_per_round in (None, self.num_devices)
+        check_download(self.downlink.download, every, self.synchronous, self.compression)
         self._weights = self._device_weights(trainer)
         self.schedule = self._round_schedule(trainer, seed)
         self._set_up_optimizers()
@@ -539,10 +549,13 @@ class FederatedStrategy(DDPStrategy):
         module = self.lightning_module
         step = module.trainer.global_step
         exact = self.plan.values(module)
-        payload = self.download_codec.encode(exact, step=step, seed=(self._seed, DOWNLOAD, step))
+        seed = (self._seed, DOWNLOAD, step)
+        payload, received = self.downlink.send(
+            exact, self.compression, self.plan.numels, step=step, seed=seed
+        )
         self.ledger.record(Traffic.of_download(payload, receivers=len(this_round.sampled)))
-        received = self.download_codec.decode(payload, self.plan.numels)
-        self._server_model = exact if self.download_codec.lossy else None  # the server steps its own
+        lossy = self.download_codec.lossy or self.downlink.download == "delta"
+        self._server_model = exact if lossy else None  # the server steps its own
         self.plan.write_parameters(module, received)
         return [t.to(self.root_device) for t in received]
 
@@ -692,6 +705,7 @@ class FederatedStrategy(DDPStrategy):
             "rows_layout": self.devices.layout if rows is not None else None,
             "files_step": step,
             "server_residual": self.compression.server_residual,
+            "downlink": self.downlink.state_dict(),
         }
         written = []
         if rows is not None:
@@ -730,6 +744,7 @@ class FederatedStrategy(DDPStrategy):
         self._check_same_federation(federated, checkpoint_path)
         self.ledger.load_state_dict(federated.get("ledger", {}))
         self.compression.server_residual = federated.get("server_residual")
+        self.downlink.load_state_dict(federated.get("downlink"))
         pool = dict(federated.get("devices") or {})
         for rank in range(1, federated.get("processes", 1)):
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))

@@ -1,7 +1,7 @@
 """The compression methods side by side on one ledger: same data, devices, epoch budget and seed.
 
 Usage:
-    python scripts/compare_codecs.py [--epochs 2] [--runs-dir ~/lf-runs/codecs] [--only NAME,...]
+    python scripts/compare_codecs.py [--epochs 2] [--runs-dir ~/lf-runs/codecs] [--only NAME ...]
 
 Every method is one ``scripts/fit.py`` call on ``configs/fmnist_16_tuned.yaml`` (CifarNet, full
 Fashion-MNIST, 16 iid devices, batch 128, Adam 1e-3 on the server's average) with ``--max-epochs``
@@ -50,6 +50,10 @@ METHODS = {
     ],
     "masks + 8 local steps + 4-bit QSGD + error feedback": [
         "--local-steps", "8", "--codec", "qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
+    ],
+    "masks + the model's change downloaded + 8 local steps + 4-bit QSGD + error feedback": [
+        "--local-steps", "8", "--codec", "qsgd:4", "--error-feedback", "--download-codec", "qsgd:8",
+        "--download-delta", "--download-error-feedback",
     ],
 }  # fmt: skip
 
@@ -113,9 +117,11 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--epochs", type=int, default=2, help="the epoch budget of every method")
     parser.add_argument("--runs-dir", type=Path, default=Path("~/lf-runs/codecs"))
-    parser.add_argument("--only", default=None, help="comma-separated method names (default: all)")
+    parser.add_argument(
+        "--only", action="append", default=None, help="a method, or methods joined by commas (default: all)"
+    )
     args = parser.parse_args(argv)
-    names = list(METHODS) if args.only is None else [n.strip() for n in args.only.split(",")]
+    names = list(METHODS) if args.only is None else [n for value in args.only for n in method_names(value)]
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         parser.error(f"--only: unknown methods {unknown}; choose from {list(METHODS)}")
@@ -123,6 +129,18 @@ def main(argv=None) -> None:
     rows = merged(out, [run(name, args.epochs, args.runs_dir) for name in names])
     out.write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
+
+
+def method_names(value: str) -> list[str]:
+    """The methods one ``--only`` names: a method's whole name (which may hold commas), else names
+    joined by commas.
+
+    Example::
+
+        >>> method_names("FedAvg, 5 local steps"), method_names("dense SGD,8-bit QSGD")
+        (['FedAvg, 5 local steps'], ['dense SGD', '8-bit QSGD'])
+    """
+    return [value] if value in METHODS else [name.strip() for name in value.split(",")]
 
 
 def merged(path: Path, new_rows: list[dict]) -> list[dict]:

@@ -150,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--download-error-feedback",
         action="store_true",
-        help="the server does the same (paper's protocol only)",
+        help="the server does the same (paper's protocol, or with --download-delta)",
+    )
+    g.add_argument(
+        "--download-delta",
+        action="store_true",
+        help="FedAvg rounds with every device: download the model's change, not the model",
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
@@ -249,6 +254,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def _check_codecs(parser, args) -> None:
     """Each codec spec parses, and error feedback is asked only of a codec that drops something."""
     feedback = (args.error_feedback, args.download_error_feedback, args.error_feedback_momentum)
+    _check_download_delta(parser, args)
     if not any((args.codec, args.download_codec, *feedback)):
         return
     from lightning_fed.communication import default_download, make_codec
@@ -272,10 +278,42 @@ def _check_codecs(parser, args) -> None:
     if args.error_feedback_momentum and not args.error_feedback:
         parser.error("--error-feedback-momentum is DGC's momentum correction: it needs --error-feedback")
     sampled = args.devices_per_round not in (None, args.devices) or args.local_steps not in (None, 1)
-    if args.download_error_feedback and (sampled or args.local_epochs or args.failure_rate):
+    fedavg_rounds = sampled or args.local_epochs or args.failure_rate
+    if args.download_error_feedback and fedavg_rounds and not args.download_delta:
         parser.error(
             "--download-error-feedback applies to the paper's protocol (every device, every round, "
-            "one step); sampled rounds download the model itself"
+            "one step) and to --download-delta; sampled rounds download the model itself"
+        )
+
+
+def _lossy(parser, spec: str) -> bool:
+    from lightning_fed.communication import make_codec
+
+    try:
+        return make_codec(spec, "--download-codec").lossy
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _check_download_delta(parser, args) -> None:
+    """``--download-delta``: FedAvg rounds in which every device takes part, error feedback for a lossy
+    download (``lightning_fed.federation.downlink.check_download``, at argparse speed)."""
+    if not args.download_delta:
+        return
+    if args.devices_per_round not in (None, args.devices):
+        parser.error(
+            f"--download-delta needs every device in every round (--devices-per-round {args.devices}); "
+            "a device that missed a round has no copy to add the change to"
+        )
+    if args.local_steps in (None, 1) and not args.local_epochs and not args.failure_rate:
+        parser.error(
+            "--download-delta applies to FedAvg rounds (--local-steps, --local-epochs or --failure-rate); "
+            "the paper's protocol already downloads the averaged gradient"
+        )
+    if args.download_codec and not args.download_error_feedback and _lossy(parser, args.download_codec):
+        parser.error(
+            f"--download-delta with --download-codec {args.download_codec} needs --download-error-feedback, "
+            "else the devices' copy drifts from the model round after round"
         )
 
 

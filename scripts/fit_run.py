@@ -114,6 +114,7 @@ def round_options(args) -> dict:
         "codec": args.codec, "download_codec": args.download_codec,
         "error_feedback": args.error_feedback, "error_feedback_momentum": args.error_feedback_momentum,
         "download_error_feedback": args.download_error_feedback,
+        "download": "delta" if args.download_delta else "model",
     }  # fmt: skip
 
 

@@ -129,6 +129,15 @@ def _snapshot(folder: Path) -> dict:
             ["--codec", "fp16", "--download-error-feedback", "--local-steps", "2"],
             r"--download-error-feedback applies to the paper's protocol",
         ),
+        (
+            ["--download-delta", "--local-steps", "2", "--devices-per-round", "1"],
+            r"--download-delta needs every device in every round \(--devices-per-round 2\)",
+        ),
+        (["--download-delta"], r"--download-delta applies to FedAvg rounds \(--local-steps, "),
+        (
+            ["--download-delta", "--local-steps", "2", "--download-codec", "qsgd:8"],
+            r"--download-delta with --download-codec qsgd:8 needs --download-error-feedback",
+        ),
         (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
         (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
         ([], r"already holds a run \(summary.json\); pass --resume 'last' to continue it"),

@@ -72,13 +72,15 @@ class Compression:
         )
         self.server_residual: list[torch.Tensor] | None = None
 
-    def for_sampled_rounds(self) -> None:
+    def for_sampled_rounds(self, download_delta: bool = False) -> None:
         """Rounds of sampled devices download the model itself: losslessly unless a download codec
-        was given, and without a server residual (a device that missed rounds has no use for it)."""
-        if self.download_error_feedback:
+        was given, and without a server residual (a device that missed rounds has no use for it);
+        with ``download_delta`` (every device in every round) they download the model's change, with
+        the server's residual if asked (:mod:`lightning_fed.federation.downlink`)."""
+        if self.download_error_feedback and not download_delta:
             raise ValueError(
                 "download_error_feedback applies to the paper's protocol (every device, every round, "
-                "one step): in sampled rounds the download is the model itself"
+                "one step) and to download='delta': in sampled rounds the download is the model itself"
             )
         if not self.download_given:
             self.download_codec = make_codec(None)

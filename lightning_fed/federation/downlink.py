@@ -1,0 +1,99 @@
+"""The download of FedAvg-family rounds: the model itself, or what changed since the last one.
+
+In rounds of sampled devices (K < N) a device may have missed rounds, so it receives the model
+itself (``download="model"``, the default). When every device takes part in every round (K = N,
+with local steps or failures), every device holds what it received the round before, and the
+server can send the change instead (``download="delta"``): the server's model minus the one it
+sent last, exactly zero wherever no device's update moved a weight. A pruned weight, which no
+device sends, then costs nothing on the way back either, as in the paper's protocol, whose
+download is the averaged gradient. The devices add the decoded change to their copy.
+
+A lossy download codec needs the server's error feedback here
+(:func:`~lightning_fed.federation.error_feedback.send_downlink_with_feedback`): what the codec
+dropped is kept and sent with the next change where that is non-zero, so the devices' copy stays
+within one message's error of the server's model instead of drifting round after round. The
+server steps its own exact model either way. The first round sends the model itself in float32:
+the devices start from the server's exact model.
+
+Example::
+
+    >>> from lightning_fed.federation.compression import Compression
+    >>> downlink, lossless = ModelDownlink("delta"), Compression()
+    >>> payload, held = downlink.send([torch.tensor([1.0, 2.0, 3.0])], lossless, [3], step=0, seed=0)
+    >>> held[0].tolist(), payload.values  # the first round: the model itself
+    ([1.0, 2.0, 3.0], 3)
+    >>> payload, held = downlink.send([torch.tensor([1.0, 2.5, 3.0])], lossless, [3], step=1, seed=0)
+    >>> held[0].tolist(), payload.values  # then only what changed
+    ([1.0, 2.5, 3.0], 1)
+"""
+
+import torch
+
+from lightning_fed.communication import Payload, make_codec
+
+DOWNLOADS = ("model", "delta")
+
+
+def check_download(download: str, every_device: bool | None, synchronous: bool, compression) -> None:
+    """A one-line error where ``download`` cannot work: an unknown kind; ``"delta"`` in rounds that
+    leave devices out (``every_device`` False; None: not known yet) or in the paper's protocol
+    (``synchronous``), or with a lossy download codec but no server error feedback."""
+    if download not in DOWNLOADS:
+        raise ValueError(f"download must be one of {', '.join(DOWNLOADS)}, got {download!r}")
+    if download != "delta":
+        return
+    if synchronous:
+        raise ValueError(
+            "download='delta' applies to FedAvg rounds (local steps, sampling or failures); the paper's "
+            "protocol (one step, every device) already downloads the averaged gradient"
+        )
+    if every_device is False:
+        raise ValueError(
+            "download='delta' needs every device in every round (devices_per_round=num_devices): "
+            "a device that missed a round has no copy to add the change to"
+        )
+    if compression.download_codec.lossy and not compression.download_error_feedback:
+        raise ValueError(
+            f"download='delta' with the lossy download codec {compression.download_codec!r} needs "
+            "download_error_feedback=True, else the devices' copy drifts from the model round after round"
+        )
+
+
+class ModelDownlink:
+    """What the round's devices receive and hold: ``send`` encodes it, returns the payload (for the
+    ledger) and the devices' decoded copy; ``state_dict`` is what a resumed run needs."""
+
+    def __init__(self, download: str = "model") -> None:
+        if download not in DOWNLOADS:
+            raise ValueError(f"download must be one of {', '.join(DOWNLOADS)}, got {download!r}")
+        self.download = download
+        self.sent: list[torch.Tensor] | None = None  # the server's model when it last sent (delta)
+        self.held: list[torch.Tensor] | None = None  # the devices' copy (delta)
+
+    def send(
+        self, model: list[torch.Tensor], compression, numels: list[int], *, step: int, seed
+    ) -> tuple[Payload, list[torch.Tensor]]:
+        """The payload of the round's download of ``model`` and what the devices hold after it."""
+        if self.download == "model":
+            codec = compression.download_codec
+            payload = codec.encode(model, step=step, seed=seed)
+            return payload, codec.decode(payload, numels)
+        if self.held is None:  # the first round: the exact model
+            codec = make_codec(None)
+            payload = codec.encode(model, step=step, seed=seed)
+            self.held = codec.decode(payload, numels)
+        else:
+            change = [now - before for now, before in zip(model, self.sent, strict=True)]
+            payload = compression.encode_download(change, step=step, seed=seed)
+            decoded = compression.download_codec.decode(payload, numels)
+            self.held = [held + d.to(held.device) for held, d in zip(self.held, decoded, strict=True)]
+        self.sent = [t.detach().clone() for t in model]
+        return payload, self.held
+
+    def state_dict(self) -> dict:
+        return {"download": self.download, "sent": self.sent, "held": self.held}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """A checkpoint's downlink; one of another kind (or none, from before downlinks) starts over."""
+        if state and state.get("download") == self.download:
+            self.sent, self.held = state.get("sent"), state.get("held")
