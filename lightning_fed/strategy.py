@@ -197,7 +197,8 @@ class FederatedStrategy(DDPStrategy):
             codec, download_codec, error_feedback, error_feedback_momentum, download_error_feedback
         )
         every = None if num_devices is None else devices_per_round in (None, num_devices)
-        check_download(download, every, False, self.compression)
+        # a download codec not given is decided at setup (lossless in FedAvg rounds)
+        check_download(download, every, False, self.compression if self.compression.download_given else None)
         self.downlink = ModelDownlink(download)
         self._server_model: list[torch.Tensor] | None = None
         self._round_masks: dict[str, torch.Tensor] | None = None  # of the update being sent (error feedback)

@@ -93,3 +93,10 @@ def test_a_pruned_layer_costs_nothing_on_the_way_back_and_a_resume_is_exact(data
 def test_a_download_delta_that_cannot_work_is_a_one_line_error(data_dir, tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         _fit(data_dir, tmp_path, max_steps=1, **{"download": "delta", **options})
+
+
+def test_a_lossy_upload_codec_alone_leaves_the_delta_lossless(data_dir, tmp_path):
+    """Without a download codec, FedAvg rounds download float32: the delta needs no residual then."""
+    _, strategy = _fit(data_dir, tmp_path, max_steps=2, download="delta", **FEDAVG)
+    assert repr(strategy.download_codec) == "SparseCodec(float32)"
+    assert strategy.compression.server_residual is None and strategy.downlink.held is not None

@@ -34,10 +34,11 @@ from lightning_fed.communication import Payload, make_codec
 DOWNLOADS = ("model", "delta")
 
 
-def check_download(download: str, every_device: bool | None, synchronous: bool, compression) -> None:
+def check_download(download: str, every_device: bool | None, synchronous: bool, compression=None) -> None:
     """A one-line error where ``download`` cannot work: an unknown kind; ``"delta"`` in rounds that
     leave devices out (``every_device`` False; None: not known yet) or in the paper's protocol
-    (``synchronous``), or with a lossy download codec but no server error feedback."""
+    (``synchronous``), or with a lossy download codec but no server error feedback (``compression``:
+    its settings; None: the download codec is not known yet)."""
     if download not in DOWNLOADS:
         raise ValueError(f"download must be one of {', '.join(DOWNLOADS)}, got {download!r}")
     if download != "delta":
@@ -52,7 +53,11 @@ def check_download(download: str, every_device: bool | None, synchronous: bool, 
             "download='delta' needs every device in every round (devices_per_round=num_devices): "
             "a device that missed a round has no copy to add the change to"
         )
-    if compression.download_codec.lossy and not compression.download_error_feedback:
+    if (
+        compression is not None
+        and compression.download_codec.lossy
+        and not compression.download_error_feedback
+    ):
         raise ValueError(
             f"download='delta' with the lossy download codec {compression.download_codec!r} needs "
             "download_error_feedback=True, else the devices' copy drifts from the model round after round"
