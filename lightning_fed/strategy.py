@@ -196,10 +196,10 @@ class FederatedStrategy(DDPStrategy):
         self.compression = Compression(
             codec, download_codec, error_feedback, error_feedback_momentum, download_error_feedback
         )
+        self.downlink = ModelDownlink(download)  # an unknown kind is an error here
         every = None if num_devices is None else devices_per_round in (None, num_devices)
         # a download codec not given is decided at setup (lossless in FedAvg rounds)
         check_download(download, every, False, self.compression if self.compression.download_given else None)
-        self.downlink = ModelDownlink(download)
         self._server_model: list[torch.Tensor] | None = None
         self._round_masks: dict[str, torch.Tensor] | None = None  # of the update being sent (error feedback)
         self._seed = 0

@@ -35,12 +35,10 @@ DOWNLOADS = ("model", "delta")
 
 
 def check_download(download: str, every_device: bool | None, synchronous: bool, compression=None) -> None:
-    """A one-line error where ``download`` cannot work: an unknown kind; ``"delta"`` in rounds that
-    leave devices out (``every_device`` False; None: not known yet) or in the paper's protocol
-    (``synchronous``), or with a lossy download codec but no server error feedback (``compression``:
-    its settings; None: the download codec is not known yet)."""
-    if download not in DOWNLOADS:
-        raise ValueError(f"download must be one of {', '.join(DOWNLOADS)}, got {download!r}")
+    """A one-line error where ``download`` (a known kind: :class:`ModelDownlink` checks that)
+    cannot work: ``"delta"`` in rounds that leave devices out (``every_device`` False; None: not
+    known yet) or in the paper's protocol (``synchronous``), or with a lossy download codec but no
+    server error feedback (``compression``: its settings; None: the download codec is not known yet)."""
     if download != "delta":
         return
     if synchronous:
@@ -78,7 +76,8 @@ class ModelDownlink:
     def send(
         self, model: list[torch.Tensor], compression, numels: list[int], *, step: int, seed
     ) -> tuple[Payload, list[torch.Tensor]]:
-        """The payload of the round's download of ``model`` and what the devices hold after it."""
+        """The payload of the round's download of ``model`` and what the devices hold after it.
+        ``model`` is kept as the last model sent, so the caller passes tensors it will not change."""
         if self.download == "model":
             codec = compression.download_codec
             payload = codec.encode(model, step=step, seed=seed)
@@ -92,7 +91,7 @@ class ModelDownlink:
             payload = compression.encode_download(change, step=step, seed=seed)
             decoded = compression.download_codec.decode(payload, numels)
             self.held = [held + d.to(held.device) for held, d in zip(self.held, decoded, strict=True)]
-        self.sent = [t.detach().clone() for t in model]
+        self.sent = list(model)  # the caller's copies (``SharingPlan.values``): no second one
         return payload, self.held
 
     def state_dict(self) -> dict:
