@@ -4,13 +4,19 @@ traffic of each epoch and in total, in dense epochs, read from the run's CSV log
 Usage:
     python scripts/epoch_table.py ~/lf-runs/reproduce/fmnist_16_beta/sparse
     python scripts/epoch_table.py RUN --epochs 0,1,2,4,9 --spans 0-20,21-40,41-
+    python scripts/epoch_table.py RUN --dense-dir results/logs/h200-2026-11-26/fmnist_16_tuned/dense
 
 ``--epochs`` keeps only those rows (the totals still count every epoch before them); ``--spans``
-adds the dense epochs sent within each span (``A-B`` both included, ``A-`` to the end). The
-tables and span figures in RESULTS.md are printed by the command written next to them.
+adds the dense epochs sent within each span (``A-B`` both included, ``A-`` to the end).
+``--dense-dir`` counts traffic against a dense baseline's run folder (its ``summary.json``): each
+epoch in percent of the baseline's epoch, the totals in percent of the whole baseline, which is
+what a run whose epoch has fewer rounds than the baseline's steps (FedAvg rounds of several local
+steps) needs. The tables and span figures in RESULTS.md are printed by the command written next
+to them.
 """
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -21,6 +27,7 @@ sys.path[:0] = [str(ROOT)]
 from lightning_fed.runs.cli import OneLineParser  # noqa: E402
 from lightning_fed.runs.epoch_log import (  # noqa: E402
     MEASURES,
+    against_baseline,
     epoch_rows,
     markdown_table,
     number,
@@ -103,7 +110,21 @@ def parse_args(argv=None):
     p.add_argument("run", help="a fit.py run folder (the one holding csv/)")
     p.add_argument("--epochs", type=parse_epochs, help="only these rows, e.g. 0,1,2,4,9")
     p.add_argument("--spans", type=parse_spans, help="traffic within spans, e.g. 0-20,21-40,41-")
+    p.add_argument("--dense-dir", help="a dense baseline's run folder: traffic in percent of it")
     return p.parse_args(argv)
+
+
+def dense_baseline(run_dir) -> tuple[float, int]:
+    """The bytes dense distributed SGD sent in a baseline run, and its epochs (its summary.json)."""
+    path = Path(run_dir).expanduser() / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        return float(summary["comm_dense_bytes"]), int(summary["epochs"])
+    except (OSError, ValueError, KeyError) as error:
+        raise SystemExit(
+            f"epoch_table.py: error: --dense-dir {str(run_dir)!r}: no summary.json with comm_dense_bytes "
+            f"and epochs ({type(error).__name__}); give a finished fit.py run folder"
+        ) from None
 
 
 def main(argv=None) -> None:
@@ -112,9 +133,11 @@ def main(argv=None) -> None:
         rows = epoch_rows(read_epochs(args.run))
     except FileNotFoundError as error:
         raise SystemExit(f"epoch_table.py: error: {error}") from None
+    if args.dense_dir:
+        rows = against_baseline(rows, *dense_baseline(args.dense_dir))
     shown = rows if args.epochs is None else [r for r in rows if r["epoch"] in set(args.epochs)]
     missing = sorted(set(args.epochs or ()) - {r["epoch"] for r in rows})
-    print(markdown_table(shown))
+    print(markdown_table(shown, baseline=bool(args.dense_dir)))
     if missing:
         print(f"\n(not logged yet: epochs {', '.join(map(str, missing))})")
     if args.spans:

@@ -1,5 +1,6 @@
 """Per-epoch figures read back from a run's CSV logs: lightning_fed.runs.epoch_log, epoch_table.py."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ def _epoch(epoch: int, kept: float, acc: float, sent: float) -> dict:
         "val/acc": acc,
         "comm/epoch/paper_fraction": sent,
         "comm/epoch/wire_fraction": 1.5 * sent,
+        "comm/epoch/wire_bytes": 1000.0 * sent,
     }
 
 
@@ -66,6 +68,26 @@ def test_the_script_prints_the_chosen_rows_and_spans(resumed_run, capsys):
     assert "| 9- | - | - | - |" in out  # an open span not reached yet
 
 
+@pytest.fixture
+def dense_run(tmp_path) -> Path:
+    """A dense baseline's folder: 4,000 bytes in 2 epochs (2,000 an epoch)."""
+    folder = tmp_path / "dense"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps({"comm_dense_bytes": 4000, "epochs": 2}))
+    return folder
+
+
+def test_traffic_against_a_baseline_counts_its_bytes_not_the_runs_epochs(resumed_run, dense_run, capsys):
+    # wire bytes of epochs 0-3: 800, 400, 200, 100 -> 40, 20, 10, 5 % of a baseline epoch (2,000 bytes);
+    # totals 20, 30, 35, 37.5 % of the baseline's 4,000; the paper's measure logged no bytes: unknown
+    main([str(resumed_run), "--dense-dir", str(dense_run), "--epochs", "1,3", "--spans", "0-1"])
+    out = capsys.readouterr().out
+    assert "| 1 | 30.0 % | 80.0 % | - | 20.00 % | - | - | 30.000 % | - |" in out
+    assert "| 3 | 10.0 % | 90.0 % | - | 5.00 % | - | - | 37.500 % | - |" in out
+    assert "% of the baseline" in out
+    assert "| 0-1 | - | 0.60 | - |" in out  # baseline epochs: 0.4 + 0.2
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -73,6 +95,7 @@ def test_the_script_prints_the_chosen_rows_and_spans(resumed_run, capsys):
         (["{run}", "--epochs", "1,x"], "--epochs '1,x': give epoch numbers >= 0"),
         (["{run}", "--epochs", "-1"], "--epochs '-1': give epoch numbers >= 0"),
         (["{run}", "--spans", "5-2"], "--spans '5-2': give spans as FIRST-LAST or FIRST-"),
+        (["{run}", "--dense-dir", "{run}/csv"], "--dense-dir '{run}/csv': no summary.json with"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(resumed_run, args, message):
@@ -81,6 +104,6 @@ def test_bad_input_is_one_line_and_writes_nothing(resumed_run, args, message):
     result = subprocess.run(
         command + [a.format(run=resumed_run) for a in args], capture_output=True, text=True
     )
-    assert result.returncode != 0 and message in result.stderr
+    assert result.returncode != 0 and message.format(run=resumed_run) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.relative_to(resumed_run) for p in resumed_run.rglob("*")) == before

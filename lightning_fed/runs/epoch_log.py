@@ -6,6 +6,9 @@ as well as after it, so a run still in progress can be read the same way as a fi
 Traffic is counted in *dense epochs*: the ``comm/epoch/*_fraction`` of an epoch is what it sent
 over what dense distributed SGD sends in one epoch, so their sum over epochs is the run's traffic
 in dense epochs (divide by a dense baseline's epoch count for the fraction of its traffic).
+A run whose epoch is not a dense baseline's epoch (FedAvg rounds of several local steps: an epoch
+of 4 rounds where dense SGD takes 27 steps) is counted against the baseline's own bytes instead,
+by :func:`against_baseline`.
 """
 
 import csv
@@ -18,6 +21,7 @@ COLUMNS = {
     "val_acc": "val/acc",
     **{measure: f"comm/epoch/{measure}_fraction" for measure in MEASURES},
 }
+BYTES = {measure: f"comm/epoch/{measure}_bytes" for measure in MEASURES}
 _VERSION = re.compile(r"version_(\d+)")
 
 
@@ -79,15 +83,44 @@ def epoch_rows(epochs: dict[int, dict[str, float]]) -> list[dict]:
     totals: dict[str, float | None] = dict.fromkeys(MEASURES)
     rows = []
     for epoch, values in sorted(epochs.items()):
-        if not any(metric in values for metric in COLUMNS.values()):
+        if not any(metric in values for metric in (*COLUMNS.values(), *BYTES.values())):
             continue
         row = {"epoch": epoch, **{column: values.get(metric) for column, metric in COLUMNS.items()}}
+        row.update({f"{measure}_bytes": values.get(metric) for measure, metric in BYTES.items()})
         for measure in MEASURES:
             if row[measure] is not None:
                 totals[measure] = (totals[measure] or 0.0) + row[measure]
             row[f"total_{measure}"] = totals[measure]
         rows.append(row)
     return rows
+
+
+def against_baseline(rows: list[dict], dense_bytes: float, dense_epochs: int) -> list[dict]:
+    """The rows with traffic counted against a dense baseline that sent ``dense_bytes`` in
+    ``dense_epochs`` epochs: each epoch's bytes as a fraction of the baseline's epoch
+    (``dense_bytes / dense_epochs``), and the totals as fractions of the whole baseline.
+
+    Example::
+
+        >>> rows = epoch_rows({0: {"comm/epoch/wire_bytes": 30.0}, 1: {"comm/epoch/wire_bytes": 10.0}})
+        >>> [(r["wire"], r["total_wire"]) for r in against_baseline(rows, dense_bytes=400, dense_epochs=4)]
+        [(0.3, 0.075), (0.1, 0.1)]
+    """
+    if dense_bytes <= 0 or dense_epochs < 1:
+        raise ValueError(
+            f"a dense baseline needs bytes > 0 and epochs >= 1, got {dense_bytes} and {dense_epochs}"
+        )
+    out, totals = [], dict.fromkeys(MEASURES)
+    for row in rows:
+        row = dict(row)
+        for measure in MEASURES:
+            sent = row[f"{measure}_bytes"]
+            row[measure] = None if sent is None else sent * dense_epochs / dense_bytes
+            if sent is not None:
+                totals[measure] = (totals[measure] or 0.0) + sent / dense_bytes
+            row[f"total_{measure}"] = totals[measure]
+        out.append(row)
+    return out
 
 
 def span_totals(rows: list[dict], first: int, last: int | None = None) -> dict[str, float | None]:
@@ -105,9 +138,11 @@ def span_totals(rows: list[dict], first: int, last: int | None = None) -> dict[s
     return {measure: sum(v) if v else None for measure, v in values.items()}
 
 
-def markdown_table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict], baseline: bool = False) -> str:
     """The rows as a markdown table: percentages for accuracy and kept weights, dense epochs for
-    traffic (per epoch, then the running total), "-" where a value was not logged.
+    traffic (per epoch, then the running total), "-" where a value was not logged. ``baseline``:
+    the rows of :func:`against_baseline`, traffic in percent of the baseline's epoch and of the
+    whole baseline.
 
     Example::
 
@@ -115,21 +150,26 @@ def markdown_table(rows: list[dict]) -> str:
         >>> print(markdown_table(rows).splitlines()[-1])
         | 0 | - | 75.6 % | 0.774 | - | - | 0.77 | - | - |
     """
+    unit = ", % of a baseline epoch" if baseline else ""
+    total = ", % of the baseline" if baseline else ""
     head = (
-        "| epoch | kept weights | validation acc. | sent, paper's measure | sent, wire bytes "
-        "| sent, Golomb-coded | total paper | total wire | total Golomb |\n"
+        f"| epoch | kept weights | validation acc. | sent, paper's measure{unit} | sent, wire bytes{unit} "
+        f"| sent, Golomb-coded{unit} | total paper{total} | total wire{total} | total Golomb{total} |\n"
         "|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
         cells = [str(r["epoch"]), _percent(r["kept"]), _percent(r["val_acc"])]
-        cells += [number(r[m], 3) for m in MEASURES] + [number(r[f"total_{m}"], 2) for m in MEASURES]
+        if baseline:
+            cells += [_percent(r[m], 2) for m in MEASURES] + [_percent(r[f"total_{m}"], 3) for m in MEASURES]
+        else:
+            cells += [number(r[m], 3) for m in MEASURES] + [number(r[f"total_{m}"], 2) for m in MEASURES]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
+def _percent(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{100 * value:.{digits}f} %"
 
 
 def number(value: float | None, digits: int) -> str:
