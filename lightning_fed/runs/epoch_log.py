@@ -80,18 +80,25 @@ def epoch_rows(epochs: dict[int, dict[str, float]]) -> list[dict]:
         >>> [(r["epoch"], r["paper"], r["val_acc"], r["total_paper"]) for r in epoch_rows(epochs)]
         [(0, 0.5, 0.8, 0.5), (1, 0.25, None, 0.75)]
     """
-    totals: dict[str, float | None] = dict.fromkeys(MEASURES)
     rows = []
     for epoch, values in sorted(epochs.items()):
         if not any(metric in values for metric in (*COLUMNS.values(), *BYTES.values())):
             continue
         row = {"epoch": epoch, **{column: values.get(metric) for column, metric in COLUMNS.items()}}
         row.update({f"{measure}_bytes": values.get(metric) for measure, metric in BYTES.items()})
+        rows.append(row)
+    return _with_totals(rows)
+
+
+def _with_totals(rows: list[dict], per_epoch: float = 1.0) -> list[dict]:
+    """Each row's ``total_<measure>``: the running sum of the measure over ``per_epoch`` (None until
+    the measure is first logged)."""
+    totals: dict[str, float | None] = dict.fromkeys(MEASURES)
+    for row in rows:
         for measure in MEASURES:
             if row[measure] is not None:
-                totals[measure] = (totals[measure] or 0.0) + row[measure]
+                totals[measure] = (totals[measure] or 0.0) + row[measure] / per_epoch
             row[f"total_{measure}"] = totals[measure]
-        rows.append(row)
     return rows
 
 
@@ -110,17 +117,12 @@ def against_baseline(rows: list[dict], dense_bytes: float, dense_epochs: int) ->
         raise ValueError(
             f"a dense baseline needs bytes > 0 and epochs >= 1, got {dense_bytes} and {dense_epochs}"
         )
-    out, totals = [], dict.fromkeys(MEASURES)
+    epoch_bytes = dense_bytes / dense_epochs
+    out = []
     for row in rows:
-        row = dict(row)
-        for measure in MEASURES:
-            sent = row[f"{measure}_bytes"]
-            row[measure] = None if sent is None else sent * dense_epochs / dense_bytes
-            if sent is not None:
-                totals[measure] = (totals[measure] or 0.0) + sent / dense_bytes
-            row[f"total_{measure}"] = totals[measure]
-        out.append(row)
-    return out
+        sent = {m: row[f"{m}_bytes"] for m in MEASURES}
+        out.append({**row, **{m: None if b is None else b / epoch_bytes for m, b in sent.items()}})
+    return _with_totals(out, per_epoch=dense_epochs)
 
 
 def span_totals(rows: list[dict], first: int, last: int | None = None) -> dict[str, float | None]:
