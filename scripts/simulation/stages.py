@@ -1,0 +1,94 @@
+"""Where a round's seconds go: ``ours.py`` or ``plain.py`` with timers around their stages.
+
+Usage: python scripts/simulation/stages.py {ours,plain} CLIENTS [--rounds 4] [--per-round 50]
+
+CLIENTS is the ``clients.pt`` that ``write_clients`` of ``scripts/benchmark_simulation.py`` writes.
+Prints the engine's ``ROUNDS`` line, then ``STAGES {...}``: seconds a round in each stage, the
+first round (a warm-up) left out. ``ours``: ``train`` (every local step's forward and backward, in
+Lightning), ``local_update`` (``train`` plus the client optimizer's steps and the masked delta),
+``encode``, ``decode_add`` (the server reading a payload into its sum), ``watch`` (the finiteness
+check) and ``round``. ``plain``: ``train`` (forward and backward) and ``local_epoch`` (plus the
+optimizer's steps). Timers are ``time.perf_counter`` around whole calls: no profiler overhead
+on the calls inside them.
+"""
+
+import collections
+import functools
+import runpy
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SECONDS: dict[str, float] = collections.defaultdict(float)
+
+
+def timed(owner, name: str, stage: str, warm_up_calls: int = 0) -> None:
+    """Replace ``owner.name`` by a wrapper that adds its calls' seconds to ``SECONDS[stage]``;
+    when its ``warm_up_calls``-th call ends (the first round's last), every stage starts from zero."""
+    original = getattr(owner, name)
+    calls = [0]
+
+    @functools.wraps(original)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            SECONDS[stage] += time.perf_counter() - start
+            calls[0] += 1
+            if calls[0] == warm_up_calls:
+                SECONDS.clear()
+
+    setattr(owner, name, wrapper)
+
+
+def time_ours() -> None:
+    sys.path.insert(0, str(HERE.parents[1]))
+    from lightning_fed.federation.transport import InProcess
+    from lightning_fed.strategy import FederatedStrategy
+
+    for name, stage in [
+        ("_device_step", "train"), ("_local_update", "local_update"), ("_encode_upload", "encode"),
+        ("_watch", "watch"),
+    ]:  # fmt: skip
+        timed(FederatedStrategy, name, stage)
+    timed(FederatedStrategy, "_sampled_round", "round", warm_up_calls=1)
+    timed(InProcess, "upload", "decode_add")
+
+
+def time_plain(per_round: int) -> None:
+    import common
+    import torch
+
+    def local_epoch(model, optimizer, images, labels, shard, batch_size, rng):  # common.local_epoch, timed
+        order = rng.permutation(shard)
+        for start in range(0, len(order), batch_size):
+            index = torch.from_numpy(order[start : start + batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            began = time.perf_counter()
+            torch.nn.functional.cross_entropy(model(images[index]), labels[index]).backward()
+            SECONDS["train"] += time.perf_counter() - began
+            optimizer.step()
+
+    common.local_epoch = local_epoch
+    timed(common, "local_epoch", "local_epoch", warm_up_calls=per_round)
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("ours", "plain"):
+        raise SystemExit("usage: stages.py {ours,plain} CLIENTS [--rounds R] [--per-round K]")
+    engine, rest = sys.argv[1], sys.argv[2:]
+    sys.path.insert(0, str(HERE))
+    rounds = int(rest[rest.index("--rounds") + 1]) if "--rounds" in rest else 4
+    per_round = int(rest[rest.index("--per-round") + 1]) if "--per-round" in rest else 10
+    if rounds < 2:
+        raise SystemExit("stages.py: --rounds must be at least 2 (the first is a warm-up, left out)")
+    time_ours() if engine == "ours" else time_plain(per_round)
+    sys.argv = [str(HERE / f"{engine}.py"), *rest]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+    print("STAGES " + str({stage: round(s / (rounds - 1), 3) for stage, s in SECONDS.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
