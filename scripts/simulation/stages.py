@@ -7,9 +7,9 @@ Prints the engine's ``ROUNDS`` line, then ``STAGES {...}``: seconds a round in e
 first round (a warm-up) left out. ``ours``: ``train`` (every local step's forward and backward, in
 Lightning), ``local_update`` (``train`` plus the client optimizer's steps and the masked delta),
 ``encode``, ``decode_add`` (the server reading a payload into its sum), ``watch`` (the finiteness
-check) and ``round``. ``plain``: ``train`` (forward and backward) and ``local_epoch`` (plus the
-optimizer's steps). Timers are ``time.perf_counter`` around whole calls: no profiler overhead
-on the calls inside them.
+check) and ``round``. ``plain``: ``train`` (the network's forward and the backward) and
+``local_epoch`` (plus the loss and the optimizer's steps). Timers are ``time.perf_counter``
+around whole calls: no profiler overhead on the calls inside them.
 """
 
 import collections
@@ -61,33 +61,26 @@ def time_plain(per_round: int) -> None:
     import common
     import torch
 
-    def local_epoch(model, optimizer, images, labels, shard, batch_size, rng):  # common.local_epoch, timed
-        order = rng.permutation(shard)
-        for start in range(0, len(order), batch_size):
-            index = torch.from_numpy(order[start : start + batch_size])
-            optimizer.zero_grad(set_to_none=True)
-            began = time.perf_counter()
-            torch.nn.functional.cross_entropy(model(images[index]), labels[index]).backward()
-            SECONDS["train"] += time.perf_counter() - began
-            optimizer.step()
-
-    common.local_epoch = local_epoch
+    timed(torch.nn.Sequential, "forward", "train")  # the network (CifarNet is one Sequential)
+    timed(torch.Tensor, "backward", "train")
     timed(common, "local_epoch", "local_epoch", warm_up_calls=per_round)
 
 
 def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in ("ours", "plain"):
         raise SystemExit("usage: stages.py {ours,plain} CLIENTS [--rounds R] [--per-round K]")
-    engine, rest = sys.argv[1], sys.argv[2:]
+    engine = sys.argv[1]
     sys.path.insert(0, str(HERE))
-    rounds = int(rest[rest.index("--rounds") + 1]) if "--rounds" in rest else 4
-    per_round = int(rest[rest.index("--per-round") + 1]) if "--per-round" in rest else 10
-    if rounds < 2:
+    from common import arguments
+
+    sys.argv = [str(HERE / f"{engine}.py"), *sys.argv[2:]]
+    args = arguments()  # the engines' own options and defaults
+    if args.rounds < 2:
         raise SystemExit("stages.py: --rounds must be at least 2 (the first is a warm-up, left out)")
-    time_ours() if engine == "ours" else time_plain(per_round)
-    sys.argv = [str(HERE / f"{engine}.py"), *rest]
+    time_ours() if engine == "ours" else time_plain(args.per_round)
     runpy.run_path(sys.argv[0], run_name="__main__")
-    print("STAGES " + str({stage: round(s / (rounds - 1), 3) for stage, s in SECONDS.items()}), flush=True)
+    per_round = {stage: round(s / (args.rounds - 1), 3) for stage, s in SECONDS.items()}
+    print(f"STAGES {per_round}", flush=True)
 
 
 if __name__ == "__main__":
