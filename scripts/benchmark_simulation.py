@@ -1,6 +1,7 @@
 """Seconds per FedAvg round: lightning-fed against a plain PyTorch loop, Flower 1.42 and pfl-research.
 
 Usage: python scripts/benchmark_simulation.py [--settings 100/10,1000/50] [--rounds 4] [--repeats 1]
+           [--engines ours,plain,pfl,flower] [--device cpu]
            [--flower-python ~/lf-peers/flwr/bin/python] [--pfl-python ~/lf-peers/pfl/bin/python]
 
 Every engine runs the same FedAvg on the same clients, one after the other, each in a fresh
@@ -11,6 +12,10 @@ never the project's: an engine whose Python is not given (or cannot import its p
 skipped with a line saying so. Printed per setting and engine: the median seconds per round
 (the first round, a warm-up, left out), its ratio to the plain loop, and the peak memory of the
 engine's whole process tree (sum of PSS, sampled every 0.5 s).
+
+``batched`` (not run unless asked for: ``--engines ours,plain,batched``) is the plain loop's
+clients trained as one computation, ``torch.func.vmap`` over their stacked models: whether that
+pays off, on the CPU and (``--device cuda``, where the peers are skipped) on a GPU.
 
 This machine's speed drifts by 10-20 % over minutes (other tenants, thermal state), more than the
 differences measured. ``--repeats R`` runs the engines R times in turn (ours, plain, ours, plain,
@@ -29,7 +34,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-ENGINES = {"ours": "ours.py", "plain": "plain.py", "pfl": "pfl_research.py", "flower": "flower.py"}
+ENGINES = {
+    "ours": "ours.py", "plain": "plain.py", "batched": "batched.py", "pfl": "pfl_research.py",
+    "flower": "flower.py",
+}  # fmt: skip
 PEER_PACKAGE = {"pfl": "pfl", "flower": "flwr"}
 
 
@@ -56,6 +64,9 @@ def python_of(engine: str, args) -> str | None:
     """The interpreter of ``engine``, or None (with the reason printed) when it cannot run."""
     if engine not in PEER_PACKAGE:
         return sys.executable
+    if args.device != "cpu":
+        print(f"benchmark_simulation: {engine} skipped: it runs on the CPU only, not --device {args.device}")
+        return None
     python = getattr(args, f"{engine}_python")
     if python is None:
         print(f"benchmark_simulation: {engine} skipped: give --{engine}-python (its own environment)")
@@ -68,12 +79,34 @@ def python_of(engine: str, args) -> str | None:
     return python
 
 
-def measure(python: str, engine: str, data: Path, per_round: int, rounds: int) -> dict:
+def device_problem(device: str) -> str | None:
+    """Why the engines cannot train on ``device`` here, or None.
+
+    Example::
+
+        >>> device_problem("cpu") is None, device_problem("tpu")
+        (True, 'give cpu, cuda or cuda:N')
+    """
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        return "give cpu, cuda or cuda:N"
+    if parsed.type not in ("cpu", "cuda"):
+        return "give cpu, cuda or cuda:N"
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        return f"this machine has {torch.cuda.device_count()} CUDA devices"
+    return None
+
+
+def measure(python: str, engine: str, data: Path, per_round: int, rounds: int, device: str = "cpu") -> dict:
     """One engine's run in its own process tree: its round times and the tree's peak PSS."""
     from process_tree import tree_pss_bytes
 
     script = ROOT / "scripts" / "simulation" / ENGINES[engine]
     command = [python, str(script), str(data), "--rounds", str(rounds), "--per-round", str(per_round)]
+    command += [] if engine in PEER_PACKAGE else ["--device", device]
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while child.poll() is None:
@@ -87,10 +120,11 @@ def measure(python: str, engine: str, data: Path, per_round: int, rounds: int) -
     return {"round_s": statistics.median(seconds[1:] or seconds), "rounds": seconds, "peak_gib": peak / 2**30}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def parse_args(argv=None) -> argparse.Namespace:
+    """The options, checked: a bad one is a one-line error naming it (exit code 2)."""
+    from lightning_fed.runs.cli import HelpFormatter, OneLineParser
+
+    parser = OneLineParser(prog="benchmark_simulation.py", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--settings", default="100/10,1000/50", help="N/K pairs: clients / sampled per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per engine (the first is left out)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every engine, in turn")
@@ -99,27 +133,66 @@ def main() -> None:
         "--flower-python", default=None, help="Python of a venv with flwr[simulation]==1.42.0"
     )
     parser.add_argument("--pfl-python", default=None, help="Python of a venv with pfl[pytorch]")
+    parser.add_argument(
+        "--device", default="cpu", help="where ours, plain and batched train (cuda: the peers are skipped)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
-    engines = args.engines.split(",")
-    unknown = sorted(set(engines) - set(ENGINES))
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.engines.split(",")) - set(ENGINES))
     if unknown:
         parser.error(f"--engines {args.engines}: unknown {unknown}; choose from {', '.join(ENGINES)}")
     for name in ("rounds", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
+    try:
+        args.settings = parse_settings(args.settings)
+    except ValueError as error:
+        parser.error(f"--settings {args.settings}: {error}")
+    problem = device_problem(args.device)
+    if problem:
+        parser.error(f"--device {args.device}: {problem}")
+    return args
+
+
+def parse_settings(text: str) -> list[tuple[int, int]]:
+    """``N/K,N/K`` as ``[(N, K), ...]``: clients, and how many of them a round samples.
+
+    Example::
+
+        >>> parse_settings("100/10,1000/50")
+        [(100, 10), (1000, 50)]
+        >>> parse_settings("100/200")
+        Traceback (most recent call last):
+        ...
+        ValueError: give N/K pairs with 1 <= K <= N, e.g. 100/10,1000/50
+    """
+    settings = []
+    for part in text.split(","):
+        clients, _, per_round = part.partition("/")
+        try:
+            pair = int(clients), int(per_round)
+        except ValueError:
+            pair = (0, 0)
+        if not 1 <= pair[1] <= pair[0]:
+            raise ValueError("give N/K pairs with 1 <= K <= N, e.g. 100/10,1000/50")
+        settings.append(pair)
+    return settings
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    engines = args.engines.split(",")
     results = []
     with tempfile.TemporaryDirectory() as folder:
-        for setting in args.settings.split(","):
-            clients, per_round = (int(x) for x in setting.split("/"))
+        for clients, per_round in args.settings:
             data = Path(folder) / f"clients-{clients}.pt"
             write_clients(data, clients, args.seed)
             pythons = {engine: python_of(engine, args) for engine in engines}
             for repeat in range(args.repeats):
                 for engine, python in pythons.items():
                     if python is not None:
-                        row = measure(python, engine, data, per_round, args.rounds)
+                        row = measure(python, engine, data, per_round, args.rounds, args.device)
                         setting_of = {"clients": clients, "per_round": per_round, "repeat": repeat}
                         results.append({**setting_of, "engine": engine, **row})
                         print(

@@ -16,7 +16,6 @@ to them.
 """
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -34,6 +33,7 @@ from lightning_fed.runs.epoch_log import (  # noqa: E402
     read_epochs,
     span_totals,
 )
+from lightning_fed.runs.summary import read_summary  # noqa: E402
 
 _SPAN = re.compile(r"(\d+)-(\d*)")
 
@@ -116,15 +116,13 @@ def parse_args(argv=None):
 
 def dense_baseline(run_dir) -> tuple[float, int]:
     """The bytes dense distributed SGD sent in a baseline run, and its epochs (its summary.json)."""
-    path = Path(run_dir).expanduser() / "summary.json"
     try:
-        summary = json.loads(path.read_text())
-        return float(summary["comm_dense_bytes"]), int(summary["epochs"])
-    except (OSError, ValueError, KeyError) as error:
+        summary = read_summary(run_dir, needs=("comm_dense_bytes", "epochs"))
+    except ValueError as error:
         raise SystemExit(
-            f"epoch_table.py: error: --dense-dir {str(run_dir)!r}: no summary.json with comm_dense_bytes "
-            f"and epochs ({type(error).__name__}); give a finished fit.py run folder"
+            f"epoch_table.py: error: --dense-dir {str(run_dir)!r}: {error}; give a finished fit.py run folder"
         ) from None
+    return float(summary["comm_dense_bytes"]), int(summary["epochs"])
 
 
 def main(argv=None) -> None:

@@ -36,6 +36,7 @@ sys.path[:0] = [str(ROOT)]
 from lightning_fed.runs.cli import OneLineParser  # noqa: E402
 from lightning_fed.runs.epoch_log import read_epochs  # noqa: E402
 from lightning_fed.runs.plots import plot_accuracy_against_bytes, plot_transmitted_fraction  # noqa: E402
+from lightning_fed.runs.summary import has_summary, read_summary  # noqa: E402
 from scripts.fit import parse_args as fit_arguments  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -62,7 +63,7 @@ def fit_command(config: Path, folder: Path, dense: bool, epochs: int, extra: lis
 
 def run_side(command: list[str], folder: Path) -> dict:
     """Runs (or resumes) one side to the end of its budget; returns its summary."""
-    if not (folder / "summary.json").exists():
+    if not has_summary(folder):
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder.with_suffix(".log"), "a") as log:
             result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
@@ -71,7 +72,7 @@ def run_side(command: list[str], folder: Path) -> dict:
                 f"reproduce: {folder.name} run failed (exit {result.returncode}: "
                 f"{last_line(Path(log.name))}); see {log.name}"
             )
-    return json.loads((folder / "summary.json").read_text())
+    return read_summary(folder)
 
 
 def last_line(log: Path) -> str:

@@ -95,7 +95,10 @@ def test_traffic_against_a_baseline_counts_its_bytes_not_the_runs_epochs(resumed
         (["{run}", "--epochs", "1,x"], "--epochs '1,x': give epoch numbers >= 0"),
         (["{run}", "--epochs", "-1"], "--epochs '-1': give epoch numbers >= 0"),
         (["{run}", "--spans", "5-2"], "--spans '5-2': give spans as FIRST-LAST or FIRST-"),
-        (["{run}", "--dense-dir", "{run}/csv"], "--dense-dir '{run}/csv': no summary.json with"),
+        (
+            ["{run}", "--dense-dir", "{run}/csv"],
+            "--dense-dir '{run}/csv': {run}/csv/summary.json: cannot read it",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(resumed_run, args, message):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from lightning_fed.runs.hardware import hardware_of
 
+SUMMARY_FILE = "summary.json"
+
 
 def run_summary(
     trainer,
@@ -52,8 +54,44 @@ def write_run_files(output: Path, summary: dict, ledger: dict) -> None:
         >>> sorted(p.name for p in folder.iterdir()), json.loads((folder / "summary.json").read_text())
         (['ledger.json', 'summary.json'], {'test_acc': 0.9})
     """
-    (Path(output) / "summary.json").write_text(json.dumps(summary, indent=2))
+    (Path(output) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     (Path(output) / "ledger.json").write_text(json.dumps(ledger))
+
+
+def has_summary(output) -> bool:
+    """Whether the run folder ``output`` holds a summary: the run finished (or stopped on Ctrl-C)."""
+    return (Path(output).expanduser() / SUMMARY_FILE).is_file()
+
+
+def read_summary(output, needs: tuple[str, ...] = ()) -> dict:
+    """The summary a run wrote into its folder ``output``, holding at least the keys ``needs``.
+
+    Raises ``ValueError``, naming the file and what is wrong with it, where there is no summary,
+    it is not JSON, or a key of ``needs`` is missing.
+
+    Example::
+
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> write_run_files(folder, {"test_acc": 0.9, "epochs": 3}, {"steps": []})
+        >>> read_summary(folder, needs=("epochs",))["epochs"], has_summary(folder)
+        (3, True)
+        >>> read_summary(folder, needs=("comm_dense_bytes",))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../summary.json has no comm_dense_bytes
+    """
+    path = Path(output).expanduser() / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text())
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it ({error.strerror or type(error).__name__})") from None
+    except ValueError:
+        raise ValueError(f"{path} is not JSON") from None
+    missing = [key for key in needs if not isinstance(summary, dict) or key not in summary]
+    if missing:
+        raise ValueError(f"{path} has no {', '.join(missing)}")
+    return summary
 
 
 def format_summary(summary: dict) -> str:

@@ -16,7 +16,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def arguments() -> argparse.Namespace:
+def arguments(device: bool = False) -> argparse.Namespace:
+    """The engines' options; ``device``: also ``--device`` (cpu, cuda), for the engines that move
+    the clients' work onto it (``ours.py``, ``plain.py``, ``batched.py``)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("data", help="clients.pt written by benchmark_simulation.py")
     parser.add_argument("--rounds", type=int, default=4)
@@ -24,6 +26,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    if device:
+        parser.add_argument("--device", default="cpu", help="where the clients train: cpu, cuda, cuda:1")
     return parser.parse_args()
 
 

@@ -29,7 +29,7 @@ class RoundTimer(pl.Callback):
 
 
 def main() -> None:
-    args = arguments()
+    args = arguments(device=True)
     meta = torch.load(args.data, weights_only=True)
     pl.seed_everything(args.seed, verbose=False)
     dm = FederatedDataModule(
@@ -42,8 +42,11 @@ def main() -> None:
         devices_per_round=args.per_round, local_epochs=1, client_optimizer="sgd", client_lr=args.lr
     )
     clock = RoundClock()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, strategy=strategy, max_steps=args.rounds, logger=False,
+        accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else 1, strategy=strategy,
+        max_steps=args.rounds, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, callbacks=[RoundTimer(clock)],
     )  # fmt: skip

@@ -11,10 +11,12 @@ from common import RoundClock, arguments, load_clients, local_epoch, network, se
 
 
 def main() -> None:
-    args = arguments()
+    args = arguments(device=True)
     data = load_clients(args.data)
+    device = torch.device(args.device)
+    images, labels = data["images"].to(device), data["labels"].to(device)
     rng = seeded(args.seed)
-    model = network()
+    model = network().to(device)
     local = copy.deepcopy(model)
     clock = RoundClock()
     for _ in range(args.rounds):
@@ -24,15 +26,15 @@ def main() -> None:
         for client in clients:
             local.load_state_dict(model.state_dict())
             optimizer = torch.optim.SGD(local.parameters(), lr=args.lr)
-            local_epoch(
-                local, optimizer, data["images"], data["labels"], data["shards"][client], args.batch_size, rng
-            )
+            local_epoch(local, optimizer, images, labels, data["shards"][client], args.batch_size, rng)
             with torch.no_grad():
                 for acc, mine in zip(total, local.parameters(), strict=True):
                     acc.add_(mine)
         with torch.no_grad():
             for param, acc in zip(model.parameters(), total, strict=True):
                 param.copy_(acc / len(clients))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         clock.stop()
     clock.report()
 

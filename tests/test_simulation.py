@@ -1,0 +1,86 @@
+"""The benchmark's engines compute what they claim: the batched clients are the plain loop's."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "scripts" / "simulation"), str(ROOT / "scripts")]
+import batched  # noqa: E402
+import common  # noqa: E402
+
+
+def _clients():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(20, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (20,), generator=generator)
+    # 5, 3 and 8 examples at batch 2: a short last batch, and 3, 2 and 4 local steps
+    shards = [np.arange(0, 5), np.arange(5, 8), np.arange(8, 16)]
+    return images, labels, shards
+
+
+def test_batched_clients_train_the_models_the_plain_loop_trains():
+    images, labels, shards = _clients()
+    torch.manual_seed(0)
+    model = common.network()
+    orders = [np.random.default_rng(i).permutation(shard) for i, shard in enumerate(shards)]
+    steps = batched.padded_steps(orders, images, labels, batch_size=2)
+    stacked = batched.batched_local_epochs(model, steps, lr=0.05, clients=len(shards))
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for client, order in enumerate(orders):
+        local = common.network()
+        local.load_state_dict(model.state_dict())
+        optimizer = torch.optim.SGD(local.parameters(), lr=0.05)
+        common.local_epoch(local, optimizer, images, labels, order, 2, _Fixed(order))
+        for name, param in local.named_parameters():
+            # rounding: the batched kernels sum in another order; an update is ~1e-2, off by ~1e-7
+            torch.testing.assert_close(stacked[name][client], param.detach(), rtol=1e-4, atol=1e-5)
+            assert not torch.equal(param.detach(), start[name])  # every client moved every tensor
+    assert len(steps) == 4  # the longest shard's steps; the others are padded with weight zero
+
+
+class _Fixed:
+    """A generator whose permutation is the order given: the plain loop then takes that order."""
+
+    def __init__(self, order: np.ndarray) -> None:
+        self.order = order
+
+    def permutation(self, shard: np.ndarray) -> np.ndarray:
+        assert sorted(shard) == sorted(self.order)
+        return self.order
+
+
+def test_a_step_of_padding_only_leaves_a_client_as_it_was():
+    images, labels, _ = _clients()
+    torch.manual_seed(0)
+    model = common.network()
+    orders = [np.arange(0, 4), np.arange(4, 6)]  # two steps, one
+    steps = batched.padded_steps(orders, images, labels, batch_size=2)
+    two = batched.batched_local_epochs(model, steps, lr=0.05, clients=2)
+    one = batched.batched_local_epochs(model, steps[:1], lr=0.05, clients=2)
+    for name in two:
+        assert torch.equal(two[name][1], one[name][1])  # the second client's padded step did nothing
+        assert not torch.equal(two[name][0], one[name][0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "--device tpu: give cpu, cuda or cuda:N"),
+        (["--settings", "100/x"], "--settings 100/x: give N/K pairs with 1 <= K <= N"),
+        (["--settings", "10/20"], "--settings 10/20: give N/K pairs with 1 <= K <= N"),
+        (["--engines", "ours,fedml"], "--engines ours,fedml: unknown ['fedml']; choose from ours, plain"),
+        (["--repeats", "0"], "--repeats 0: must be at least 1"),
+    ],
+)
+def test_bad_benchmark_options_are_one_line_and_write_nothing(tmp_path, capsys, args, message):
+    import benchmark_simulation
+
+    with pytest.raises(SystemExit) as stop:
+        benchmark_simulation.main([*args, "--json", str(tmp_path / "out.json")])
+    error = capsys.readouterr().err
+    assert stop.value.code == 2 and f"benchmark_simulation.py: error: {message}" in error
+    assert len(error.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
