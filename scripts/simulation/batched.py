@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 import torch
-from common import RoundClock, arguments, load_clients, network, seeded
+from common import arguments, timed_rounds
 from torch.func import functional_call, grad, vmap
 
 
@@ -75,25 +75,16 @@ def batched_local_epochs(
 
 def main() -> None:
     args = arguments(device=True)
-    data = load_clients(args.data)
-    device = torch.device(args.device)
-    images, labels = data["images"].to(device), data["labels"].to(device)
-    rng = seeded(args.seed)
-    model = network().to(device)
-    clock = RoundClock()
-    for _ in range(args.rounds):
-        clock.start()
-        clients = rng.choice(len(data["shards"]), args.per_round, replace=False)
-        orders = [rng.permutation(data["shards"][client]) for client in clients]
+
+    def fedavg_round(model, shards, images, labels, rng) -> None:
+        orders = [rng.permutation(shard) for shard in shards]  # as plain.py draws them, client by client
         steps = padded_steps(orders, images, labels, args.batch_size)
-        trained = batched_local_epochs(model, steps, args.lr, len(clients))
+        trained = batched_local_epochs(model, steps, args.lr, len(shards))
         with torch.no_grad():
             for name, param in model.named_parameters():
                 param.copy_(trained[name].mean(0))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        clock.stop()
-    clock.report()
+
+    timed_rounds(args, fedavg_round)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,29 @@ def local_epoch(model, optimizer, images, labels, shard, batch_size: int, rng) -
         optimizer.step()
 
 
+def timed_rounds(args: argparse.Namespace, fedavg_round) -> None:
+    """The FedAvg schedule of the plain engines, each round timed; prints the ``ROUNDS`` line.
+
+    Each round draws ``args.per_round`` clients uniformly without replacement, then
+    ``fedavg_round(model, shards, images, labels, rng)`` trains them from ``model`` (their shards in
+    the order drawn) and sets ``model`` to their average.
+    """
+    data = load_clients(args.data)
+    device = torch.device(args.device)
+    images, labels = data["images"].to(device), data["labels"].to(device)
+    rng = seeded(args.seed)
+    model = network().to(device)
+    clock = RoundClock()
+    for _ in range(args.rounds):
+        clock.start()
+        clients = rng.choice(len(data["shards"]), args.per_round, replace=False)
+        fedavg_round(model, [data["shards"][client] for client in clients], images, labels, rng)
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the round's kernels have run, not just been queued
+        clock.stop()
+    clock.report()
+
+
 class RoundClock:
     """Seconds of every round, from its start to its end."""
 
