@@ -2,8 +2,8 @@
 
 The same FedAvg as ``plain.py`` (K sampled uniformly without replacement, each one local epoch of
 SGD over its shard in a shuffled order, the server averaging the models), with the round's K
-clients run as one batched computation: their models stacked (``torch.func.stack_module_state``),
-local step ``s`` of every client one ``vmap`` of ``grad`` over the stack. A client whose shard
+clients run as one batched computation: their models stacked (each tensor K times, one row a
+client), local step ``s`` of every client one ``vmap`` of ``grad`` over the stack. A client whose shard
 has fewer batches, or a shorter last one, is padded with examples of weight zero, which change
 neither its loss nor its gradient; a step of zero gradient leaves its model as it was. The
 clients' orders are drawn from the same generator in the same order as ``plain.py`` draws them,
@@ -39,7 +39,7 @@ def padded_steps(
     steps = []
     for step in range(count):
         index = torch.zeros(len(orders), batch_size, dtype=torch.long)
-        weight = torch.zeros(len(orders), batch_size)
+        weight = torch.zeros(len(orders), batch_size, device=images.device)
         for client, order in enumerate(orders):
             part = torch.from_numpy(order[step * batch_size : (step + 1) * batch_size])
             index[client, : len(part)] = part
