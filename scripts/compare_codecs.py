@@ -14,7 +14,6 @@ measure as a percentage of dense distributed SGD over the same epoch budget (the
 steps, every value up and down), rounds, wall time, and the command.
 """
 
-import argparse
 import json
 import re
 import shlex
@@ -23,6 +22,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+from lightning_fed.runs.cli import HelpFormatter, OneLineParser  # noqa: E402
+
 CONFIG = "configs/fmnist_16_tuned.yaml"
 METHODS = {
     "dense SGD": ["--dense"],
@@ -112,15 +115,15 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(prog="compare_codecs.py", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--epochs", type=int, default=2, help="the epoch budget of every method")
     parser.add_argument("--runs-dir", type=Path, default=Path("~/lf-runs/codecs"))
     parser.add_argument(
         "--only", action="append", default=None, help="a method, or methods joined by commas (default: all)"
     )
     args = parser.parse_args(argv)
+    if args.epochs < 1:
+        parser.error(f"--epochs {args.epochs}: give an epoch budget of at least 1")
     names = list(METHODS) if args.only is None else [n for value in args.only for n in method_names(value)]
     unknown = [n for n in names if n not in METHODS]
     if unknown:

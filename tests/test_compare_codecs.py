@@ -33,9 +33,18 @@ def test_the_table_charges_every_method_against_dense_sgd_over_the_same_budget()
     )  # of dense's 54
 
 
-def test_an_unknown_method_is_a_one_line_error(capsys):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--only", "gzip"], "--only: unknown methods ['gzip']"),
+        (["--epochs", "0"], "--epochs 0: give an epoch budget of at least 1"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_that_runs_nothing(tmp_path, capsys, args, message):
     from scripts.compare_codecs import main
 
     with pytest.raises(SystemExit) as exit_:
-        main(["--only", "gzip"])
-    assert exit_.value.code == 2 and "--only: unknown methods ['gzip']" in capsys.readouterr().err
+        main([*args, "--runs-dir", str(tmp_path / "runs")])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"compare_codecs.py: error: {message}" in error
+    assert len(error.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
