@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
 from lightning_fed.runs.cli import HelpFormatter, OneLineParser  # noqa: E402
+from lightning_fed.runs.summary import has_summary, read_summary  # noqa: E402
 
 CONFIG = "configs/fmnist_16_tuned.yaml"
 METHODS = {
@@ -78,11 +79,11 @@ def run(name: str, epochs: int, runs: Path) -> dict:
     ``runs`` as given (``~/lf-runs/...``), so it runs as pasted on any machine."""
     shown, command = command_of(name, epochs, runs), command_of(name, epochs, runs.expanduser())
     output = Path(command[-1])
-    if not (output / "summary.json").exists():
+    if not has_summary(output):
         resume = ["--resume"] if (output / "checkpoints" / "last.ckpt").exists() else []
         print(f"compare_codecs.py: {name}: {shlex.join(['python', *command, *resume])}", flush=True)
         subprocess.run([sys.executable, *command, *resume], cwd=ROOT, check=True)
-    summary = json.loads((output / "summary.json").read_text())
+    summary = read_summary(output)
     return {"method": name, "command": " ".join(map(_shell_word, ["python", *shown])), **summary}
 
 
