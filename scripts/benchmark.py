@@ -30,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
+from datamodules.catalog import INFO as DATASETS  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
+
 
 def plain_loop(dataset: str, step_size: int, steps: int, seed: int = 0) -> dict:
     """(a): seconds per step of a bare PyTorch loop over ``step_size`` samples a step."""
@@ -133,21 +136,23 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--devices", type=int, default=16)
-    parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, nargs=2, default=(3, 19), metavar=("K1", "K2"))
-    parser.add_argument("--val-size", type=int, default=5000, help="held out as in fit.py")
+def main(argv=None) -> None:
+    parser = OneLineParser(
+        prog="benchmark.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--devices", type=int_at_least(1), default=16)
+    parser.add_argument("--dataset", default="fashion-mnist", choices=list(DATASETS))
+    parser.add_argument("--batch-size", type=int_at_least(1), default=128)
+    parser.add_argument("--steps", type=int_at_least(1), nargs=2, default=(3, 19), metavar=("K1", "K2"))
+    parser.add_argument("--val-size", type=int_at_least(0), default=5000, help="held out as in fit.py")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--only-plain", action="store_true", help="measure (a) only: minutes, not ~15")
     parser.add_argument("--ddp-worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.ddp_worker:
         ddp_worker(args.dataset, args.devices, args.batch_size, args.steps[0], args.val_size)
         return
-    if args.steps[0] < 1 or args.steps[1] <= args.steps[0]:
+    if args.steps[1] <= args.steps[0]:
         parser.error(f"--steps: need 1 <= K1 < K2, got {args.steps[0]} {args.steps[1]}")
     steps, samples = args.steps[1] - args.steps[0], args.devices * args.batch_size
     results = {

@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts" / "simulation")]
+from lightning_fed.communication import make_codec  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
+
 KEPT = {"MALLOC_MMAP_THRESHOLD_": "1000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
 
 
@@ -67,7 +70,6 @@ def per_call_ms(function, iterations: int, repeats: int) -> float:
 
 def measure(spec: str, iterations: int, repeats: int) -> dict:
     """Encode, decode and decode + weighted add of the client's delta under codec ``spec``."""
-    from lightning_fed.communication import make_codec
     from lightning_fed.federation.aggregation import RunningSum
 
     tensors = client_delta()
@@ -89,16 +91,21 @@ def measure(spec: str, iterations: int, repeats: int) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = OneLineParser(
+        prog="benchmark_codec.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--codecs", default="float32,qsgd:8", help="codec specs, comma-separated")
-    parser.add_argument("--iterations", type=int, default=50, help="calls per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iterations", type=int_at_least(1), default=50, help="calls per repeat")
+    parser.add_argument("--repeats", type=int_at_least(1), default=5)
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # one codec, in this process
     args = parser.parse_args(argv)
-    if args.iterations < 1 or args.repeats < 1:
-        parser.error(f"--iterations and --repeats must be >= 1, got {args.iterations} and {args.repeats}")
+    for spec in args.codecs.split(","):
+        try:
+            if not spec:
+                raise ValueError(f"--codecs {args.codecs!r}: an empty spec; give e.g. float32,qsgd:8")
+            make_codec(spec, option="--codecs")
+        except ValueError as error:
+            parser.error(str(error))
     if args.run is not None:
         print("RESULT " + json.dumps(measure(args.run, args.iterations, args.repeats)), flush=True)
         return

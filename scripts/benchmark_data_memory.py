@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
+
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -42,10 +44,12 @@ def device(rank: int, devices: int, queue) -> None:
     queue.put((rank, after_imports, _rss_mib(), _pss_mib()))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--devices", type=int, default=16)
-    args = parser.parse_args()
+def main(argv=None) -> None:
+    parser = OneLineParser(
+        prog="benchmark_data_memory.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--devices", type=int_at_least(1), default=16)
+    args = parser.parse_args(argv)
     context = mp.get_context("spawn")
     queue = context.Queue()
     processes = [context.Process(target=device, args=(r, args.devices, queue)) for r in range(args.devices)]

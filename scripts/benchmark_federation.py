@@ -30,6 +30,25 @@ WARM_STEPS = 2  # steps left out of the steady rate
 
 from process_tree import tree_pss_bytes  # noqa: E402
 
+from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
+
+
+def bad_layouts(layouts: str, devices: int) -> list[str]:
+    """The entries of ``--layouts`` that are neither ``plain`` nor a process count that divides ``devices``.
+
+    Example::
+
+        >>> bad_layouts("1,16,plain", 16), bad_layouts("3,x,,32", 16)
+        ([], ['3', 'x', '', '32'])
+    """
+
+    def allowed(layout: str) -> bool:
+        if layout == "plain":
+            return True
+        return layout.isdigit() and 1 <= int(layout) <= devices and devices % int(layout) == 0
+
+    return [layout for layout in layouts.split(",") if not allowed(layout)]
+
 
 def measure(layout: str, devices: int, steps: int, out: Path) -> dict:
     """Runs one layout in its own process tree; its step times, with the tree's peak PSS."""
@@ -117,16 +136,23 @@ def run_plain_loop(devices: int, steps: int, result: Path) -> None:
     result.write_text(json.dumps({"step_ends": ends}))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def main(argv=None) -> None:
+    parser = OneLineParser(
+        prog="benchmark_federation.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--devices", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--devices", type=int_at_least(1), default=16)
+    parser.add_argument("--steps", type=int_at_least(WARM_STEPS + 2), default=12)
     parser.add_argument("--layouts", default="1,16,plain", help="comma-separated: process counts and 'plain'")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.run is None and (bad := bad_layouts(args.layouts, args.devices)):
+        parser.error(
+            f"--layouts {args.layouts}: {', '.join(map(repr, bad))} not allowed; give 'plain' or process "
+            f"counts P with 1 <= P <= --devices ({args.devices}) that divide it"
+        )
     if args.run == "plain":
         return run_plain_loop(args.devices, args.steps, args.result)
     if args.run is not None:

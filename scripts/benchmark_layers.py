@@ -13,6 +13,11 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
 
 
 def measure(kind: str, batch_size: int, steps: int, threads: int) -> dict:
@@ -47,14 +52,16 @@ def run_child(kind: str, args) -> dict:
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+def main(argv=None) -> None:
+    parser = OneLineParser(
+        prog="benchmark_layers.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--batch-size", type=int_at_least(1), default=128)
+    parser.add_argument("--steps", type=int_at_least(1), default=20)
+    parser.add_argument("--threads", type=int_at_least(1), default=2)
+    parser.add_argument("--rounds", type=int_at_least(1), default=3)
     parser.add_argument("--child", choices=["plain", "variational"], help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(args.child, args.batch_size, args.steps, args.threads)))
         return

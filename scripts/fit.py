@@ -9,7 +9,6 @@ Bad input exits with code 2 and one line naming the value; nothing in the output
 """
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -17,72 +16,36 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (must be >= {minimum})") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is not allowed (must be an integer >= {minimum})")
-        return value
-
-    return parse
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number)")
-    return value
-
-
-def _fraction_below_1(text: str) -> float:
-    value = _finite_float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a number in [0, 1))")
-    return value
-
-
-def _finite_float_above_0(text: str) -> float:
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number > 0)")
-    return value
-
-
-def _finite_float_at_least_0(text: str) -> float:
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number >= 0)")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     # Light modules only (no torch, no Lightning): --help answers at once.
     from datamodules.catalog import INFO
     from datamodules.partitions import PARTITIONS
     from lightning_fed.defaults import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD
-    from lightning_fed.runs.cli import HelpFormatter, OneLineParser
+    from lightning_fed.runs.cli import (
+        HelpFormatter,
+        OneLineParser,
+        finite_float,
+        finite_float_above_0,
+        finite_float_at_least_0,
+        fraction_below_1,
+        int_at_least,
+    )
     from modules.catalog import NETWORK_NAMES as NETWORKS
 
     p = OneLineParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", help="YAML file of option defaults (keys as the long options, '_' for '-')")
     g = p.add_argument_group("federation")
     g.add_argument(
-        "--devices", type=_int_at_least(1), default=16, help="federated devices N, all nodes together"
+        "--devices", type=int_at_least(1), default=16, help="federated devices N, all nodes together"
     )
     g.add_argument(
         "--processes",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="processes per node hosting the devices (default: 1 on CPU, one per GPU)",
     )
     g.add_argument(
-        "--num-nodes", type=_int_at_least(1), default=1, help="machines; processes x nodes divide N"
+        "--num-nodes", type=int_at_least(1), default=1, help="machines; processes x nodes divide N"
     )
     g.add_argument(
         "--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"],
@@ -103,14 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--dense", action="store_true", help="the dense baseline: no variational dropout")
     g = p.add_argument_group("rounds (the paper: every device, every round, one step, server Adam)")
-    g.add_argument("--devices-per-round", type=_int_at_least(1), help="K devices per round (default: N)")
+    g.add_argument("--devices-per-round", type=int_at_least(1), help="K devices per round (default: N)")
     g.add_argument(
         "--sampling", default="uniform", choices=["uniform", "weighted"], help="K of N: uniform or by size"
     )
-    g.add_argument("--local-steps", type=_int_at_least(1), help="H local steps per round (default 1)")
-    g.add_argument("--local-epochs", type=_int_at_least(1), help="instead of H: passes over its shard")
+    g.add_argument("--local-steps", type=int_at_least(1), help="H local steps per round (default 1)")
+    g.add_argument("--local-epochs", type=int_at_least(1), help="instead of H: passes over its shard")
     g.add_argument(
-        "--failure-rate", type=_fraction_below_1, default=0.0, help="chance a sampled device fails to report"
+        "--failure-rate", type=fraction_below_1, default=0.0, help="chance a sampled device fails to report"
     )
     g.add_argument(
         "--server-optimizer",
@@ -118,13 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"],
         help="server step (default: Adam of --lr for gradients, fedavg for local steps)",
     )
-    g.add_argument("--server-lr", type=_finite_float_above_0, default=None, help="server learning rate")
-    g.add_argument("--server-momentum", type=_fraction_below_1, default=0.9, help="fedavgm momentum")
+    g.add_argument("--server-lr", type=finite_float_above_0, default=None, help="server learning rate")
+    g.add_argument("--server-momentum", type=fraction_below_1, default=0.9, help="fedavgm momentum")
     g.add_argument(
         "--client-optimizer", default="module", choices=["module", "sgd"], help="Adam of --lr, or SGD"
     )
-    g.add_argument("--client-lr", type=_finite_float_above_0, default=None, help="client SGD learning rate")
-    g.add_argument("--proximal-mu", type=_finite_float_at_least_0, default=0.0, help="FedProx mu (0: off)")
+    g.add_argument("--client-lr", type=finite_float_above_0, default=None, help="client SGD learning rate")
+    g.add_argument("--proximal-mu", type=finite_float_at_least_0, default=0.0, help="FedProx mu (0: off)")
     g.add_argument(
         "--device-store",
         default="auto",
@@ -144,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--error-feedback", action="store_true", help="devices keep what the codec dropped and send it later"
     )
     g.add_argument(
-        "--error-feedback-momentum", type=_fraction_below_1, default=0.0,
+        "--error-feedback-momentum", type=fraction_below_1, default=0.0,
         help="DGC's momentum correction: devices accumulate momentum M of their updates (0: off)",
     )  # fmt: skip
     g.add_argument(
@@ -162,44 +125,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", default=None, help="where the data is (or is downloaded to)")
     g.add_argument("--download", action="store_true", help="let torchvision download missing data")
     g.add_argument("--partition", default="iid", choices=list(PARTITIONS), help="how data is split")
-    g.add_argument("--dirichlet-alpha", type=_finite_float, default=0.5, help="label skew (dirichlet)")
-    g.add_argument("--num-shards", type=_int_at_least(1), default=None, help="label shards (shards)")
-    g.add_argument("--unequal-sigma", type=_finite_float, default=0.0, help="log-normal shard sizes (iid)")
-    g.add_argument("--classes-per-device", type=_int_at_least(1), default=2, help="classes (pathological)")
+    g.add_argument("--dirichlet-alpha", type=finite_float, default=0.5, help="label skew (dirichlet)")
+    g.add_argument("--num-shards", type=int_at_least(1), default=None, help="label shards (shards)")
+    g.add_argument("--unequal-sigma", type=finite_float, default=0.0, help="log-normal shard sizes (iid)")
+    g.add_argument("--classes-per-device", type=int_at_least(1), default=2, help="classes (pathological)")
     g.add_argument(
         "--size-distribution",
         default="power-law",
         choices=["power-law", "exponential"],
         help="law of the shard sizes (sizeskew)",
     )
-    g.add_argument("--size-exponent", type=_finite_float_above_0, default=1.0, help="size skew (sizeskew)")
-    g.add_argument("--batch-size", type=_int_at_least(1), default=128, help="minibatch per device")
-    g.add_argument("--val-size", type=_int_at_least(0), default=5000, help="validation samples held out")
+    g.add_argument("--size-exponent", type=finite_float_above_0, default=1.0, help="size skew (sizeskew)")
+    g.add_argument("--batch-size", type=int_at_least(1), default=128, help="minibatch per device")
+    g.add_argument("--val-size", type=int_at_least(0), default=5000, help="validation samples held out")
     g.add_argument("--augment", action="store_true", help="crop and flip (32x32 datasets)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--network", default="cifarnet", choices=list(NETWORKS), help="network")
-    g.add_argument("--threshold", type=_finite_float, default=DEFAULT_THRESHOLD, help="log_alpha threshold T")
-    g.add_argument("--lr", type=_finite_float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--log-sigma2-lr", type=_finite_float, default=None, help="learning rate of log_sigma2")
+    g.add_argument("--threshold", type=finite_float, default=DEFAULT_THRESHOLD, help="log_alpha threshold T")
+    g.add_argument("--lr", type=finite_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--log-sigma2-lr", type=finite_float, default=None, help="learning rate of log_sigma2")
     g.add_argument(
         "--lr-schedule", default="constant", choices=["constant", "cosine"],
         help="learning rate over the epochs: constant, or cosine down to --min-lr-ratio",
     )  # fmt: skip
-    g.add_argument("--min-lr-ratio", type=_finite_float, default=0.01, help="cosine: last lr / first lr")
+    g.add_argument("--min-lr-ratio", type=finite_float, default=0.01, help="cosine: last lr / first lr")
     g.add_argument(
-        "--init-log-sigma2", type=_finite_float, default=DEFAULT_INIT_LOG_SIGMA2, help="initial log_sigma2"
+        "--init-log-sigma2", type=finite_float, default=DEFAULT_INIT_LOG_SIGMA2, help="initial log_sigma2"
     )
-    g.add_argument("--kl-warmup-epochs", type=_finite_float, default=0.0, help="KL weight ramp 0 -> final")
-    g.add_argument("--kl-delay-epochs", type=_finite_float, default=0.0, help="epochs at KL weight 0")
+    g.add_argument("--kl-warmup-epochs", type=finite_float, default=0.0, help="KL weight ramp 0 -> final")
+    g.add_argument("--kl-delay-epochs", type=finite_float, default=0.0, help="epochs at KL weight 0")
     g.add_argument(
         "--kl-final-weight",
-        type=_finite_float_at_least_0,
+        type=finite_float_at_least_0,
         default=1.0,
         help="KL weight after the ramp (1: ELBO)",
     )
-    g.add_argument("--kl-decay-at", type=_finite_float_at_least_0, help="epoch the KL weight starts to fall")
-    g.add_argument("--kl-decay-epochs", type=_finite_float_at_least_0, default=0.0, help="length of the fall")
-    g.add_argument("--kl-decay-to", type=_finite_float_at_least_0, help="KL weight after the fall")
+    g.add_argument("--kl-decay-at", type=finite_float_at_least_0, help="epoch the KL weight starts to fall")
+    g.add_argument("--kl-decay-epochs", type=finite_float_at_least_0, default=0.0, help="length of the fall")
+    g.add_argument("--kl-decay-to", type=finite_float_at_least_0, help="KL weight after the fall")
     g.add_argument("--init-from", default=None, help="checkpoint or state dict to start theta from")
     g.add_argument("--pretrained", action="store_true", help="ImageNet weights (resnet18; internet)")
     g.add_argument("--seed", type=int, default=0, help="seeds model, data split and shuffling")
@@ -209,25 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
         "is bit-for-bit repeatable without it",
     )  # fmt: skip
     g = p.add_argument_group("run")
-    g.add_argument("--max-epochs", type=_int_at_least(0), default=60, help="epochs")
-    g.add_argument("--max-rounds", type=_int_at_least(1), default=None, help="stop after this many rounds")
+    g.add_argument("--max-epochs", type=int_at_least(0), default=60, help="epochs")
+    g.add_argument("--max-rounds", type=int_at_least(1), default=None, help="stop after this many rounds")
     g.add_argument(
-        "--limit-train-batches", type=_finite_float, default=None,
+        "--limit-train-batches", type=finite_float, default=None,
         help="train steps per epoch: a count, or a fraction (<= 1) of the epoch (default: all)",
     )  # fmt: skip
     g.add_argument(
-        "--limit-val-batches", type=_finite_float, default=None,
+        "--limit-val-batches", type=finite_float, default=None,
         help="validation batches: a count, or a fraction (<= 1) of them; 0 skips validation (default: all)",
     )  # fmt: skip
-    g.add_argument("--log-every-n-steps", type=_int_at_least(1), default=10, help="step metrics interval")
-    g.add_argument("--comm-budget-bytes", type=_finite_float, default=None, help="stop past this traffic")
+    g.add_argument("--log-every-n-steps", type=int_at_least(1), default=10, help="step metrics interval")
+    g.add_argument("--comm-budget-bytes", type=finite_float, default=None, help="stop past this traffic")
     g.add_argument("--fast-dev-run", action="store_true", help="one batch of each stage, no logging")
     g.add_argument("--output-dir", default="runs/latest", help="run folder: checkpoints, logs, summary")
     g.add_argument(
         "--resume", nargs="?", const="last", default=None, help="resume from PATH or the run's last.ckpt"
     )
     g.add_argument(
-        "--checkpoint-every-n-steps", type=_int_at_least(0), default=30,
+        "--checkpoint-every-n-steps", type=int_at_least(0), default=30,
         help="also save last.ckpt every N steps (rounds), so a killed run loses at most N; 0: epoch ends only"
         " (30 is about 4 min at 16 devices on 2 CPU cores)",
     )  # fmt: skip

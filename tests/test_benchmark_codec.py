@@ -1,13 +1,23 @@
-"""scripts/benchmark_codec.py: bad counts are one-line errors before anything runs."""
+"""scripts/benchmark_codec.py: bad options are one-line errors before anything runs."""
 
 import pytest
 
 from scripts.benchmark_codec import main
 
 
-@pytest.mark.parametrize("flag", ["--iterations", "--repeats"])
-def test_a_count_below_one_is_a_one_line_error_naming_it(flag, capsys):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--iterations", "0"], "argument --iterations: 0 is not allowed (must be an integer >= 1)"),
+        (["--repeats", "-1"], "argument --repeats: -1 is not allowed (must be an integer >= 1)"),
+        (["--repeats", "x"], "argument --repeats: 'x' is not an integer (must be >= 1)"),
+        (["--codecs", "float32,qsgd:3"], "--codecs 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3"),
+        (["--codecs", "float32,"], "--codecs 'float32,': an empty spec; give e.g. float32,qsgd:8"),
+    ],
+)
+def test_a_bad_option_is_a_one_line_error_naming_it(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([flag, "0"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert exit_.value.code == 2 and "--iterations and --repeats must be >= 1" in err
+        main(args)
+    err = capsys.readouterr()
+    assert exit_.value.code == 2 and err.out == ""
+    assert err.err == f"benchmark_codec.py: error: {message}\n"

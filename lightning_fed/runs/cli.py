@@ -1,6 +1,7 @@
 """Command-line helpers shared by the scripts."""
 
 import argparse
+import math
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,3 +41,72 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if "default" in text or action.default in (None, False, argparse.SUPPRESS):
             return text
         return f"{text} (default: %(default)s)"
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer of at least ``minimum``, else a one-line error naming the value.
+
+    Example::
+
+        >>> parser = OneLineParser(prog="fit.py")
+        >>> _ = parser.add_argument("--devices", type=int_at_least(1))
+        >>> parser.parse_args(["--devices", "16"]).devices
+        16
+        >>> try:
+        ...     int_at_least(1)("0")
+        ... except argparse.ArgumentTypeError as error:
+        ...     print(error)
+        0 is not allowed (must be an integer >= 1)
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer (must be >= {minimum})") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not allowed (must be an integer >= {minimum})")
+        return value
+
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type``: a finite float (``nan`` and ``inf`` refused).
+
+    Example::
+
+        >>> finite_float("1e-3")
+        0.001
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number)")
+    return value
+
+
+def fraction_below_1(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1) (a rate such as ``--failure-rate``)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a number in [0, 1))")
+    return value
+
+
+def finite_float_above_0(text: str) -> float:
+    """An argparse ``type``: a finite number > 0 (a learning rate, a scale)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number > 0)")
+    return value
+
+
+def finite_float_at_least_0(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number >= 0)")
+    return value

@@ -1,0 +1,63 @@
+"""The benchmark scripts refuse bad options with one line naming the option, before anything runs."""
+
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("benchmark", ["--devices", "0"], "argument --devices: 0 is not allowed (must be an integer >= 1)"),
+        ("benchmark", ["--batch-size", "x"], "argument --batch-size: 'x' is not an integer (must be >= 1)"),
+        ("benchmark", ["--steps", "5", "3"], "--steps: need 1 <= K1 < K2, got 5 3"),
+        ("benchmark", ["--steps", "0", "3"], "argument --steps: 0 is not allowed (must be an integer >= 1)"),
+        (
+            "benchmark",
+            ["--val-size", "-1"],
+            "argument --val-size: -1 is not allowed (must be an integer >= 0)",
+        ),
+        ("benchmark", ["--dataset", "imagenet"], "argument --dataset: invalid choice: 'imagenet'"),
+        (
+            "benchmark_layers",
+            ["--threads", "0"],
+            "argument --threads: 0 is not allowed (must be an integer >= 1)",
+        ),
+        (
+            "benchmark_layers",
+            ["--rounds", "0"],
+            "argument --rounds: 0 is not allowed (must be an integer >= 1)",
+        ),
+        (
+            "benchmark_data_memory",
+            ["--devices", "0"],
+            "argument --devices: 0 is not allowed (must be an integer >= 1)",
+        ),
+        (
+            "benchmark_federation",
+            ["--steps", "3"],
+            "argument --steps: 3 is not allowed (must be an integer >= 4)",
+        ),
+        (
+            "benchmark_federation",
+            ["--layouts", "1,3,plain"],
+            "--layouts 1,3,plain: '3' not allowed; give 'plain' or process counts P with 1 <= P <= "
+            "--devices (16)",
+        ),
+        (
+            "benchmark_federation",
+            ["--devices", "4", "--layouts", "8,plain"],
+            "--layouts 8,plain: '8' not allowed; give 'plain' or process counts P with 1 <= P <= "
+            "--devices (4)",
+        ),
+    ],
+)
+def test_a_bad_option_is_one_line_naming_it_and_writes_nothing(script, args, message, tmp_path, capsys):
+    main = importlib.import_module(f"scripts.{script}").main
+    extra = ["--json", str(tmp_path / "out.json")] if script == "benchmark" else []
+    with pytest.raises(SystemExit) as stop:
+        main([*args, *extra])
+    out = capsys.readouterr()
+    assert stop.value.code == 2 and out.out == ""
+    assert out.err.startswith(f"{script}.py: error: {message}") and out.err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
