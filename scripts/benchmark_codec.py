@@ -100,9 +100,9 @@ def main(argv=None) -> None:
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # one codec, in this process
     args = parser.parse_args(argv)
     for spec in args.codecs.split(","):
+        if not spec:
+            parser.error(f"--codecs {args.codecs!r}: an empty spec; give e.g. float32,qsgd:8")
         try:
-            if not spec:
-                raise ValueError(f"--codecs {args.codecs!r}: an empty spec; give e.g. float32,qsgd:8")
             make_codec(spec, option="--codecs")
         except ValueError as error:
             parser.error(str(error))
