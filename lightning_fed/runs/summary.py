@@ -116,5 +116,7 @@ def format_summary(summary: dict) -> str:
         ("training time (all sessions)", f"{summary['train_seconds']:.0f} s"),
         ("trained on", summary["hardware"]),
     ]
+    if summary.get("data_source"):
+        rows.append(("data", f"{summary['dataset']} from {summary['data_source']}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
