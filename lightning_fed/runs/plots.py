@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lightning_fed.communication import Traffic
 
@@ -21,6 +22,22 @@ MARKERS = ("o", "s", "^", "v", "D", "P", "X")
 def _line_style(index: int) -> dict:
     """A line style and marker per index, so lines that overlap stay apart by more than colour."""
     return {"linestyle": LINE_STYLES[index % len(LINE_STYLES)], "marker": MARKERS[index % len(MARKERS)]}
+
+
+def count_axis(axes, label: str) -> None:
+    """Labels the x axis of epochs or steps and ticks it at whole numbers only (a 2-epoch run gets
+    0 and 1, not 0.2, 0.4, ...).
+
+    Example::
+
+        >>> axes = Figure().add_subplot()
+        >>> _ = axes.plot([0, 1], [0.5, 0.25])
+        >>> count_axis(axes, "epoch")
+        >>> [float(t) for t in axes.get_xticks() if 0 <= t <= 1]
+        [0.0, 1.0]
+    """
+    axes.set_xlabel(label)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def epoch_fractions(ledger_state: dict) -> dict[str, np.ndarray | None]:
@@ -76,7 +93,8 @@ def plot_transmitted_fraction(runs: dict[str, dict], path) -> Path:
         axes.plot(epochs, fractions["wire"], marker=".", linestyle=":", label=f"{label}: wire bytes")
         if fractions["golomb"] is not None:
             axes.plot(epochs, fractions["golomb"], linestyle="--", label=f"{label}: Golomb-coded")
-    axes.set(xlabel="epoch (from 0, as logged)", ylabel="fraction of dense communication", ylim=(0, 1.1))
+    axes.set(ylabel="fraction of dense communication", ylim=(0, 1.1))
+    count_axis(axes, "epoch (from 0, as logged)")
     axes.set_title("Fraction of gradients transmitted per epoch")
     axes.legend(fontsize="small")
     return _save(figure, path)
@@ -92,7 +110,8 @@ def plot_cumulative_bytes(runs: dict[str, dict], path) -> Path:
         axes.plot(steps, totals["wire"] / GIB, label=f"{label}: wire bytes")
         axes.plot(steps, totals["paper"] / GIB, linestyle=":", label=f"{label}: values x 4 B")
         axes.plot(steps, totals["dense"] / GIB, linestyle="--", label=f"{label}: dense SGD would send")
-    axes.set(xlabel="step", ylabel="cumulative GiB (all devices)")
+    axes.set(ylabel="cumulative GiB (all devices)")
+    count_axis(axes, "step")
     axes.set_title("Cumulative communication")
     axes.legend(fontsize="small")
     return _save(figure, path)
@@ -116,7 +135,8 @@ def plot_kept_per_layer(history: list[dict], path, labels: dict[str, str] | None
         axes.plot(
             epochs, [row[key] for row in history], label=label, markevery=max(len(epochs) // 12, 1), **style
         )
-    axes.set(xlabel="epoch (from 0, as logged)", ylabel="kept fraction of weights", yscale="log")
+    axes.set(ylabel="kept fraction of weights", yscale="log")
+    count_axis(axes, "epoch (from 0, as logged)")
     axes.set_title("Weights kept (log_alpha < T) per layer")
     axes.legend(fontsize="small")
     return _save(figure, path)
