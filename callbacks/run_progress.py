@@ -56,10 +56,23 @@ class RunProgressBar(TQDMProgressBar):
         super().on_train_start(trainer, pl_module)
         self._started, self._first_step = time.monotonic(), trainer.global_step
         self._total_steps = int(min(trainer.estimated_stepping_batches, 2**62))  # inf: no max_epochs
+        if trainer.fit_loop.restarted_mid_epoch:  # Lightning calls no epoch start for the resumed epoch
+            # processed: a checkpoint written in on_train_batch_end counts its batch as processed, not
+            # yet completed; Lightning goes on after it
+            self.resume_epoch(trainer, done=trainer.fit_loop.epoch_loop.batch_progress.current.processed)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.set_description(self.describe(trainer.current_epoch, trainer.max_epochs))
+
+    def resume_epoch(self, trainer: pl.Trainer, done: int) -> None:
+        """The bar of an epoch resumed after ``done`` of its batches: its description and total as
+        at the epoch's start, counting from ``done`` (so the rate counts this session's batches)."""
+        bar = self.train_progress_bar
+        total = self.total_train_batches
+        bar.reset(total=None if total == float("inf") else total)
+        bar.initial = bar.n = done
+        bar.set_description(self.describe(trainer.current_epoch, trainer.max_epochs))
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)

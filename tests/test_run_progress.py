@@ -26,3 +26,51 @@ def test_the_bar_shows_the_epoch_of_the_run_kept_accuracy_traffic_and_eta_withou
     assert "v_num" not in shown and {"kept", "val_acc", "traffic", "run_eta"} <= set(shown), shown
     assert shown["traffic"] == f"{100 * strategy.ledger.total.wire_fraction:.1f}%"
     assert shown["run_eta"] == "0:00:00"  # every planned step is done
+
+
+class _SaveAt(pl.Callback):
+    """A checkpoint after ``step`` rounds, where Lightning's own step checkpoints are written."""
+
+    def __init__(self, step: int, path) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+class _BarSpy(pl.Callback):
+    """What the bar shows after the first batch a (resumed) session trains."""
+
+    def __init__(self, bar: RunProgressBar) -> None:
+        self.bar, self.seen = bar, None
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if self.seen is None:
+            shown = self.bar.train_progress_bar
+            self.seen = (shown.desc, shown.total, shown.n, shown.initial)
+
+
+def test_a_run_resumed_mid_epoch_shows_its_epoch_total_and_place_at_once(data_dir, tmp_path):
+    """Lightning calls no epoch start for an epoch resumed mid-way: the bar must still say which
+    epoch it is, of how many batches, and count from where the run stopped."""
+
+    def fit(max_steps, max_epochs, callbacks, resume=None):
+        pl.seed_everything(0, verbose=False)
+        dm = FederatedDataModule("mnist", 4, batch_size=32, data_dir=data_dir, val_size=64)
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=1, strategy=FederatedStrategy(), max_steps=max_steps,
+            max_epochs=max_epochs, limit_val_batches=0, callbacks=callbacks, enable_model_summary=False,
+            logger=False, default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(SparseVDClassifier("lenet300_100", num_train=N_TRAIN), dm, ckpt_path=resume)
+        return trainer
+
+    first = fit(-1, 1, [_SaveAt(3, tmp_path / "step3.ckpt")])
+    batches = first.num_training_batches
+    assert batches > 3  # step 3 is mid-epoch
+    bar = RunProgressBar()
+    spy = _BarSpy(bar)
+    fit(-1, 2, [bar, spy], resume=str(tmp_path / "step3.ckpt"))
+    description, total, n, initial = spy.seen
+    assert description.startswith("epoch 0 (1/2)") and (total, n, initial) == (batches, 4, 3), spy.seen
