@@ -24,7 +24,8 @@ class RunCheckpoint(Checkpoint):
     and ``interrupted_at`` says where; a second Ctrl-C interrupts at once, as without it.
 
     Args:
-        dirpath: the folder of ``last.ckpt``.
+        dirpath: the folder of ``last.ckpt``; None: ``checkpoints/`` in the trainer's
+            ``default_root_dir``, decided at set-up (so ``--trainer.default_root_dir`` moves it).
         every_n_steps: also save after every n-th step; None or 0 saves at epoch ends only.
         stop_on_interrupt: catch the first SIGINT during ``fit`` (main thread only).
 
@@ -37,14 +38,20 @@ class RunCheckpoint(Checkpoint):
         Traceback (most recent call last):
         ...
         ValueError: every_n_steps must be an integer >= 0, got -1
+        >>> RunCheckpoint().path
+        Traceback (most recent call last):
+        ...
+        ValueError: RunCheckpoint(dirpath=None) has no folder before its trainer's set-up
     """
 
-    def __init__(self, dirpath, every_n_steps: int | None = None, stop_on_interrupt: bool = False) -> None:
+    def __init__(
+        self, dirpath=None, every_n_steps: int | None = None, stop_on_interrupt: bool = False
+    ) -> None:
         if every_n_steps is not None and (
             isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 0
         ):
             raise ValueError(f"every_n_steps must be an integer >= 0, got {every_n_steps!r}")
-        self.dirpath = Path(dirpath)
+        self.dirpath = None if dirpath is None else Path(dirpath)
         self.every_n_steps = every_n_steps or 0
         self.stop_on_interrupt = stop_on_interrupt
         self.interrupted_at: tuple[int, int] | None = None  # (epoch, global step) where Ctrl-C stopped fit
@@ -53,9 +60,13 @@ class RunCheckpoint(Checkpoint):
 
     @property
     def path(self) -> Path:
+        if self.dirpath is None:
+            raise ValueError("RunCheckpoint(dirpath=None) has no folder before its trainer's set-up")
         return self.dirpath / LAST
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = Path(trainer.default_root_dir) / "checkpoints"
         main_thread = threading.current_thread() is threading.main_thread()
         if stage == "fit" and self.stop_on_interrupt and main_thread:
             self._signalled, self.interrupted_at = False, None

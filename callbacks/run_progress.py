@@ -45,6 +45,7 @@ class RunProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         self._started: float | None = None
         self._first_step = self._total_steps = 0
+        self._epoch_shown: int | None = None  # the epoch the bar describes
 
     @staticmethod
     def describe(epoch: int, max_epochs: int | None) -> str:
@@ -56,14 +57,16 @@ class RunProgressBar(TQDMProgressBar):
         super().on_train_start(trainer, pl_module)
         self._started, self._first_step = time.monotonic(), trainer.global_step
         self._total_steps = int(min(trainer.estimated_stepping_batches, 2**62))  # inf: no max_epochs
-        if trainer.fit_loop.restarted_mid_epoch:  # Lightning calls no epoch start for the resumed epoch
-            # processed: a checkpoint written in on_train_batch_end counts its batch as processed, not
-            # yet completed; Lightning goes on after it
-            self.resume_epoch(trainer, done=trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        self._epoch_shown = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.set_description(self.describe(trainer.current_epoch, trainer.max_epochs))
+        self._epoch_shown = trainer.current_epoch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self._epoch_shown != trainer.current_epoch:  # resumed: Lightning skipped the epoch's start hook
+            self.resume_epoch(trainer, done=batch_idx)
 
     def resume_epoch(self, trainer: pl.Trainer, done: int) -> None:
         """The bar of an epoch resumed after ``done`` of its batches: its description and total as
@@ -73,6 +76,7 @@ class RunProgressBar(TQDMProgressBar):
         bar.reset(total=None if total == float("inf") else total)
         bar.initial = bar.n = done
         bar.set_description(self.describe(trainer.current_epoch, trainer.max_epochs))
+        self._epoch_shown = trainer.current_epoch
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)

@@ -1,8 +1,9 @@
 """Lightning's own command line for lightning-fed: ``LightningCLI`` over the model, data and strategy.
 
 Usage:
-    python scripts/cli.py fit --config configs/cli/fmnist_16.yaml
-    python scripts/cli.py fit --config configs/cli/fmnist_16.yaml --trainer.strategy.codec qsgd:8
+    python scripts/cli.py fit --config configs/cli/fmnist_16.yaml --trainer.default_root_dir ~/lf-runs/cli
+    python scripts/cli.py fit --config configs/cli/fmnist_16.yaml --trainer.strategy.codec qsgd:8 \\
+        --trainer.default_root_dir ~/lf-runs/cli-q8
     python scripts/cli.py fit --data.dataset mnist-5k --data.num_devices 4 --model.network lenet300_100 \\
         --trainer.max_epochs 1 --print_config     # the whole configuration of a run, as YAML
     python scripts/cli.py fit --help              # every option of every class
@@ -26,6 +27,7 @@ sys.path[:0] = [str(ROOT)]
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
 from datamodules import FederatedDataModule  # noqa: E402
+from lightning_fed.runs.screen import drop_lightning_noise  # noqa: E402
 from modules.classifier import SparseVDClassifier  # noqa: E402
 
 STRATEGY = "lightning_fed.strategy.FederatedStrategy"
@@ -83,6 +85,7 @@ class FederatedCLI(LightningCLI):
 
 
 def main(args=None) -> FederatedCLI:
+    drop_lightning_noise()  # the warnings fit.py drops (lightning_fed.runs.screen)
     return FederatedCLI(
         SparseVDClassifier,
         FederatedDataModule,

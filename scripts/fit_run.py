@@ -14,7 +14,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Timer
 from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.utilities.warnings import PossibleUserWarning
 
 from callbacks import (
     CommunicationBudget,
@@ -34,6 +33,7 @@ from lightning_fed.runs.hardware import default_processes, is_launcher, resolve_
 from lightning_fed.runs.plots import write_run_plots
 from lightning_fed.runs.resume import last_checkpoint, resume_checkpoint
 from lightning_fed.runs.run_lock import RunFolderInUse, hold_run_folder
+from lightning_fed.runs.screen import drop_lightning_noise, lightning_info_to
 from lightning_fed.runs.summary import format_summary, run_summary, write_run_files
 from lightning_fed.runs.wandb_run import finish_wandb, wandb_logger
 from modules.classifier import SparseVDClassifier
@@ -41,12 +41,7 @@ from modules.classifier import SparseVDClassifier
 INTERRUPTED = 130  # fit.py's exit code after Ctrl-C (128 + SIGINT, as shells report it)
 
 
-# Lightning advises sync_dist=True for every metric logged per epoch in a distributed run. The
-# comm/* figures are the same on every device (one ledger of all traffic), and sparsity/* are
-# device 0's on purpose (its model is the one checkpointed and tested): the advice does not apply.
-warnings.filterwarnings(
-    "ignore", message=r"It is recommended to use `self.log\('(comm|sparsity)/", category=PossibleUserWarning
-)
+drop_lightning_noise()  # Lightning's warnings about itself, and advice that does not apply (runs.screen)
 
 
 class FitError(Exception):
@@ -296,12 +291,13 @@ def write_traceback(output: Path, error: BaseException) -> Path:
 def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str | None, start: float) -> int:
     """Trains (or resumes), tests, and writes the summary, ledger and plots into ``output``; the exit code."""
     output.mkdir(parents=True, exist_ok=True)
-    trainer = build_trainer(args, output, callbacks)
-    trainer.fit(model, dm, ckpt_path=ckpt_path)
-    stopped = _callback(trainer, RunCheckpoint).interrupted_at
-    if stopped is not None:
-        return write_interrupted(trainer, model, dm, output, stopped, time.time() - start)
-    test_metrics = trainer.test(model, dm, verbose=False)[0] if not args.fast_dev_run else {}
+    with lightning_info_to(output / "fit.log" if is_launcher() else None):  # the screen: bar and events
+        trainer = build_trainer(args, output, callbacks)
+        trainer.fit(model, dm, ckpt_path=ckpt_path)
+        stopped = _callback(trainer, RunCheckpoint).interrupted_at
+        if stopped is not None:
+            return write_interrupted(trainer, model, dm, output, stopped, time.time() - start)
+        test_metrics = trainer.test(model, dm, verbose=False)[0] if not args.fast_dev_run else {}
     summary = summarise(trainer, model, dm, test_metrics, time.time() - start)
     if trainer.is_global_zero:
         ledger = trainer.strategy.ledger.state_dict()
@@ -310,7 +306,8 @@ def fit_test_and_write(args, dm, model, output: Path, callbacks, ckpt_path: str 
         plots = write_run_plots(
             output / "plots", ledger, history, labels=layer_labels(model), epochs=logged_epochs(output)
         )
-        finish_wandb(trainer, summary, plots)
+        for line in finish_wandb(trainer, summary, plots):
+            print(f"fit.py: {line}", file=sys.stderr)
         print(format_summary(summary))
     return 0
 

@@ -1,5 +1,6 @@
 """scripts/cli.py: LightningCLI over the model, the datamodule and FederatedStrategy."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,22 @@ def test_bad_options_are_one_line_exit_2(extra, message, data_dir, tmp_path, cap
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == message
     assert not list(tmp_path.iterdir())  # nothing written: no config.yaml, no logs
+
+
+def test_the_paper_s_config_writes_under_default_root_dir_and_says_no_more_than_fit_py(
+    data_dir, tmp_path, recwarn
+):
+    """The config's RunCheckpoint names no folder: its last.ckpt follows --trainer.default_root_dir;
+    and the warnings fit.py drops (runs.screen) are dropped here too."""
+    root = tmp_path / "elsewhere"
+    main([
+        "fit", "--config", str(ROOT / "configs/cli/fmnist_16.yaml"), "--data.dataset", "mnist",
+        "--data.data_dir", str(data_dir), "--data.num_devices", "4", "--data.batch_size", "16",
+        "--data.val_size", "64", "--model.network", "lenet300_100", "--trainer.max_steps", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(root),
+    ])  # fmt: skip
+    assert (root / "checkpoints" / "last.ckpt").is_file()
+    dropped = r"self.log\('(comm|sparsity)/|LeafSpec"
+    noise = [str(w.message) for w in recwarn if re.search(dropped, str(w.message))]
+    assert not noise, noise

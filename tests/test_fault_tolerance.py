@@ -327,7 +327,8 @@ def test_fit_py_reports_a_failed_device_in_one_line_and_keeps_the_traceback(tmp_
         ]
     )
     assert fit_run.run(args) == 1
-    (line,) = capsys.readouterr().err.strip().splitlines()
+    said, line = capsys.readouterr().err.strip().splitlines()  # where the data came from, then the failure
+    assert said.startswith("fit.py: data: mnist-5k from "), said
     traceback_file = tmp_path / "run" / "traceback.txt"
     assert line == (
         f"fit.py: stopped: device 5 failed at step 40: KeyError: 'label' (traceback in {traceback_file}); "

@@ -73,10 +73,17 @@ def test_summary_ledger_plots_and_printed_table(run):
         assert (run / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_no_advice_to_sync_metrics_that_are_the_same_or_device_0s_on_purpose(run):
+def test_the_screen_says_only_fit_py_s_lines_and_lightning_s_go_to_fit_log(run):
+    """Lightning's banner, model summary and "fit stopped" lines land in OUTPUT/fit.log; no advice
+    to sync metrics that are the same everywhere or device 0's on purpose, no warning Lightning
+    prints about itself; what is left on stderr is fit.py's own one-line events."""
     stderr = (run.parent / "stderr.txt").read_text()
-    assert "GPU available" in stderr  # Lightning's own lines: stderr was kept
+    log = (run / "fit.log").read_text()
+    assert "GPU available" in log and "`Trainer.fit` stopped" in log and "Trainable params" in log
     assert not re.search(r"recommended to use `self.log\('(comm|sparsity)/", stderr), stderr[-3000:]
+    screen = [line for line in stderr.splitlines() if line.strip()]
+    assert screen and all(line.startswith("fit.py: ") for line in screen), screen
+    assert any(line.startswith("fit.py: W&B: offline run in ") for line in screen), screen
 
 
 def test_resume_continues_the_ledger_of_the_first_run(run):

@@ -1,8 +1,9 @@
 """The progress bar of a run: epoch E of M, kept weights, validation accuracy, traffic, ETA."""
 
+import pytest
 import pytorch_lightning as pl
 
-from callbacks import RunProgressBar
+from callbacks import RunCheckpoint, RunProgressBar
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from modules.classifier import SparseVDClassifier
@@ -40,20 +41,22 @@ class _SaveAt(pl.Callback):
 
 
 class _BarSpy(pl.Callback):
-    """What the bar shows after the first batch a (resumed) session trains."""
+    """What the bar shows after the first batch a (resumed) session trains, and where that is."""
 
     def __init__(self, bar: RunProgressBar) -> None:
         self.bar, self.seen = bar, None
 
-    def on_train_batch_end(self, trainer, *args) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.seen is None:
             shown = self.bar.train_progress_bar
-            self.seen = (shown.desc, shown.total, shown.n, shown.initial)
+            self.seen = (trainer.current_epoch, batch_idx, shown.desc, shown.total, shown.n, shown.initial)
 
 
-def test_a_run_resumed_mid_epoch_shows_its_epoch_total_and_place_at_once(data_dir, tmp_path):
-    """Lightning calls no epoch start for an epoch resumed mid-way: the bar must still say which
-    epoch it is, of how many batches, and count from where the run stopped."""
+@pytest.mark.parametrize("stop", ["mid-epoch save", "max_steps"])
+def test_a_resumed_run_shows_its_epoch_total_and_place_at_once(stop, data_dir, tmp_path):
+    """Lightning calls no epoch start for an epoch it resumes (a checkpoint written mid-epoch, or at
+    the end of a run stopped by max_steps): the bar must still say which epoch it is, of how many
+    batches, and count from where the run stopped."""
 
     def fit(max_steps, max_epochs, callbacks, resume=None):
         pl.seed_everything(0, verbose=False)
@@ -66,11 +69,19 @@ def test_a_run_resumed_mid_epoch_shows_its_epoch_total_and_place_at_once(data_di
         trainer.fit(SparseVDClassifier("lenet300_100", num_train=N_TRAIN), dm, ckpt_path=resume)
         return trainer
 
-    first = fit(-1, 1, [_SaveAt(3, tmp_path / "step3.ckpt")])
+    if stop == "max_steps":
+        first = fit(3, 2, [RunCheckpoint(tmp_path / "checkpoints")])
+        checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    else:
+        first = fit(-1, 1, [_SaveAt(3, tmp_path / "step3.ckpt")])
+        checkpoint = tmp_path / "step3.ckpt"
     batches = first.num_training_batches
     assert batches > 3  # step 3 is mid-epoch
     bar = RunProgressBar()
     spy = _BarSpy(bar)
-    fit(-1, 2, [bar, spy], resume=str(tmp_path / "step3.ckpt"))
-    description, total, n, initial = spy.seen
-    assert description.startswith("epoch 0 (1/2)") and (total, n, initial) == (batches, 4, 3), spy.seen
+    fit(-1, 2, [bar, spy], resume=str(checkpoint))
+    epoch, batch_idx, description, total, n, initial = spy.seen
+    assert description.startswith(f"epoch {epoch} ({epoch + 1}/2)"), spy.seen
+    assert (total, n, initial) == (batches, batch_idx + 1, batch_idx), spy.seen
+    if stop == "mid-epoch save":
+        assert (epoch, batch_idx) == (0, 3), spy.seen

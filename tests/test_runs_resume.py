@@ -53,5 +53,5 @@ def test_offline_logger_saves_in_the_run_folder_and_finish_leaves_other_loggers_
     logger = wandb_logger(tmp_path, project="lf-test", mode="offline", config={"devices": 4})
     assert isinstance(logger, WandbLogger) and logger.save_dir == str(tmp_path)
     trainer = pl.Trainer(logger=CSVLogger(tmp_path), accelerator="cpu", enable_progress_bar=False)
-    finish_wandb(trainer, {"test_acc": 0.5}, [])  # no W&B logger: nothing to do, nothing raised
+    assert finish_wandb(trainer, {"test_acc": 0.5}, []) == []  # no W&B logger: nothing to do or say
     assert not (tmp_path / "wandb").exists()

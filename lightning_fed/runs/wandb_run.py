@@ -30,6 +30,16 @@ def previous_run_id(output: Path) -> str | None:
     return latest.resolve().name.rsplit("-", 1)[-1] if latest.is_symlink() else None
 
 
+class _WandbLogger(WandbLogger):
+    """Lightning's W&B logger without the ``anonymous`` argument it always hands ``wandb.init``
+    (``None`` unless asked), which wandb 0.2x+ answers with a deprecation warning at every run."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
+
 def wandb_logger(
     output: Path,
     *,
@@ -51,9 +61,10 @@ def wandb_logger(
     resumed_id = previous_run_id(output) if resume else None
 
     def make(mode: str) -> WandbLogger:
-        return WandbLogger(
+        return _WandbLogger(
             project=project, save_dir=str(output), mode=mode, config=config, id=resumed_id,
-            resume="allow" if resumed_id else None, settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S),
+            resume="allow" if resumed_id else None,
+            settings=wandb.Settings(init_timeout=INIT_TIMEOUT_S, silent=True),  # fit.py says where it logged
         )  # fmt: skip
 
     logger = make(mode)
@@ -70,11 +81,32 @@ def wandb_logger(
     return logger
 
 
-def finish_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> None:
+def finish_wandb(trainer: pl.Trainer, summary: dict, plots: list[Path]) -> list[str]:
     """Each W&B logger of ``trainer`` gets the summary as a table and the plots as images, and
-    its run is finished (synced, when online). Other loggers are left alone."""
+    its run is finished (synced, when online). Other loggers are left alone. W&B itself prints
+    nothing (``silent``); what it did is returned, one line a run: where the offline run is and
+    how to upload it, or the online run's address."""
+    said = []
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table("summary", columns=list(summary), data=[list(summary.values())])
             logger.log_image("plots", [str(path) for path in plots], caption=[path.stem for path in plots])
-            logger.experiment.finish()
+            run = logger.experiment
+            said.append(where_logged(run.settings.mode, run))
+            run.finish()
+    return said
+
+
+def where_logged(mode: str, run) -> str:
+    """One line: an offline run's folder and the command that uploads it, or an online run's address.
+
+    Example::
+
+        >>> from types import SimpleNamespace
+        >>> print(where_logged("offline", SimpleNamespace(dir="/runs/a/wandb/run-1/files")))
+        W&B: offline run in /runs/a/wandb/run-1; upload it with: wandb sync /runs/a/wandb/run-1
+    """
+    if mode == "offline":
+        folder = Path(run.dir).parent
+        return f"W&B: offline run in {folder}; upload it with: wandb sync {folder}"
+    return f"W&B: {run.url}"
