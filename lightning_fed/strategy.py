@@ -24,6 +24,7 @@ from lightning_fed.federation.checkpoint import (
     sidecar_path,
 )
 from lightning_fed.federation.compression import DOWNLOAD, UPLOAD, Compression
+from lightning_fed.federation.device_rows import remove_saved
 from lightning_fed.federation.downlink import ModelDownlink, check_download
 from lightning_fed.federation.files import write_aside
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
@@ -97,7 +98,7 @@ class FederatedStrategy(DDPStrategy):
         client_lr: the client SGD's learning rate (default: the module's).
         proximal_mu: FedProx's ``mu``: each local step adds ``mu * (w - w_round_start)``.
         device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
-            file of rows in the run folder, read per device, copied beside each checkpoint) or
+            file per device in the run folder, read per device, hard-linked into each checkpoint) or
             ``auto`` (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
         **kwargs: passed to ``DDPStrategy`` (process placement, backend, timeout).
 
@@ -349,7 +350,7 @@ class FederatedStrategy(DDPStrategy):
         per_device += len(self.compression.feedback_kinds) * 4 * sum(self.plan.numels)  # error feedback
         if self.device_store == "auto" and per_device * len(self.hosted_devices) <= DISK_STORE_ABOVE_BYTES:
             return None
-        return Path(trainer.default_root_dir) / "device-states" / f"process-{self.global_rank}.f32"
+        return Path(trainer.default_root_dir) / "device-states" / f"process-{self.global_rank}"
 
     def _round_schedule(self, trainer, seed: int) -> RoundSchedule:
         weights = None
@@ -721,7 +722,7 @@ class FederatedStrategy(DDPStrategy):
         super().save_checkpoint(checkpoint, filepath, storage_options)
         self.barrier("federated checkpoint")
         for stale in set(files_of(filepath, self.global_rank)) - set(written):
-            stale.unlink(missing_ok=True)
+            remove_saved(stale)
 
     @override
     def remove_checkpoint(self, filepath) -> None:
@@ -729,7 +730,7 @@ class FederatedStrategy(DDPStrategy):
         if self.is_global_zero:
             for rank in range(self.world_size):
                 for path in files_of(filepath, rank):
-                    path.unlink(missing_ok=True)
+                    remove_saved(path)
 
     @override
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:

@@ -104,6 +104,34 @@ def test_device_states_round_trip_through_a_state_dict():
         DeviceStates(small_model(), plan, devices=[4], seed=0).load_state_dict(states.state_dict())
 
 
+@pytest.mark.parametrize("same_layout", [True, False])
+def test_rows_on_disk_resume_from_a_checkpoint_s_copy_file_to_file(same_layout, tmp_path, monkeypatch):
+    """A resume takes each saved row into the new rows file: copied inside the kernel when the
+    layouts agree (no row passes through memory, so a resume of many devices stays as small as the
+    fresh run), read and written otherwise; devices that never trained stay holes either way."""
+    import lightning_fed.federation.device_state as device_state
+
+    model = small_model()
+    plan = SharingPlan(model)
+    states = DeviceStates(model, plan, devices=[0, 1, 2], seed=0, rows_path=tmp_path / "live.f32")
+    with states.hosting(1):
+        model[0].log_sigma2.data.fill_(-4.0)
+        model[3].log_sigma2.data.fill_(-5.0)
+    states.rest()
+    states.rows.copy_to(tmp_path / "saved.f32")
+    saved = states.state_dict()
+    if same_layout:
+        never = lambda *args, **kwargs: pytest.fail("a row was read into memory")  # noqa: E731
+        monkeypatch.setattr(device_state, "read_row", never)
+    layout = states.layout if same_layout else [(name, list(shape)) for name, shape in states.layout]
+    restored = DeviceStates(small_model(), plan, devices=[0, 1, 2], seed=0, rows_path=tmp_path / "new.f32")
+    restored.load_state_dict(saved, rows_file=lambda rank: tmp_path / "saved.f32", rows_layout=layout)
+    row = restored.rows.read(1)
+    assert torch.equal(row["0.log_sigma2"], torch.full_like(row["0.log_sigma2"], -4.0))
+    assert torch.equal(row["3.log_sigma2"], torch.full_like(row["3.log_sigma2"], -5.0))
+    assert restored.rows.row_of(0) is None and restored.rows.row_of(2) is None
+
+
 def test_federated_mean_is_the_paper_s_average_or_weighted_by_shard_size():
     updates = [[torch.tensor([1.0, 0.0])], [torch.tensor([3.0, 4.0])], [torch.tensor([5.0, 2.0])]]
     assert torch.equal(federated_mean(updates)[0], torch.tensor([3.0, 2.0]))

@@ -2,7 +2,9 @@
 
 A process writes only the devices it hosts, so no process ever holds every device's state at a
 save. ``CHECKPOINT.devices-R.step-S`` holds process R's (R >= 1) at global step S, and
-``CHECKPOINT.rows-R.step-S`` process R's file of device rows; the checkpoint records S and how
+``CHECKPOINT.rows-R.step-S`` process R's folder of device rows (hard links to the rows as they
+were at the save, :class:`~lightning_fed.federation.device_rows.DiskRows`; a file of rows in
+checkpoints of lightning-fed <= 0.2); the checkpoint records S and how
 many processes wrote it, so it names exactly the files written with it. A save writes the new
 step's files beside the old ones, then the checkpoint itself (aside, then renamed into place,
 :class:`AtomicCheckpointIO`), and only then removes the old step's files: a process killed at
@@ -16,7 +18,8 @@ from pathlib import Path
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from lightning_fed.federation.device_state import read_row, split_row
+from lightning_fed.federation.device_rows import read_row
+from lightning_fed.federation.device_state import split_row
 from lightning_fed.federation.files import write_aside
 from lightning_fed.nn.init_from import network_state
 
@@ -35,7 +38,7 @@ def sidecar_path(checkpoint_path, rank: int, step: int | None = None) -> Path:
 
 
 def rows_path(checkpoint_path, rank: int, step: int | None = None) -> Path:
-    """Where process ``rank`` copies its file of device rows (:class:`DiskRows`) at a save.
+    """Where process ``rank`` keeps its device rows at a save (a folder of hard links, ``DiskRows.copy_to``).
 
     Example::
 

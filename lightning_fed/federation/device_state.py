@@ -7,7 +7,6 @@ hosts several devices in turn: :meth:`DeviceStates.hosting` loads a device's sta
 and the optimizer, and stores it back when the device is done.
 """
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,8 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_fed.federation.files import write_aside
+from lightning_fed.federation.device_rows import DiskRows, Layout, read_row
 from lightning_fed.federation.sharing import SharingPlan
+
+ADOPTED: dict = {}  # a device whose row was copied from the checkpoint's file as it was
 
 
 def device_seed(seed: int, device: int) -> int:
@@ -90,7 +91,6 @@ def _seeded_rng(seed: int, device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
-Layout = list[tuple[str, tuple[int, ...]]]
 FEEDBACK = "feedback:"  # row entries of error-feedback tensors: "feedback:KIND:I", I-th shared tensor
 
 
@@ -117,95 +117,6 @@ def split_row(row: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return params, feedback
 
 
-def read_row(path, row: int, layout: Layout) -> dict[str, torch.Tensor]:
-    """Row ``row`` of a file of float32 rows (:class:`DiskRows`), named and shaped by ``layout``."""
-    numels = [int(torch.Size(shape).numel()) for _, shape in layout]
-    buffer = bytearray(4 * sum(numels))
-    with open(path, "rb") as file:
-        file.seek(row * len(buffer))
-        if file.readinto(buffer) != len(buffer):
-            raise ValueError(f"{path} is truncated: it has no row {row}")
-    flat = torch.frombuffer(buffer, dtype=torch.float32)
-    return {name: t.view(shape) for (name, shape), t in zip(layout, flat.split(numels), strict=True)}
-
-
-class DiskRows:
-    """The local parameters of many devices as float32 rows of one file, read and written per device.
-
-    What a process holds in memory is the row of the device it computes; the file lives in the
-    run folder and the operating system caches it. A device whose row was never written reads as
-    None (its parameters are still the initial ones).
-
-    Example::
-
-        >>> import tempfile
-        >>> rows = DiskRows(Path(tempfile.mkdtemp()) / "rows.f32", devices=[4, 7], layout=[("w", (2,))])
-        >>> rows.read(7) is None
-        True
-        >>> rows.write(7, {"w": torch.tensor([1.5, -2.0])})
-        >>> rows.read(7)["w"].tolist(), rows.row_of(7), rows.row_of(4)
-        ([1.5, -2.0], 1, None)
-    """
-
-    def __init__(self, path: Path, devices: list[int], layout: Layout) -> None:
-        self.path, self.layout = Path(path), list(layout)
-        self.index = {device: row for row, device in enumerate(devices)}
-        self.numels = [int(torch.Size(shape).numel()) for _, shape in layout]
-        self.row_bytes = 4 * sum(self.numels)
-        self.written = [False] * len(devices)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.ftruncate(self._fd, len(devices) * self.row_bytes)  # sparse: no disk until written
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_fd", None)
-        if fd is not None:
-            os.close(fd)
-
-    def row_of(self, device: int) -> int | None:
-        row = self.index[device]
-        return row if self.written[row] else None
-
-    def read(self, device: int) -> dict[str, torch.Tensor] | None:
-        row = self.row_of(device)
-        if row is None:
-            return None
-        buffer = bytearray(self.row_bytes)
-        if os.preadv(self._fd, [buffer], row * self.row_bytes) != self.row_bytes:
-            raise OSError(f"{self.path}: short read of device {device}")
-        flat = torch.frombuffer(buffer, dtype=torch.float32)
-        return {
-            name: t.view(shape) for (name, shape), t in zip(self.layout, flat.split(self.numels), strict=True)
-        }
-
-    def write(self, device: int, tensors: dict[str, torch.Tensor]) -> None:
-        flat = torch.cat(
-            [tensors[name].detach().reshape(-1).to("cpu", torch.float32) for name, _ in self.layout]
-        )
-        row = self.index[device]
-        os.pwrite(self._fd, flat.numpy().tobytes(), row * self.row_bytes)
-        self.written[row] = True
-
-    def copy_to(self, target: Path) -> None:
-        """A copy of the file at ``target``, written aside, synced and renamed into place.
-
-        Only written rows are copied; the others stay holes, so the copy takes the disk space of
-        the devices that trained, not of all of them.
-        """
-        write_aside(Path(target), self._copy_written_rows)
-
-    def _copy_written_rows(self, path: Path) -> None:
-        with open(path, "wb") as out:
-            os.ftruncate(out.fileno(), len(self.written) * self.row_bytes)
-            for row, written in enumerate(self.written):
-                offset, left = row * self.row_bytes, self.row_bytes
-                while written and left:
-                    done = os.copy_file_range(self._fd, out.fileno(), left, offset, offset)
-                    if done == 0:
-                        raise OSError(f"{self.path}: short copy of row {row}")
-                    offset, left = offset + done, left - done
-
-
 class DeviceStates:
     """The states of the devices one process hosts, swapped in and out of ``model``.
 
@@ -222,8 +133,9 @@ class DeviceStates:
         keep_optimizer_state: keep that state from round to round (the paper's protocol, where
             every device steps every round); without it a device starts every round with a fresh
             optimizer state, as clients of FedAvg do.
-        rows_path: keep the local parameters in a file of rows there (:class:`DiskRows`)
-            instead of in memory: 1,000 devices of CifarNet's log_sigma2 are 5.5 GB.
+        rows_path: keep the local parameters in a folder of per-device files there
+            (:class:`~lightning_fed.federation.device_rows.DiskRows`) instead of in memory: 1,000
+            devices of CifarNet's log_sigma2 are 5.5 GB.
         rank: the process's rank, recorded with each row (where a checkpoint finds it).
         feedback: the error-feedback tensors a device keeps in ``extra`` (``("residual",)``); with
             rows on disk they live in each device's row too, out of memory between its rounds.
@@ -382,12 +294,18 @@ class DeviceStates:
                 rank, row = state["params_at"]
                 if rows_file is None:
                     raise ValueError(f"device {device}'s parameters are in process {rank}'s rows file")
-                params, kept = split_row(read_row(rows_file(rank), row, rows_layout or self.layout))
-                extra.update(kept)
+                if self.rows is not None and (rows_layout or self.layout) == self.layout:
+                    self.rows.adopt(device, rows_file(rank), row)  # file to file: no memory per device
+                    params = ADOPTED
+                else:
+                    params, kept = split_row(read_row(rows_file(rank), row, rows_layout or self.layout))
+                    extra.update(kept)
             if params is None:
                 params = self.initial
-            if self.rows is not None and (
-                params is not self.initial or any(k in extra for k in self.feedback)
+            if (
+                self.rows is not None
+                and params is not ADOPTED
+                and (params is not self.initial or any(k in extra for k in self.feedback))
             ):
                 self.rows.write(device, self._row_from(params, extra))
             state["params"] = None if self.rows is not None else params
