@@ -132,6 +132,24 @@ def test_rows_on_disk_resume_from_a_checkpoint_s_copy_file_to_file(same_layout, 
     assert restored.rows.row_of(0) is None and restored.rows.row_of(2) is None
 
 
+def test_a_save_at_the_step_already_saved_keeps_those_rows_in_either_format(tmp_path):
+    """A session resumed at a step saves again at that step (an epoch end): the rows saved then are
+    the rows now, whether a folder or a file of rows of lightning-fed <= 0.2."""
+    from lightning_fed.federation.device_rows import DiskRows, read_row
+
+    layout = [("w", (2,))]
+    rows = DiskRows(tmp_path / "live", devices=[0, 1], layout=layout)
+    rows.write(1, {"w": torch.tensor([1.0, 2.0])})
+    old_format = tmp_path / "last.ckpt.rows-0.step-20"
+    old_format.write_bytes(torch.tensor([0.0, 0.0, 1.0, 2.0]).numpy().tobytes())  # rows 0 and 1
+    rows.copy_to(old_format)
+    assert old_format.is_file() and read_row(old_format, 1, layout)["w"].tolist() == [1.0, 2.0]
+    rows.copy_to(tmp_path / "step-21")
+    rows.copy_to(tmp_path / "step-21")
+    assert read_row(tmp_path / "step-21", 1, layout)["w"].tolist() == [1.0, 2.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt.rows-0.step-20", "live", "step-21"]
+
+
 def test_federated_mean_is_the_paper_s_average_or_weighted_by_shard_size():
     updates = [[torch.tensor([1.0, 0.0])], [torch.tensor([3.0, 4.0])], [torch.tensor([5.0, 2.0])]]
     assert torch.equal(federated_mean(updates)[0], torch.tensor([3.0, 2.0]))

@@ -86,7 +86,8 @@ class DiskRows:
         self.row_bytes = 4 * sum(layout_numels(self.layout))
         self.written = [False] * len(devices)
         self._unsynced: set[int] = set()  # rows written since the last save
-        shutil.rmtree(self.path, ignore_errors=True)  # a fresh store: rows of an earlier session go
+        shutil.rmtree(self.path, ignore_errors=True)  # a fresh store: rows of an earlier session go,
+        self.path.with_name(self.path.name + ".f32").unlink(missing_ok=True)  # and the file of <= 0.2
         self.path.mkdir(parents=True)
 
     def row_of(self, device: int) -> int | None:
@@ -161,8 +162,8 @@ class DiskRows:
         Rows of devices that never trained have no file there either. Rows written since the last
         save are synced to disk first (the others were synced then)."""
         target = Path(target)
-        if target.is_dir():  # saved at this step already: no device has trained since, same rows
-            return
+        if target.exists():  # saved at this step already (a folder, or a file of rows of <= 0.2 that
+            return  # this session resumed from): no device has trained since, the same rows
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
