@@ -150,6 +150,17 @@ def test_a_save_at_the_step_already_saved_keeps_those_rows_in_either_format(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt.rows-0.step-20", "live", "step-21"]
 
 
+def test_a_running_sum_weights_every_update_not_only_the_first():
+    """Weights other than 1 on every update, the first included, against a hand computation."""
+    from lightning_fed.federation import RunningSum
+
+    total = RunningSum()
+    for update, weight in (([1.0, 0.0], 2.0), ([3.0, 4.0], 0.5), ([5.0, 2.0], 3.0)):
+        total.add([torch.tensor(update)], weight=weight)
+    assert total.tensors[0].tolist() == [2 * 1.0 + 0.5 * 3.0 + 3 * 5.0, 0.5 * 4.0 + 3 * 2.0]
+    assert total.weight == 5.5
+
+
 def test_federated_mean_is_the_paper_s_average_or_weighted_by_shard_size():
     updates = [[torch.tensor([1.0, 0.0])], [torch.tensor([3.0, 4.0])], [torch.tensor([5.0, 2.0])]]
     assert torch.equal(federated_mean(updates)[0], torch.tensor([3.0, 2.0]))
