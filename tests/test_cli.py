@@ -76,6 +76,6 @@ def test_the_paper_s_config_writes_under_default_root_dir_and_says_no_more_than_
         "--trainer.default_root_dir", str(root),
     ])  # fmt: skip
     assert (root / "checkpoints" / "last.ckpt").is_file()
-    dropped = r"self.log\('(comm|sparsity)/|LeafSpec"
+    dropped = r"self.log\('(comm|sparsity)/|LeafSpec|tensorboardX"
     noise = [str(w.message) for w in recwarn if re.search(dropped, str(w.message))]
     assert not noise, noise

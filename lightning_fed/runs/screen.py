@@ -2,12 +2,12 @@
 
 Lightning's info lines (accelerators found, the distributed set-up, the model summary, tips, why
 ``fit`` stopped) go to the run's log file instead, where they are kept for whoever needs them.
-Three warnings are dropped: two that Lightning prints about itself rather than the run (a
-deprecation inside its own ``_pytree`` module, and a logging interval longer than a short epoch),
-and its advice to log per-epoch metrics with ``sync_dist=True``, which does not apply to the
-``comm/*`` figures (one ledger of all traffic, the same in every process) nor to ``sparsity/*``
-(device 0's on purpose: its model is the one checkpointed and tested). Every other warning still
-reaches the screen.
+Four warnings are dropped: three that Lightning prints about itself rather than the run (a
+deprecation inside its own ``_pytree`` module, a logging interval longer than a short epoch, and
+which default logger it picks without TensorBoard), and its advice to log per-epoch metrics
+with ``sync_dist=True``, which does not apply to the ``comm/*`` figures (one ledger of all
+traffic, the same in every process) nor to ``sparsity/*`` (device 0's on purpose: its model is
+the one checkpointed and tested). Every other warning still reaches the screen.
 """
 
 import logging
@@ -20,6 +20,7 @@ LIGHTNING_NOISE = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"It is recommended to use `self.log\('(comm|sparsity)/",
+    r"Starting from v1.9.0, `tensorboardX` has been removed",
 )
 
 
