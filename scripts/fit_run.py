@@ -221,10 +221,9 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, dm, test_metrics: 
 
 def data_line(dm: FederatedDataModule) -> str:
     """The one line a run prints about its data: which set, read from where, how it was split."""
-    val = len(dm.val_dataloader().dataset) if dm.val_size else 0
     return (
         f"fit.py: data: {dm.dataset_name} from {dm.data_source} ({dm.num_train:,} training samples over "
-        f"{dm.num_devices} devices, {val:,} for validation)"
+        f"{dm.num_devices} devices, {dm.val_size:,} for validation)"
     )
 
 

@@ -140,10 +140,13 @@ class DiskRows:
         row = self.index[device]
         origin, offset = _row_source(source, source_row, self.row_bytes)
         target = _row_file(self.path, row)
-        if offset == 0 and origin.is_file() and origin.stat().st_size == self.row_bytes:
+        missing = f"{source} is truncated: it has no row {source_row}"
+        if not origin.is_file():
+            raise ValueError(missing)
+        if offset == 0 and origin.stat().st_size == self.row_bytes:
             _link_or_copy(origin, target)
         else:
-            self._copy_range(origin, offset, target, f"{source} is truncated: it has no row {source_row}")
+            self._copy_range(origin, offset, target, missing)
             self._unsynced.add(row)
         self.written[row] = True
 
