@@ -379,3 +379,78 @@ def test_compression_keeps_the_device_residual_in_its_state_and_sampled_rounds_d
     assert repr(compression.download_codec) == "SparseCodec(float32)"  # the model, losslessly
     with pytest.raises(ValueError, match=r"^download_error_feedback applies to the paper's protocol"):
         Compression("qsgd:8", download_error_feedback=True).for_sampled_rounds()
+
+
+# ------------------------------------------------------- through the strategy, as a run uses them
+def _spy(monkeypatch, name: str) -> list[dict]:
+    """Every call of ``Compression.<name>`` in a run: its arguments, its payload, the module then."""
+    calls, original = [], getattr(Compression, name)
+
+    def spy(self, *args, **kwargs):
+        payload = original(self, *args, **kwargs)
+        calls.append({"args": args, "step": kwargs["step"], "payload": payload, "self": self})
+        return payload
+
+    monkeypatch.setattr(Compression, name, spy)
+    return calls
+
+
+def test_the_paper_s_ledger_is_the_payloads_both_ways_and_the_download_reaches_every_device(
+    data_dir, tmp_path, monkeypatch
+):
+    """Per step: upload bytes and values are the sum over the 4 devices' payloads, download bytes and
+    values 4 times the server's one payload (every device receives it), nothing else counted."""
+    uploads, downloads = _spy(monkeypatch, "encode_upload"), _spy(monkeypatch, "encode_download")
+    _, strategy = _fit(data_dir, tmp_path, max_steps=3, codec="qsgd:8")
+    history = strategy.ledger.history
+    assert len(history) == 3 and len(uploads) == 12 and len(downloads) == 3
+    for step, traffic in enumerate(history):
+        sent = [c["payload"] for c in uploads if c["step"] == step]
+        (back,) = [c["payload"] for c in downloads if c["step"] == step]
+        assert len(sent) == 4
+        assert traffic.upload_bytes == sum(len(p) for p in sent)
+        assert traffic.upload == sum(p.values for p in sent)
+        assert (traffic.download_bytes, traffic.download) == (4 * len(back), 4 * back.values)
+        assert traffic.sampled == traffic.reported == 4
+
+
+def test_error_feedback_in_a_run_gets_each_device_s_m_alpha_and_keeps_nothing_it_prunes(
+    data_dir, tmp_path, monkeypatch
+):
+    """The strategy hands the upload's error feedback the hosted device's own M(alpha): the residual
+    it keeps is zero wherever that mask prunes, so a pruned weight is never sent later."""
+    seen = []
+
+    def masks_now(module):
+        return {name: layer.keep_mask().reshape(-1).clone() for name, layer in module.named_modules()
+                if hasattr(layer, "keep_mask")}  # fmt: skip
+
+    original = Compression.encode_upload
+
+    def record(self, update, extra, keeps, *, step, seed):
+        payload = original(self, update, extra, keeps, step=step, seed=seed)
+        seen.append((masks_now(strategy_box[0].lightning_module), keeps, list(extra["residual"])))
+        return payload
+
+    strategy_box = []
+    monkeypatch.setattr(Compression, "encode_upload", record)
+    original_setup = FederatedStrategy.setup
+
+    def setup(self, trainer):
+        strategy_box.append(self)
+        return original_setup(self, trainer)
+
+    monkeypatch.setattr(FederatedStrategy, "setup", setup)
+    _, strategy = _fit(data_dir, tmp_path, max_steps=4, codec="topk:0.05", error_feedback=True)
+    assert len(seen) == 16  # 4 devices, 4 rounds
+    shared = strategy.plan.shared
+    pruned = 0
+    for truth, keeps, residual in seen:
+        for tensor, keep, value in zip(shared, keeps, residual, strict=True):
+            if tensor.mask_of is None:
+                assert keep is None
+                continue
+            assert keep is not None and torch.equal(keep, truth[tensor.mask_of]), tensor.name
+            assert not value[~keep].any(), tensor.name  # nothing kept to send later where it prunes
+            pruned += int((~keep).sum())
+    assert pruned > 0  # the masks did prune: the checks above had something to check
