@@ -4,9 +4,15 @@ A Trainer run inside the test process sets ``LOCAL_RANK``, ``MASTER_PORT`` and L
 other launcher variables in ``os.environ``; a later test that starts ``fit.py`` or a helper as a
 subprocess would inherit them, take itself for an already-launched device process, and wait
 forever for its peers.
+
+Every test here means the CPU (summaries that say "CPU, N cores", one process a device where a GPU
+would take all): CUDA is hidden from the suite and the processes it starts, before torch meets
+it, so the suite passes the same on a GPU machine. A test of the GPU would opt back in.
 """
 
 import os
+
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest
 
