@@ -4,6 +4,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from scripts.fit import parse_args
 
@@ -12,9 +13,19 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.stem)
-def test_every_config_parses_with_fit_py_s_checks(config):
+def test_every_config_parses_with_fit_py_s_checks_and_its_every_key_arrives(config):
+    """Each key of the file is the value fit.py runs with (a parse that ignored --config would give
+    the defaults, which no config repeats in full)."""
     args = parse_args(["--config", str(config)])
+    settings = yaml.safe_load(config.read_text())
+    assert settings and {key: getattr(args, key) for key in settings} == settings
     assert args.devices >= 1 and args.max_epochs >= 1
+
+
+def test_the_command_line_wins_over_the_config():
+    config = ROOT / "configs" / "fmnist_16.yaml"
+    assert parse_args(["--config", str(config), "--devices", "4"]).devices == 4
+    assert parse_args(["--config", str(config)]).devices == 16
 
 
 def test_every_rows_file_names_configs_that_exist():

@@ -59,8 +59,10 @@ class RoundSchedule:
     Example::
 
         >>> schedule = RoundSchedule(num_devices=10, devices_per_round=3, seed=0)
-        >>> schedule.round(0).sampled == schedule.round(0).sampled, len(schedule.round(1).sampled)
-        (True, 3)
+        >>> schedule.round(0).sampled, schedule.round(1).sampled  # a function of (seed, round) alone
+        ((1, 2, 9), (2, 5, 7))
+        >>> RoundSchedule(num_devices=10, devices_per_round=3, seed=0).round(1).sampled  # anywhere, any time
+        (2, 5, 7)
         >>> RoundSchedule(num_devices=4).round(7).sampled
         (0, 1, 2, 3)
     """
