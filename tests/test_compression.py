@@ -92,18 +92,27 @@ def test_a_sign_codec_never_turns_an_absent_entry_into_a_value():
     "spec", ["float32", "fp16", "qsgd:8", "qsgd:4:256", "qsgd:2", "sign", "topk:0.01+qsgd:4"]
 )
 def test_payload_length_is_header_positions_and_the_coder_s_values(spec):
+    """Each segment is its header, its positions and its coder's values, counted from what was sent
+    (the input's support, or top-k's k of it), never from what decodes: sign and QSGD decode values
+    that differ from the input but count the same."""
     codec = make_codec(spec)
     tensors = [torch.from_numpy(VALUES * (RNG.random(5000) < d)) for d in (0.01, 0.3, 1.0)]
     payload = codec.encode(tensors, step=0, seed=(0, 1))
-    decoded = codec.decode(payload, [5000] * 3)
-    positions = {"dense": 0, "indices": None, "bitmap": 625, "rice": None}
-    total = 0
-    for name, back in zip(codec.last_encodings, decoded, strict=True):
-        count = 5000 if name == "dense" else int(back.count_nonzero()) if codec.values.exact_zero else None
-        if positions[name] is not None and count is not None:
-            total += HEADER.size + positions[name] + codec.values.size(count)
+    codec.decode(payload, [5000] * 3)
+    kept = math.ceil(0.01 * 5000) if spec.startswith("topk") else None
+    exact, rice, counts = 0, 0, []
+    for name, tensor in zip(codec.last_encodings, tensors, strict=True):
+        support = int(tensor.count_nonzero())
+        count = 5000 if name == "dense" else min(kept, support) if kept else support
+        counts.append(count)
+        positions = {"dense": 0, "indices": 4 * count, "bitmap": 625, "rice": None}[name]
+        if positions is None:  # a byte of k, a uint32 stream length, then the stream
+            rice += HEADER.size + 5 + codec.values.size(count)
+        else:
+            exact += HEADER.size + positions + codec.values.size(count)
     assert all(n in ("dense", "bitmap", "rice", "indices") for n in codec.last_encodings)
-    assert len(payload) >= total and payload.values <= 3 * 5000
+    assert (len(payload) == exact) if not rice else (len(payload) > exact + rice)
+    assert payload.values == sum(counts)
     same = codec.encode(tensors, step=0, seed=(0, 1))
     assert same.data == payload.data  # seeded: the same message twice
 
