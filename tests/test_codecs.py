@@ -127,3 +127,17 @@ def test_rice_size_at_half_density_or_more_is_the_best_k_s():
                 continue
             walked = 5 + -(-rice_bits(gaps, best_k(gaps)) // 8)  # positions only; values follow
             assert ENCODINGS["rice"].size(Support(dense)) == walked
+
+
+def test_a_support_ends_one_past_its_last_non_zero_entry():
+    """Against the definition, for the shortcut (last entry present) and the search alike."""
+    from lightning_fed.communication.codecs import Support
+
+    rng = np.random.default_rng(0)
+    for numel in (1, 2, 7, 64, 1000):
+        for density in (0.0, 0.01, 0.5, 1.0):
+            dense = (rng.standard_normal(numel) * (rng.random(numel) < density)).astype(np.float32)
+            present = np.flatnonzero(dense)
+            assert Support(dense).end == (int(present[-1]) + 1 if present.size else 0), (numel, density)
+    assert Support(np.array([0, 3, 0, 0], dtype=np.float32)).end == 2
+    assert Support(np.array([0, 0, 0, 5], dtype=np.float32)).end == 4

@@ -50,13 +50,17 @@ def write_cifar10(root: Path, per_batch: int = 20) -> Path:
     return folder
 
 
-def write_svhn(root: Path, n: int = 50) -> None:
+def write_svhn(root: Path, n: int = 50) -> dict[str, np.ndarray]:
+    """SVHN's .mat files of ``n`` random images a split; returns the labels as written (1 to 10)."""
     from scipy.io import savemat
 
     rng = np.random.default_rng(0)
+    written = {}
     for split in ("train", "test"):
         labels = rng.integers(1, 11, (n, 1))  # SVHN stores digit 0 as 10
         savemat(
             root / f"{split}_32x32.mat",
             {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": labels},
         )
+        written[split] = labels.reshape(-1)
+    return written
