@@ -392,12 +392,12 @@ def test_compression_keeps_the_device_residual_in_its_state_and_sampled_rounds_d
 
 # ------------------------------------------------------- through the strategy, as a run uses them
 def _spy(monkeypatch, name: str) -> list[dict]:
-    """Every call of ``Compression.<name>`` in a run: its arguments, its payload, the module then."""
+    """Every call of ``Compression.<name>`` in a run: its arguments, step, seed and payload."""
     calls, original = [], getattr(Compression, name)
 
     def spy(self, *args, **kwargs):
         payload = original(self, *args, **kwargs)
-        calls.append({"args": args, "step": kwargs["step"], "payload": payload, "self": self})
+        calls.append({"args": args, "step": kwargs["step"], "seed": kwargs["seed"], "payload": payload})
         return payload
 
     monkeypatch.setattr(Compression, name, spy)
@@ -463,3 +463,43 @@ def test_error_feedback_in_a_run_gets_each_device_s_m_alpha_and_keeps_nothing_it
             assert not value[~keep].any(), tensor.name  # nothing kept to send later where it prunes
             pruned += int((~keep).sum())
     assert pruned > 0  # the masks did prune: the checks above had something to check
+
+
+def test_weighted_aggregation_is_the_shard_size_weighted_mean_of_the_decoded_uploads(
+    data_dir, tmp_path, monkeypatch
+):
+    """aggregation='weighted' through the strategy, against a hand computation: per step, the average
+    the server encodes is sum_d n_d u_d / sum_d n_d over the devices' decoded uploads u_d and shard
+    sizes n_d (unequal here), not their plain mean."""
+    import pytorch_lightning as pl
+
+    from datamodules import FederatedDataModule
+    from modules.classifier import SparseVDClassifier
+    from tests.conftest import N_TRAIN
+
+    uploads, downloads = _spy(monkeypatch, "encode_upload"), _spy(monkeypatch, "encode_download")
+    pl.seed_everything(3, verbose=False)
+    dm = FederatedDataModule(
+        "mnist", 4, "iid", {"unequal_sigma": 0.8}, batch_size=16, data_dir=data_dir, val_size=64
+    )
+    network = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)))
+    strategy = FederatedStrategy(aggregation="weighted")
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, max_steps=2, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(SparseVDClassifier(network, num_train=N_TRAIN), dm)
+    sizes = dm.device_sizes()
+    assert len(set(sizes)) == 4  # the weights differ: a plain mean would not pass
+    for step in range(2):
+        decoded = {
+            c["seed"][2]: strategy.codec.decode(c["payload"], strategy.plan.numels)
+            for c in uploads
+            if c["step"] == step
+        }
+        (average,) = [c["args"][0] for c in downloads if c["step"] == step]
+        assert sorted(decoded) == [0, 1, 2, 3]
+        for i, got in enumerate(average):
+            expected = sum(sizes[d] * decoded[d][i] for d in range(4)) / sum(sizes)
+            assert torch.allclose(got, expected, rtol=1e-5, atol=1e-8), (step, i)
