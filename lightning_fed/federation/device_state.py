@@ -19,8 +19,6 @@ from torch import nn
 from lightning_fed.federation.device_rows import DiskRows, Layout, read_row
 from lightning_fed.federation.sharing import SharingPlan
 
-ADOPTED: dict = {}  # a device whose row was copied from the checkpoint's file as it was
-
 
 def device_seed(seed: int, device: int) -> int:
     """The seed of device ``device``'s random stream in a run seeded with ``seed``.
@@ -241,6 +239,29 @@ class DeviceStates:
                 row[f"{FEEDBACK}{kind}:{i}"] = tensors[i] if tensors is not None else torch.zeros(numel)
         return row
 
+    def _restore_params(self, device: int, state: dict, extra: dict, rows_file, rows_layout) -> dict | None:
+        """``device``'s saved local parameters, put where this store keeps them: the tensors to keep
+        in memory, or None once its row is on disk (a saved row of the same layout is adopted file
+        to file; any other is read, and its feedback tensors go into ``extra``)."""
+        params = state.get("params")
+        if params is None and state.get("params_at") is not None:
+            rank, row = state["params_at"]
+            if rows_file is None:
+                raise ValueError(f"device {device}'s parameters are in process {rank}'s rows file")
+            layout = rows_layout or self.layout
+            if self.rows is not None and layout == self.layout:
+                self.rows.adopt(device, rows_file(rank), row)  # nothing of it passes through memory
+                return None
+            params, kept = split_row(read_row(rows_file(rank), row, layout))
+            extra.update(kept)
+        if params is None:
+            params = self.initial
+        if self.rows is None:
+            return params
+        if params is not self.initial or any(k in extra for k in self.feedback):
+            self.rows.write(device, self._row_from(params, extra))
+        return None
+
     @contextmanager
     def hosting(self, device: int) -> Iterator[DeviceState]:
         """The model computes as ``device``: its state in, its random stream on; stored back after."""
@@ -289,26 +310,7 @@ class DeviceStates:
         for device in self.devices:
             state = dict(states[device])
             extra = dict(state.get("extra") or {})
-            params = state.get("params")
-            if params is None and state.get("params_at") is not None:
-                rank, row = state["params_at"]
-                if rows_file is None:
-                    raise ValueError(f"device {device}'s parameters are in process {rank}'s rows file")
-                if self.rows is not None and (rows_layout or self.layout) == self.layout:
-                    self.rows.adopt(device, rows_file(rank), row)  # file to file: no memory per device
-                    params = ADOPTED
-                else:
-                    params, kept = split_row(read_row(rows_file(rank), row, rows_layout or self.layout))
-                    extra.update(kept)
-            if params is None:
-                params = self.initial
-            if (
-                self.rows is not None
-                and params is not ADOPTED
-                and (params is not self.initial or any(k in extra for k in self.feedback))
-            ):
-                self.rows.write(device, self._row_from(params, extra))
-            state["params"] = None if self.rows is not None else params
+            state["params"] = self._restore_params(device, state, extra, rows_file, rows_layout)
             state["extra"] = extra
             restored[device] = DeviceState.from_state_dict(state, self.states[device])
         self.states = restored
