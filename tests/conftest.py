@@ -11,6 +11,7 @@ it, so the suite passes the same on a GPU machine. A test of the GPU would opt b
 """
 
 import os
+from pathlib import Path
 
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
@@ -35,3 +36,13 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("mnist")
     write_mnist(root, n_train=640, n_test=64)
     return root
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    """An output folder that already holds a run, which no bad call may touch."""
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"previous checkpoint")
+    (folder / "summary.json").write_text('{"test_acc": 0.9}')
+    return folder

@@ -25,16 +25,6 @@ def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 
-@pytest.fixture
-def run_dir(tmp_path) -> Path:
-    """An output folder that already holds a run, which no bad call may touch."""
-    folder = tmp_path / "run"
-    (folder / "checkpoints").mkdir(parents=True)
-    (folder / "checkpoints" / "last.ckpt").write_bytes(b"previous checkpoint")
-    (folder / "summary.json").write_text('{"test_acc": 0.9}')
-    return folder
-
-
 def _snapshot(folder: Path) -> dict:
     return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -43,16 +43,6 @@ def _process_state_kept():
         torch.set_rng_state(states[2])
 
 
-@pytest.fixture
-def run_dir(tmp_path) -> Path:
-    """An output folder that already holds a run, which no bad call may touch."""
-    folder = tmp_path / "run"
-    (folder / "checkpoints").mkdir(parents=True)
-    (folder / "checkpoints" / "last.ckpt").write_bytes(b"previous checkpoint")
-    (folder / "summary.json").write_text('{"test_acc": 0.9}')
-    return folder
-
-
 def test_the_quick_table_is_the_whole_table_but_the_machine_s_rows():
     assert len(ROWS) == len(BAD_INPUT) - 1 and len(ROWS) >= 45
 
