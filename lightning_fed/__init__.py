@@ -15,7 +15,6 @@ _EXPORTS = {
     "SharingPlan": "lightning_fed.federation",
     "SparseCodec": "lightning_fed.communication",
     "Traffic": "lightning_fed.communication",
-    "federated_mean": "lightning_fed.federation",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -27,6 +27,7 @@ from callbacks import (
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation import DeviceFailed, NonFiniteError
+from lightning_fed.federation.config import FederationConfig
 from lightning_fed.nn import layer_labels
 from lightning_fed.runs.epoch_log import read_epochs
 from lightning_fed.runs.hardware import default_processes, is_launcher, resolve_accelerator, strategy_options
@@ -54,7 +55,8 @@ _FLAGS = {
     "devices_per_round": "--devices-per-round", "classes_per_device": "--classes-per-device",
     "num_shards": "--num-shards", "min_lr_ratio": "--min-lr-ratio", "max_bytes": "--comm-budget-bytes",
     "accelerator": "--accelerator", "output_dir": "--output-dir", "resume": "--resume",
-    "network": "--network", "data_dir": "--data-dir",
+    "network": "--network", "data_dir": "--data-dir", "sampling": "--sampling",
+    "aggregation": "--aggregation",
 }  # fmt: skip
 _SWITCHES = {"download=True": "--download"}  # a library argument set to True is a flag given
 
@@ -129,10 +131,21 @@ def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
     )  # fmt: skip
 
 
+def federation_config(args) -> FederationConfig:
+    """The federation's trajectory options from fit.py's flags (what the strategy builds too)."""
+    options = {k: v for k, v in round_options(args).items() if k != "device_store"}
+    return FederationConfig(
+        num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
+        aggregation=args.aggregation, **options,
+    )  # fmt: skip
+
+
 def resolve_resume(args, model: SparseVDClassifier) -> str | None:
-    """The checkpoint to resume from, checked against the model; None for a fresh run."""
+    """The checkpoint to resume from, checked against the model and the trajectory options; None
+    for a fresh run."""
     output = Path(args.output_dir).expanduser()
-    return resume_checkpoint(output, args.resume, model, args.devices, network=args.network)
+    trajectory = federation_config(args).trajectory(args.devices, args.seed)
+    return resume_checkpoint(output, args.resume, model, args.devices, args.network, trajectory)
 
 
 def claim_run_folder(output: Path) -> int | None:

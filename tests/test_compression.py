@@ -27,6 +27,7 @@ from lightning_fed.federation.error_feedback import (
     send_with_feedback,
     send_with_momentum_correction,
 )
+from lightning_fed.federation.sharing import SharingPlan
 from lightning_fed.nn import variational
 from tests.helpers.small_fit import small_fit
 
@@ -331,7 +332,9 @@ def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data
     module, strategy = _fit(data_dir, tmp_path / "a", max_steps=3, download_codec="qsgd:8", **options)
     # a byte a value and a scale per tensor, against four bytes a value
     assert strategy.ledger.total.download_bytes < 0.26 * lossless.ledger.total.download_bytes
-    assert strategy._server_model is None and all(torch.isfinite(p).all() for p in module.parameters())
+    assert strategy.algorithm._server_model is None and all(
+        torch.isfinite(p).all() for p in module.parameters()
+    )
     sent = [strategy.devices.states[d].extra.get("residual") for d in range(4)]
     assert any(r is not None for r in sent)  # the sampled devices hold residuals, the others none yet
     with pytest.raises(ValueError, match=r"^download_error_feedback applies to the paper's protocol"):
@@ -426,30 +429,29 @@ def test_the_paper_s_ledger_is_the_payloads_both_ways_and_the_download_reaches_e
 def test_error_feedback_in_a_run_gets_each_device_s_m_alpha_and_keeps_nothing_it_prunes(
     data_dir, tmp_path, monkeypatch
 ):
-    """The strategy hands the upload's error feedback the hosted device's own M(alpha): the residual
-    it keeps is zero wherever that mask prunes, so a pruned weight is never sent later."""
-    seen = []
+    """The strategy hands the upload's error feedback the hosted device's own M(alpha), as it was
+    when the device computed its update: the residual it keeps is zero wherever that mask prunes,
+    so a pruned weight is never sent later."""
+    seen, at_update = [], []
 
     def masks_now(module):
         return {name: layer.keep_mask().reshape(-1).clone() for name, layer in module.named_modules()
                 if hasattr(layer, "keep_mask")}  # fmt: skip
 
-    original = Compression.encode_upload
+    original, original_upload = Compression.encode_upload, SharingPlan.upload
 
     def record(self, update, extra, keeps, *, step, seed):
         payload = original(self, update, extra, keeps, step=step, seed=seed)
-        seen.append((masks_now(strategy_box[0].lightning_module), keeps, list(extra["residual"])))
+        seen.append((at_update.pop(), keeps, list(extra["residual"])))
         return payload
 
-    strategy_box = []
+    def update_of(self, model, masks=None):  # the device's masks as it computes its update
+        at_update.append(masks_now(model))
+        return original_upload(self, model, masks)
+
+    monkeypatch.setattr(SharingPlan, "upload", update_of)
+
     monkeypatch.setattr(Compression, "encode_upload", record)
-    original_setup = FederatedStrategy.setup
-
-    def setup(self, trainer):
-        strategy_box.append(self)
-        return original_setup(self, trainer)
-
-    monkeypatch.setattr(FederatedStrategy, "setup", setup)
     _, strategy = _fit(data_dir, tmp_path, max_steps=4, codec="topk:0.05", error_feedback=True)
     assert len(seen) == 16  # 4 devices, 4 rounds
     shared = strategy.plan.shared

@@ -20,9 +20,8 @@ from callbacks import RunCheckpoint
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation import DeviceFailed, NonFiniteError
-from lightning_fed.federation.checkpoint import AtomicCheckpointIO, files_of
+from lightning_fed.federation.checkpoint import CHECKPOINT_KEY, AtomicCheckpointIO, files_of
 from lightning_fed.nn.init_from import read_checkpoint
-from lightning_fed.strategy import CHECKPOINT_KEY
 from modules.classifier import SparseVDClassifier
 from tests.conftest import N_TRAIN
 from tests.helpers.small_fit import small_fit

@@ -12,7 +12,6 @@ from lightning_fed.federation import (
     InProcess,
     SharingPlan,
     check_processes,
-    federated_mean,
     hosted_devices,
 )
 from lightning_fed.nn import variational
@@ -159,14 +158,6 @@ def test_a_running_sum_weights_every_update_not_only_the_first():
         total.add([torch.tensor(update)], weight=weight)
     assert total.tensors[0].tolist() == [2 * 1.0 + 0.5 * 3.0 + 3 * 5.0, 0.5 * 4.0 + 3 * 2.0]
     assert total.weight == 5.5
-
-
-def test_federated_mean_is_the_paper_s_average_or_weighted_by_shard_size():
-    updates = [[torch.tensor([1.0, 0.0])], [torch.tensor([3.0, 4.0])], [torch.tensor([5.0, 2.0])]]
-    assert torch.equal(federated_mean(updates)[0], torch.tensor([3.0, 2.0]))
-    assert torch.equal(federated_mean(updates, weights=[2, 1, 1])[0], torch.tensor([2.5, 1.5]))
-    with pytest.raises(ValueError, match="one weight per update"):
-        federated_mean(updates, weights=[1, 1])
 
 
 def test_the_in_process_transport_sums_what_the_payloads_hold_and_counts_their_bytes():

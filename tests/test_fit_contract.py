@@ -65,3 +65,28 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
     assert code == 2, lines
     assert len(lines) == 1 and re.search(message, lines[0]), lines
     assert _snapshot(run_dir) == before
+
+
+def test_a_resume_with_another_trajectory_option_is_one_line_exit_2_and_touches_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """fit.py makes the strategy's own check (FederationConfig's trajectory) before it starts anything."""
+    output = tmp_path / "run"
+    argv = [*BASE, "--output-dir", str(output), "--max-rounds", "1", "--limit-val-batches", "1"]
+    with _process_state_kept():
+        assert main([*argv, "--network", "lenet300_100"]) == 0
+    capsys.readouterr()
+    before = _snapshot(output)
+    for change, said in (
+        (["--seed", "5"], "with --seed 0, not 5"),
+        (["--local-steps", "2"], "with --local-steps 1, not 2"),
+        (["--codec", "qsgd:8"], r"with --codec \(none\), not qsgd:8"),
+    ):
+        with _process_state_kept():
+            code = main(
+                [*argv, "--network", "lenet300_100", "--resume", "last", "--max-rounds", "2", *change]
+            )
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, lines
+        assert re.search(rf"^fit.py: error: checkpoint \S+last.ckpt was trained {said}; resume it", lines[0])
+        assert _snapshot(output) == before

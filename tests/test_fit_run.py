@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from callbacks import RunCheckpoint, load_sparse_state_dict
 from datamodules import FederatedDataModule
 from datamodules.datasets import MNIST_5K_SOURCE
+from lightning_fed.federation.checkpoint import CHECKPOINT_KEY
 from lightning_fed.nn.init_from import read_checkpoint
-from lightning_fed.strategy import CHECKPOINT_KEY
 from modules.classifier import SparseVDClassifier
 from scripts.pruning_report import main as pruning_report
 from tests.helpers.wandb_records import history_rows, read_records, run_file

@@ -14,7 +14,8 @@ from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.communication import SparseCodec
 from lightning_fed.federation import SharingPlan
-from lightning_fed.federation.rounds import RoundSchedule
+from lightning_fed.federation.fedavg import FedAvg
+from lightning_fed.federation.rounds import RoundSchedule, inclusion_probabilities
 from lightning_fed.federation.server_optimizers import AdaptiveServerOptimizer, server_optimizer
 from lightning_fed.nn import variational
 from modules.classifier import SparseVDClassifier
@@ -43,6 +44,31 @@ def test_weighted_sampling_draws_devices_in_proportion_to_their_shards():
     counts = np.bincount([schedule.round(r).sampled[0] for r in range(4000)], minlength=4)
     for count, size in zip(counts, sizes, strict=True):
         assert abs(count - 4000 * size / 200) < binomial_bound(4000, size / 200)
+
+
+@pytest.mark.parametrize(
+    "sizes, k",
+    [([10, 30, 60, 100], 2), ([5, 5, 10, 20, 60, 300], 3), ([1, 2, 3, 4, 5, 6, 7, 8], 5)],
+)
+def test_weighted_sampling_includes_each_device_in_proportion_to_its_shard(sizes, k):
+    """K > 1: device i is in a round with probability K n_i / sum n (capped at 1, the rest sharing
+    the remaining draws), and every round has exactly K devices. Counts over R rounds are binomial."""
+    rounds = 20_000
+    schedule = RoundSchedule(len(sizes), devices_per_round=k, sampling="weighted", seed=2, weights=sizes)
+    drawn = [schedule.round(r).sampled for r in range(rounds)]
+    assert {len(devices) for devices in drawn} == {k}
+    counts = np.bincount(np.concatenate(drawn), minlength=len(sizes))
+    expected = inclusion_probabilities(sizes, k)
+    assert expected.sum() == pytest.approx(k) and expected.max() <= 1
+    for count, probability in zip(counts, expected, strict=True):
+        assert abs(count - rounds * probability) <= binomial_bound(rounds, probability)
+    if sizes == [10, 30, 60, 100]:
+        assert expected.tolist() == pytest.approx([0.1, 0.3, 0.6, 1.0])
+
+
+def test_weighted_sampling_with_weighted_aggregation_is_refused():
+    with pytest.raises(ValueError, match=r"^sampling='weighted' with aggregation='weighted' counts large"):
+        FederatedStrategy(devices_per_round=2, sampling="weighted", aggregation="weighted")
 
 
 def test_failed_devices_are_sampled_but_do_not_report_at_the_stated_rate():
@@ -200,21 +226,23 @@ class _RecordingCodec(SparseCodec):
         return super().encode(tensors, **kwargs)
 
 
-class _MaskRecorder(FederatedStrategy):
+class _MaskRecorder(FedAvg):
     """Remembers, for each local update, the masks M(alpha) of the device as its round began."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self) -> None:
         self.start_masks: list[dict[str, torch.Tensor]] = []
 
-    def _local_update(self, device, batches, start, rest, kwargs):
-        self.start_masks.append({k: m.clone() for k, m in self.plan.masks(self.lightning_module).items()})
-        return super()._local_update(device, batches, start, rest, kwargs)
+    def client_update(self, host, device, batches, start):
+        self.start_masks.append({k: m.clone() for k, m in host.plan.masks(host.lightning_module).items()})
+        return super().client_update(host, device, batches, start)
 
 
 def test_a_weight_pruned_when_its_round_starts_is_never_sent_whatever_local_adam_does(data_dir):
     codec = _RecordingCodec()
-    strategy = _MaskRecorder(devices_per_round=2, local_steps=4, codec=codec, failure_rate=0.25)
+    recorder = _MaskRecorder()
+    strategy = FederatedStrategy(
+        algorithm=recorder, devices_per_round=2, local_steps=4, codec=codec, failure_rate=0.25
+    )
     network = variational(_tiny_dense(), init_log_sigma2=-9.0)
     with torch.no_grad():  # about half the weights start pruned (log_alpha = log_sigma2 - log theta^2 >= 3)
         network[1].weight.mul_(torch.where(torch.rand_like(network[1].weight) < 0.5, 1e-6, 1.0))
@@ -222,9 +250,9 @@ def test_a_weight_pruned_when_its_round_starts_is_never_sent_whatever_local_adam
     plan = strategy.plan
     assert strategy.download_codec is not codec  # sampled rounds send the model losslessly by default
     uploads = codec.encoded
-    assert len(uploads) == len(strategy.start_masks) == strategy.ledger.total.reported > 0
+    assert len(uploads) == len(recorder.start_masks) == strategy.ledger.total.reported > 0
     pruned_seen = 0
-    for upload, masks in zip(uploads, strategy.start_masks, strict=True):
+    for upload, masks in zip(uploads, recorder.start_masks, strict=True):
         for tensor, values in zip(plan.shared, upload, strict=True):
             if tensor.mask_of is None:
                 continue

@@ -256,7 +256,7 @@ def test_wrapper_options_and_bad_aggregations_are_refused_and_weighted_takes_the
     trainer = _trainer(FederatedStrategy(aggregation="weighted"))
     trainer.fit(SparseVDClassifier("lenet300_100", num_train=576), dm)
     sizes = dm.device_sizes()
-    assert len(set(sizes)) > 1 and trainer.strategy._weights == {d: float(n) for d, n in enumerate(sizes)}
+    assert len(set(sizes)) > 1 and trainer.strategy.weights == {d: float(n) for d, n in enumerate(sizes)}
 
 
 def test_sampled_rounds_with_local_steps_are_the_same_under_one_two_or_four_processes(data_dir, tmp_path):

@@ -1,6 +1,6 @@
 """The federation: devices as data, what they share, how their messages meet at the server."""
 
-from lightning_fed.federation.aggregation import RunningSum, federated_mean
+from lightning_fed.federation.aggregation import RunningSum
 from lightning_fed.federation.compression import Compression
 from lightning_fed.federation.device_state import DeviceState, DeviceStates, device_seed
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError
@@ -23,7 +23,6 @@ __all__ = [
     "SharingPlan",
     "check_processes",
     "device_seed",
-    "federated_mean",
     "hosted_devices",
     "make_transport",
 ]

@@ -102,16 +102,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_aside(Path(path), lambda partial: save(checkpoint, partial, storage_options))
 
 
-def saved_num_devices(checkpoint: dict) -> int | None:
-    """N of the federation that wrote ``checkpoint`` (None for a checkpoint of no federation)."""
-    federated = checkpoint.get(CHECKPOINT_KEY)
-    if not federated:
-        return None
-    if "num_devices" in federated:
-        return federated["num_devices"]
-    return len(federated.get("local") or []) or None
-
-
 def device_states_of(checkpoint: dict, checkpoint_path) -> dict[int, dict]:
     """Every device's saved state, ``{device: DeviceState.state_dict()}``; sidecars are memory-mapped.
 

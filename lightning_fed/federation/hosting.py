@@ -36,3 +36,39 @@ def hosted_devices(num_devices: int, processes: int, rank: int) -> list[int]:
     check_processes(processes, num_devices)
     per_process = num_devices // processes
     return list(range(rank * per_process, (rank + 1) * per_process))
+
+
+DEVICE_STORES = ("auto", "memory", "disk")
+DISK_STORE_ABOVE_BYTES = 2 * 2**30  # "auto": local parameters of the hosted devices beyond this go to disk
+
+
+def checked_device_store(device_store: str) -> str:
+    """Where the hosted devices' local parameters live: ``auto``, ``memory`` or ``disk``."""
+    if device_store not in DEVICE_STORES:
+        raise ValueError(f"device_store must be one of {', '.join(DEVICE_STORES)}, got {device_store!r}")
+    return device_store
+
+
+def device_rows_folder(strategy, trainer):
+    """The folder of the hosted devices' local parameters, or None to keep them in memory."""
+    from pathlib import Path
+
+    if strategy.device_store == "memory":
+        return None
+    module, plan = strategy.lightning_module, strategy.plan
+    per_device = sum(module.get_parameter(n).numel() * 4 for n in plan.local_parameters)
+    per_device += len(strategy.compression.feedback_kinds) * 4 * sum(plan.numels)  # error feedback
+    hosted = len(strategy.hosted_devices)
+    if strategy.device_store == "auto" and per_device * hosted <= DISK_STORE_ABOVE_BYTES:
+        return None
+    return Path(trainer.default_root_dir) / "device-states" / f"process-{strategy.global_rank}"
+
+
+def device_weights(aggregation: str, num_devices: int, datamodule) -> dict[int, float]:
+    """Each device's weight in the server's average: 1 (``mean``) or its shard size (``weighted``)."""
+    if aggregation == "mean":
+        return {d: 1.0 for d in range(num_devices)}
+    sizes = getattr(datamodule, "device_sizes", None)
+    if sizes is None:
+        raise ValueError("aggregation='weighted' needs a datamodule with device_sizes() (shard sizes)")
+    return dict(enumerate(float(size) for size in sizes()))

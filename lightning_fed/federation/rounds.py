@@ -48,11 +48,57 @@ def check_failure_rate(value) -> float:
     return float(value)
 
 
+def inclusion_probabilities(weights, k: int) -> np.ndarray:
+    """Each device's chance to be among ``k`` drawn in proportion to ``weights``: ``k w_i / sum w``,
+    capped at 1 (a device that would exceed 1 is always drawn, and the rest share the remaining
+    draws in proportion to their weights). They sum to ``k``.
+
+    Example::
+
+        >>> inclusion_probabilities([10, 30, 60, 100], 2).tolist()
+        [0.1, 0.3, 0.6, 1.0]
+        >>> inclusion_probabilities([1, 1, 8], 2).tolist()  # 8 would be 1.6: capped, the rest share one draw
+        [0.5, 0.5, 1.0]
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    certain = np.zeros(len(weights), dtype=bool)
+    while True:
+        left = k - certain.sum()
+        rest = np.where(certain, 0.0, weights)
+        probabilities = np.where(certain, 1.0, left * rest / rest.sum())
+        over = (probabilities > 1.0) & ~certain
+        if not over.any():
+            return probabilities
+        certain |= over
+
+
+def systematic_sample(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A fixed-size sample whose inclusion probabilities are exactly ``probabilities`` (summing to
+    an integer k): randomised systematic sampling (Madow 1949; the devices in a random order, one
+    uniform start, every point ``u + j`` on their cumulative probabilities picks a device).
+
+    Example::
+
+        >>> p = np.array([0.5, 0.5, 1.0])
+        >>> sorted(systematic_sample(p, np.random.default_rng(0)).tolist())  # device 2, and 0 or 1
+        [0, 2]
+    """
+    order = rng.permutation(len(probabilities))
+    edges = np.cumsum(probabilities[order])
+    k = int(round(edges[-1]))
+    points = rng.random() + np.arange(k)
+    return order[np.minimum(np.searchsorted(edges, points, side="right"), len(order) - 1)]
+
+
 class RoundSchedule:
     """Samples ``devices_per_round`` of ``num_devices`` devices per round, without replacement.
 
-    ``sampling="uniform"`` gives every device the same chance; ``"weighted"`` draws devices with
-    probability proportional to ``weights`` (shard sizes). Each sampled device then fails to
+    ``sampling="uniform"`` gives every device the same chance; ``"weighted"`` includes device i
+    with probability proportional to its weight (shard size), ``K w_i / sum w`` capped at 1
+    (:func:`inclusion_probabilities`), K devices every round (:func:`systematic_sample`). Then
+    the plain mean of the sampled devices' updates is an unbiased estimate of the shard-size
+    weighted mean over all devices (Horvitz-Thompson: ``n_i / pi_i`` is the same for every
+    device), so weighted sampling goes with ``aggregation="mean"``. Each sampled device then fails to
     report with probability ``failure_rate`` (a straggler or a drop-out: it received the model,
     it sends nothing). Round ``r`` depends only on ``(seed, r)``.
 
@@ -98,7 +144,7 @@ class RoundSchedule:
             raise ValueError(
                 f"only {np.count_nonzero(weights)} devices have weight, fewer than devices_per_round"
             )
-        return weights / weights.sum()
+        return inclusion_probabilities(weights, self.devices_per_round)
 
     @property
     def full(self) -> bool:
@@ -113,10 +159,10 @@ class RoundSchedule:
         rng = np.random.default_rng([self.seed, index, 0x5A4D])
         if self.devices_per_round == self.num_devices:
             sampled = np.arange(self.num_devices)
+        elif self.probabilities is None:
+            sampled = rng.choice(self.num_devices, self.devices_per_round, replace=False)
         else:
-            sampled = rng.choice(
-                self.num_devices, self.devices_per_round, replace=False, p=self.probabilities
-            )
+            sampled = systematic_sample(self.probabilities, rng)
         sampled = np.sort(sampled)
         failed = rng.random(len(sampled)) < self.failure_rate
         return Round(index, tuple(sampled.tolist()), tuple(sampled[~failed].tolist()))

@@ -141,7 +141,3 @@ class SharingPlan:
         for tensor, value in zip(self.shared, tensors, strict=True):
             param = model.get_parameter(tensor.name)
             param.grad = value.to(param.device, param.dtype).reshape(param.shape)
-
-    def describe(self) -> dict:
-        """What a checkpoint records of the plan, to refuse a resume under another one."""
-        return {"share_log_sigma2": self.share_log_sigma2, "shared": [t.name for t in self.shared]}

@@ -20,6 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from lightning_fed.federation.health import DeviceFailed, NonFiniteError
+from lightning_fed.federation.hosting import hosted_devices
+
 PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
@@ -120,3 +123,37 @@ def die_with_parent() -> bool:
     if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
     return True
+
+
+class ProcessWatching:
+    """The strategy's side of the watchdog: a lost device process stops the run, named."""
+
+    _watchdog: ProcessWatchdog | None = None  # in the launching process of each node
+    _watched = False
+
+    def watch_processes(self) -> None:
+        """Start watching the device processes this one launched (or die with the launcher)."""
+        if self.world_size == 1 or self._watched:
+            return
+        self._watched = True
+        started = getattr(self.launcher, "procs", None)  # the device processes this one launched
+        if self.local_rank == 0 and started:
+            first = self.node_rank * self.num_processes + 1
+            processes = {first + i: process for i, process in enumerate(started)}
+            self._watchdog = ProcessWatchdog(processes, self._describe_rank, grace=3.0)
+            self._watchdog.start()
+        elif self.local_rank != 0:
+            die_with_parent()  # watched by its launcher, and gone with it
+
+    def on_exception(self, exception: BaseException) -> None:
+        """A collective that failed because a device process died: say which, in one line, and stop."""
+        super().on_exception(exception)
+        ours = (NonFiniteError, DeviceFailed, KeyboardInterrupt)
+        if self._watchdog is not None and not isinstance(exception, ours):
+            message = self._watchdog.lost_within(seconds=2.0)
+            if message is not None:
+                self._watchdog.stop_run(message)
+
+    def _describe_rank(self, rank: int) -> str:
+        devices = hosted_devices(self._resolve_num_devices(), self.world_size, rank)
+        return f"device {devices[0]}" if len(devices) == 1 else f"devices {devices[0]}-{devices[-1]}"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from lightning_fed.federation.config import check_same_trajectory
 from lightning_fed.nn.init_from import read_checkpoint
 
 RUN_FILES = ("summary.json", "checkpoints/last.ckpt")  # what a started run has written
@@ -41,9 +42,13 @@ def check_fresh_folder(output: Path) -> None:
         )
 
 
-def check_resume(path: Path, model: pl.LightningModule, num_devices: int, network: str) -> None:
+def check_resume(
+    path: Path, model: pl.LightningModule, num_devices: int, network: str, trajectory: dict | None = None
+) -> None:
     """Refuses a checkpoint that cannot continue this run: another architecture (its state dict's
-    keys or shapes differ from ``model``'s), or a federation of another size.
+    keys or shapes differ from ``model``'s), a federation of another size, or one trained with other
+    trajectory options than ``trajectory`` (the strategy's own check, made before anything starts:
+    :func:`~lightning_fed.federation.config.check_same_trajectory`).
 
     ``network`` names the model's architecture in the message.
     """
@@ -58,10 +63,17 @@ def check_resume(path: Path, model: pl.LightningModule, num_devices: int, networ
         raise ValueError(
             f"resume={str(path)!r} is a run of {saved} devices; resume it with num_devices={saved}"
         )
+    if trajectory is not None:
+        check_same_trajectory((checkpoint.get("federated") or {}).get("config") or {}, trajectory, path)
 
 
 def resume_checkpoint(
-    output: Path, resume: str | None, model: pl.LightningModule, num_devices: int, network: str
+    output: Path,
+    resume: str | None,
+    model: pl.LightningModule,
+    num_devices: int,
+    network: str,
+    trajectory: dict | None = None,
 ) -> str | None:
     """The checkpoint a run in ``output`` continues from, checked against ``model``; None for a
     fresh run (whose folder must hold no run). ``resume`` is a path, or ``"last"`` for the
@@ -77,5 +89,5 @@ def resume_checkpoint(
         check_fresh_folder(output)
         return None
     path = last_checkpoint(output) if resume == "last" else Path(resume)
-    check_resume(path, model, num_devices, network)
+    check_resume(path, model, num_devices, network, trajectory)
     return str(path)

@@ -9,10 +9,10 @@ from modules.classifier import SparseVDClassifier
 from tests.conftest import N_TRAIN
 
 
-def small_fit(data_dir, root, make_network, strategy, max_steps: int, resume=None, every=None):
+def small_fit(data_dir, root, make_network, strategy, max_steps: int, resume=None, every=None, seed=3):
     """Fit ``make_network()`` (built after seeding) under ``strategy`` for ``max_steps`` rounds; the
     run checkpoints ``root/checkpoints/last.ckpt`` every ``every`` steps and resumes from ``resume``."""
-    pl.seed_everything(3, verbose=False)
+    pl.seed_everything(seed, verbose=False)
     dm = FederatedDataModule("mnist", 4, batch_size=16, data_dir=data_dir, val_size=64)
     torch.manual_seed(0)
     module = SparseVDClassifier(make_network(), num_train=N_TRAIN, lr=1e-2)

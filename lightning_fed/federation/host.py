@@ -1,0 +1,93 @@
+"""The host's side of a round: what an algorithm may ask of the strategy that hosts its devices.
+
+:class:`RoundHost` is a mixin of :class:`~lightning_fed.strategy.FederatedStrategy`; an algorithm
+(:mod:`lightning_fed.federation.algorithm`) receives the strategy as ``host`` and uses these
+methods, and the attributes ``lightning_module``, ``plan`` (what is shared), ``config``,
+``compression``, ``ledger``, ``devices`` (each device's state), ``client_optimizer``,
+``num_devices``, ``seed`` and ``root_device``.
+"""
+
+from collections.abc import Mapping
+from contextlib import contextmanager
+
+import torch
+
+from lightning_fed.communication import Traffic
+from lightning_fed.federation.compression import DOWNLOAD, UPLOAD
+from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
+
+
+class RoundHost:
+    """Hosting a round's devices: a device's step, its upload, the server's messages to devices."""
+
+    _step_args = ((), {})  # training_step's arguments after the batch, for every device's step
+    _non_finite: tuple[int, str] | None = None
+    _trainable: list | None = None
+
+    def local_step(self, device: int, batch):
+        """One forward and backward of ``device`` (hosted), through the precision plugin."""
+        rest, kwargs = self._step_args
+        self.clear_gradients()  # the last round's download is still there
+        output = super().training_step(batch, *rest, **kwargs)
+        loss = output["loss"] if isinstance(output, Mapping) else output
+        if loss is None:
+            raise ValueError(f"training_step returned no loss for device {device}")
+        self.precision_plugin.backward(loss, self.lightning_module, self.client_optimizer)
+        return output, loss
+
+    def step_local_parameters(self) -> None:
+        """The device's optimizer step of what never leaves it; shared gradients are set aside."""
+        module = self.lightning_module
+        for tensor in self.plan.shared:
+            module.get_parameter(tensor.name).grad = None
+        if self.plan.local_parameters:
+            self.client_optimizer.step()
+        self.clear_gradients()
+
+    def clear_gradients(self) -> None:
+        """``zero_grad(set_to_none=True)`` of the trained parameters, without walking every submodule."""
+        if self._trainable is None:
+            self._trainable = [p for p in self.lightning_module.parameters() if p.requires_grad]
+        for param in self._trainable:
+            param.grad = None
+
+    def upload(self, device: int, result) -> None:
+        """``device``'s update encoded (with error feedback, plus its residual), to the transport."""
+        if self._non_finite is None and (kind := non_finite(result.loss, result.update)) is not None:
+            self._non_finite = (device, kind)
+        step = self.lightning_module.trainer.global_step
+        feedback = self.compression.error_feedback
+        keeps = self.plan.keeps(result.masks) if feedback else None
+        extra = self.devices.states[device].extra if feedback else {}
+        payload = self.compression.encode_upload(
+            result.update, extra, keeps, step=step, seed=(self.seed, UPLOAD, device, step)
+        )
+        self.transport_of_round.upload(device, payload, self.weights[device])
+
+    def send_to_devices(self, tensors: list[torch.Tensor], receivers: int) -> list[torch.Tensor]:
+        """The server's message of ``tensors`` to ``receivers`` devices: encoded with the download
+        codec, counted once per receiver, and what the devices decode."""
+        step = self.lightning_module.trainer.global_step
+        codec = self.compression.download_codec
+        payload = codec.encode(tensors, step=step, seed=(self.seed, DOWNLOAD, step))
+        self.ledger.record(Traffic.of_download(payload, receivers=receivers))
+        return codec.decode(payload, [t.numel() for t in tensors])
+
+    @contextmanager
+    def _failures_named(self, device: int):
+        """An exception of ``device``'s computation becomes a :class:`DeviceFailed` that names it."""
+        try:
+            yield
+        except (DeviceFailed, NonFiniteError):
+            raise
+        except Exception as error:
+            raise DeviceFailed(device, self.lightning_module.trainer.global_step, error) from error
+
+    def _stop_if_non_finite(self) -> None:
+        found = first_non_finite(self._non_finite, self.num_devices, self.root_device)
+        if found is not None:
+            trainer = self.lightning_module.trainer
+            raise NonFiniteError(
+                f"device {found[0]}'s {found[1]} is not finite (NaN or inf) at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}); the server did not apply the step"
+            )
