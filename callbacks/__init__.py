@@ -2,6 +2,7 @@
 
 from callbacks.communication_budget import CommunicationBudget
 from callbacks.communication_monitor import CommunicationMonitor
+from callbacks.federated_evaluation import FederatedEvaluation
 from callbacks.kl_warmup import KLWarmup
 from callbacks.run_checkpoint import RunCheckpoint
 from callbacks.run_progress import RunProgressBar
@@ -11,6 +12,7 @@ from callbacks.sparsity_monitor import SparsityMonitor, kept_weights
 __all__ = [
     "CommunicationBudget",
     "CommunicationMonitor",
+    "FederatedEvaluation",
     "KLWarmup",
     "RunCheckpoint",
     "RunProgressBar",

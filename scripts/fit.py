@@ -154,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="validation samples held out of the training set (default: 5000; 500 for mnist-5k)",
     )
     g.add_argument("--augment", action="store_true", help="crop and flip (32x32 datasets)")
+    g.add_argument(
+        "--eval-devices",
+        type=int_at_least(0),
+        default=0,
+        help="after each validation, evaluate E seeded devices' own models (mean, spread; 0: off)",
+    )
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--network", default="cifarnet", choices=list(NETWORKS), help="network")
     g.add_argument("--threshold", type=finite_float, default=DEFAULT_THRESHOLD, help="log_alpha threshold T")

@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger
 from callbacks import (
     CommunicationBudget,
     CommunicationMonitor,
+    FederatedEvaluation,
     KLWarmup,
     RunCheckpoint,
     RunProgressBar,
@@ -185,6 +186,8 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
         callbacks.append(warmup)
     if args.comm_budget_bytes is not None:
         callbacks.append(CommunicationBudget(args.comm_budget_bytes))
+    if args.eval_devices:
+        callbacks.append(FederatedEvaluation(args.eval_devices, seed=args.seed))
     return callbacks
 
 
@@ -229,7 +232,8 @@ def summarise(trainer: pl.Trainer, model: SparseVDClassifier, dm, test_metrics: 
         train_seconds=_callback(trainer, Timer).time_elapsed("train"),
         export_sizes=_callback(trainer, SparseModelExport).sizes,
     )  # fmt: skip
-    return {**figures, "dataset": dm.dataset_name, "data_source": dm.data_source}
+    evaluated = next((c.summary() for c in trainer.callbacks if isinstance(c, FederatedEvaluation)), {})
+    return {**figures, **evaluated, "dataset": dm.dataset_name, "data_source": dm.data_source}
 
 
 def data_line(dm: FederatedDataModule) -> str:

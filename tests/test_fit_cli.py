@@ -66,6 +66,7 @@ BAD_INPUT = [
         r"--processes 3: 3 processes do not divide 4 devices evenly; use one of 1, 2, 4$",
     ),
     (["--aggregation", "median"], r"--aggregation: invalid choice: 'median'"),
+    (["--eval-devices", "-1"], r"--eval-devices: -1 is not allowed \(must be an integer >= 0\)"),
     (
         ["--devices-per-round", "1", "--sampling", "weighted", "--aggregation", "weighted"],
         r"^fit.py: error: --sampling 'weighted' with --aggregation 'weighted' counts large shards twice",

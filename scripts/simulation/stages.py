@@ -45,15 +45,17 @@ def timed(owner, name: str, stage: str, warm_up_calls: int = 0) -> None:
 
 def time_ours() -> None:
     sys.path.insert(0, str(HERE.parents[1]))
+    from lightning_fed.federation import host
+    from lightning_fed.federation.compression import Compression
+    from lightning_fed.federation.fedavg import FedAvg
     from lightning_fed.federation.transport import InProcess
     from lightning_fed.strategy import FederatedStrategy
 
-    for name, stage in [
-        ("_device_step", "train"), ("_local_update", "local_update"), ("_encode_upload", "encode"),
-        ("_watch", "watch"),
-    ]:  # fmt: skip
-        timed(FederatedStrategy, name, stage)
-    timed(FederatedStrategy, "_sampled_round", "round", warm_up_calls=1)
+    timed(FederatedStrategy, "local_step", "train")
+    timed(FedAvg, "client_update", "local_update")
+    timed(Compression, "encode_upload", "encode")
+    timed(host, "non_finite", "watch")
+    timed(FederatedStrategy, "training_step", "round", warm_up_calls=1)
     timed(InProcess, "upload", "decode_add")
 
 
