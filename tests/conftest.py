@@ -30,6 +30,16 @@ def _restore_environment():
     os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_environment_after_the_module():
+    """The same around a module: a module-scoped fixture that runs a Trainer in this process sets
+    the launcher's variables before any test's own restore begins."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """A fake MNIST of 640 training and 64 test images (``tests.helpers.fake_data``)."""
