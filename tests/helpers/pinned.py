@@ -144,7 +144,10 @@ def run_apart(name: str, data_dir: Path, out: Path) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    environment = {**os.environ, "MASTER_PORT": str(port)}
+    # one thread from the interpreter's start: the float kernels BLAS picks depend on it
+    environment = {**os.environ, "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for variable in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "GLOBAL_RANK", "MASTER_ADDR"):
+        environment.pop(variable, None)  # a fresh launcher, whatever this process ran before
     command = [sys.executable, "-m", "tests.helpers.pinned", "--run", name]
     command += ["--data-dir", str(data_dir), "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=environment)
