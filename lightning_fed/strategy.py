@@ -111,8 +111,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
             self.config.error_feedback_momentum, self.config.download_error_feedback,
         )  # fmt: skip
         # a download codec not given is decided at setup (lossless in FedAvg rounds)
-        given = self.compression if self.compression.download_given else None
-        check_download(self.config.download, self.config.every_device(), False, given)
+        download_codec = self.compression if self.compression.download_given else None
+        check_download(self.config.download, self.config.every_device(), False, download_codec)
         self._given_algorithm = algorithm
         self.algorithm: FederatedAlgorithm | None = algorithm
         self.num_devices = self.config.num_devices

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from lightning_fed.federation.hosting import hosted_devices
+
 
 def devices_to_evaluate(num_devices: int, count: int, seed: int, epoch: int) -> list[int]:
     """``count`` of ``num_devices`` devices for epoch ``epoch``'s evaluation, a function of
@@ -60,8 +62,6 @@ def evaluate_devices(strategy, devices: list[int], batches) -> dict[int, float]:
 
 
 def _hosted(strategy, rank: int) -> list[int]:
-    from lightning_fed.federation.hosting import hosted_devices
-
     return hosted_devices(strategy.num_devices, strategy.world_size, rank)
 
 

@@ -15,7 +15,7 @@ from lightning_fed.federation.algorithm import ClientUpdate, FederatedAlgorithm
 from lightning_fed.federation.compression import DOWNLOAD
 from lightning_fed.federation.config import FederationConfig
 from lightning_fed.federation.downlink import ModelDownlink, check_download
-from lightning_fed.federation.paper_protocol import configured_server_optimizer
+from lightning_fed.federation.paper_protocol import configured_server_optimizer, one_step_update
 from lightning_fed.federation.rounds import Round
 
 
@@ -65,11 +65,7 @@ class FedAvg(FederatedAlgorithm):
         """``device``'s local training from the round's model: its output, last loss and masked update."""
         module, plan, optimizer = host.lightning_module, host.plan, host.client_optimizer
         if not self.config.sends_deltas:  # one step: the masked gradient
-            output, loss = host.local_step(device, batches[0])
-            masks = plan.masks(module) if host.compression.error_feedback else None
-            update = plan.upload(module, masks)
-            host.step_local_parameters()
-            return ClientUpdate(output, loss, update, masks)
+            return one_step_update(host, device, batches[0])
         masks = plan.masks(module)  # M(alpha) as the round starts: pruned stays unsent
         for group in optimizer.param_groups:
             for param in group["params"]:

@@ -28,6 +28,16 @@ def configured_server_optimizer(config: FederationConfig, host) -> torch.optim.O
     return server_optimizer(name, shared, config.server_lr, config.server_momentum)
 
 
+def one_step_update(host, device: int, batch) -> ClientUpdate:
+    """One local step: the device's masked shared gradients to upload, its local parameters stepped."""
+    output, loss = host.local_step(device, batch)
+    module = host.lightning_module
+    masks = host.plan.masks(module) if host.compression.error_feedback else None
+    update = host.plan.upload(module, masks)
+    host.step_local_parameters()
+    return ClientUpdate(output, loss, update, masks)
+
+
 class PaperProtocol(FederatedAlgorithm):
     """Algorithm 1 of the paper and its variant (``config.share_log_sigma2`` says which)."""
 
@@ -40,12 +50,7 @@ class PaperProtocol(FederatedAlgorithm):
 
     def client_update(self, host, device: int, batches: list, start) -> ClientUpdate:
         (batch,) = batches
-        output, loss = host.local_step(device, batch)
-        module = host.lightning_module
-        masks = host.plan.masks(module) if host.compression.error_feedback else None
-        update = host.plan.upload(module, masks)
-        host.step_local_parameters()
-        return ClientUpdate(output, loss, update, masks)
+        return one_step_update(host, device, batch)
 
     def aggregate(self, host, this_round: Round, total, weight: float) -> list[torch.Tensor]:
         average = [t / weight for t in total]

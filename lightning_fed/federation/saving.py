@@ -7,6 +7,8 @@ is :mod:`lightning_fed.federation.checkpoint`'s.
 
 from typing import Any
 
+import torch
+
 from lightning_fed.federation.checkpoint import (
     CHECKPOINT_KEY,
     files_of,
@@ -28,8 +30,6 @@ class FederatedCheckpointing:
         """Every process writes its step's files, then process 0 the checkpoint that names them, then
         each removes its files of older steps: killed at any moment, a checkpoint and all its files
         are there (module docstring of :mod:`lightning_fed.federation.checkpoint`)."""
-        import torch
-
         step = checkpoint.get("global_step")
         states = self.devices.state_dict() if self.devices is not None else {}
         rows = self.devices.rows if self.devices is not None else None
