@@ -70,7 +70,7 @@ class Scaffold(FederatedAlgorithm):
         state = host.devices.states[device].extra
         c_i = state.get("scaffold_c") or [torch.zeros(n) for n in plan.numels]
         correction = [c - ci for c, ci in zip(self._received_c, c_i, strict=True)]
-        masks = plan.masks(module)
+        keeps = plan.keeps(plan.masks(module))  # M(alpha) at the round's start
         optimizer.state.clear()
         for batch in batches:
             output, loss = host.local_step(device, batch)
@@ -80,13 +80,14 @@ class Scaffold(FederatedAlgorithm):
                     grad.add_(fix.view_as(grad).to(grad.device))
             optimizer.step()
         host.clear_gradients()
-        delta = plan.delta(module, start, masks)  # x - y, masked by M(alpha) at the round's start
+        delta = [d if k is None else d * k for d, k in zip(plan.delta(module, start), keeps, strict=True)]
         lr = optimizer.param_groups[0]["lr"]
         scale = 1.0 / (len(batches) * lr)
         new_c = [ci - c + d.cpu() * scale for ci, c, d in zip(c_i, self._received_c, delta, strict=True)]
         state["scaffold_c"] = new_c
         change = [new - old for new, old in zip(new_c, c_i, strict=True)]
-        return ClientUpdate(output, loss, delta + [t.to(delta[0].device) for t in change])
+        change = [t.to(delta[0].device) for t in change]
+        return ClientUpdate(output, loss, delta + change, keeps + [None] * len(change))
 
     def aggregate(self, host, this_round, total, weight):
         host.plan.write_parameters(host.lightning_module, self._exact)  # the server steps its own model

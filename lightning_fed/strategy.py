@@ -47,7 +47,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
             file per device in the run folder, hard-linked into each checkpoint) or ``auto``
             (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
-        num_devices ... proximal_mu: the federation's trajectory options, validated and documented
+        num_devices ... download_stages: the federation's trajectory options, validated and documented
             by :class:`~lightning_fed.federation.config.FederationConfig` (stored whole in each
             checkpoint: a resume that changes one is refused).
         **options: passed to ``DDPStrategy`` (process placement, backend, timeout).
@@ -88,6 +88,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         client_optimizer: str = "module",
         client_lr: float | None = None,
         proximal_mu: float = 0.0,
+        upload_stages: list | None = None,
+        download_stages: list | None = None,
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         **options: Any,
@@ -109,6 +111,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         self.compression = Compression(
             self.config.codec, self.config.download_codec, self.config.error_feedback,
             self.config.error_feedback_momentum, self.config.download_error_feedback,
+            self.config.upload_stages, self.config.download_stages,
         )  # fmt: skip
         # a download codec not given is decided at setup (lossless in FedAvg rounds)
         download_codec = self.compression if self.compression.download_given else None
@@ -199,7 +202,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         )  # fmt: skip
         self.restore_devices()
         numels = self.algorithm.upload_numels(self)
-        self.transport_of_round = make_transport(self.config.transport, self.codec, numels, self.world_size)
+        self.transport_of_round = make_transport(
+            self.config.transport, self.codec, numels, self.world_size, self.ledger
+        )
 
     def _set_up_optimizers(self) -> None:
         """The module's optimizer is the devices' (client) one, or SGD with ``client_lr``; the
@@ -258,11 +263,10 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         uploads and writes its gradient (``on_after_backward`` sees it)."""
         module = self.lightning_module
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
-        total, weight, uploads = self.transport_of_round.server_sum()
-        self.ledger.record(uploads)
-        this_round, moved = self._round, self.transport_of_round.moved_bytes
+        total, weight = self.transport_of_round.server_sum()  # the uploads, counted by the transport
+        this_round = self._round
         self.ledger.record(
-            dense_traffic(self.plan.dense_numel, len(this_round.sampled), len(this_round.reporting), moved)
+            dense_traffic(self.plan.dense_numel, len(this_round.sampled), len(this_round.reporting))
         )
         gradient = self.algorithm.aggregate(self, this_round, total, weight)
         if gradient is None:  # every sampled device failed: the model stays as it is

@@ -13,6 +13,7 @@ from lightning_fed.nn import GradientMasker, kl_divergence, sparsity, variationa
 from lightning_fed.nn.init_from import init_from as load_theta
 from lightning_fed.nn.layers import DEFAULT_INIT_LOG_SIGMA2, DEFAULT_THRESHOLD, check_threshold
 from modules.networks import build_network
+from modules.round_average import RoundAverage
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -113,6 +114,8 @@ class SparseVDClassifier(pl.LightningModule):
         if init_from is not None and not dense:
             load_theta(self.network, init_from)
         self.num_train = num_train
+        names = ["train/nll", "train/kl", "train/loss"] + ([] if dense else ["sparsity/kept_fraction"])
+        self._round_average = RoundAverage(names)
         self.kl_weight = float(kl_weight)
         self.threshold = float(threshold)
         self.lr = lr
@@ -142,20 +145,25 @@ class SparseVDClassifier(pl.LightningModule):
         self.masker.refresh()  # the masks of this step, from the computing device's log_alpha
         x, y = batch
         terms = self.elbo_terms(self(x), y)
-        self._last_terms = {f"train/{k}": v.detach() for k, v in terms.items()}
+        figures = {f"train/{k}": v for k, v in terms.items()}
         if not self.dense:
-            self._last_terms["sparsity/kept_fraction"] = self.masker.kept() / self._theta_count()
+            figures["sparsity/kept_fraction"] = torch.tensor(self.masker.kept() / self._theta_count())
+        strategy = getattr(self._trainer, "strategy", None)
+        hosting = getattr(getattr(strategy, "devices", None), "current", None)  # None: not federated
+        self._round_average.add(hosting, figures)
         return terms["loss"]
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Logged once per step of the Trainer (a round under FederatedStrategy, in which every
-        # device takes one or more local steps): the terms of the last local step taken here.
-        terms = dict(getattr(self, "_last_terms", {}))
-        kept = terms.pop("sparsity/kept_fraction", None)
-        self.log_dict(terms, prog_bar=False)
+        # device takes one or more local steps): the mean over the round's devices, every process's.
+        figures = self._round_average.mean(self.trainer.strategy, self.device)
+        if figures is None:  # every sampled device failed
+            return
+        kept = figures.pop("sparsity/kept_fraction", None)
+        self.log_dict({name: value.float() for name, value in figures.items()}, prog_bar=False)
         self.log("train/kl_weight", self.kl_weight)
         if kept is not None:
-            self.log("sparsity/kept_fraction", kept, prog_bar=True)
+            self.log("sparsity/kept_fraction", kept.float(), prog_bar=True)
 
     def _theta_count(self) -> int:
         return sum(mask.numel() for mask in self.masker.masks.values()) or 1

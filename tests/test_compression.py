@@ -22,12 +22,9 @@ from lightning_fed.communication import (
 from lightning_fed.communication.codecs import HEADER
 from lightning_fed.federation.compression import UPLOAD, Compression
 from lightning_fed.federation.device_state import split_row
-from lightning_fed.federation.error_feedback import (
-    send_downlink_with_feedback,
-    send_with_feedback,
-    send_with_momentum_correction,
-)
+from lightning_fed.federation.error_feedback import ErrorFeedback, MomentumCorrection, ServerErrorFeedback
 from lightning_fed.federation.sharing import SharingPlan
+from lightning_fed.federation.stages import Sending, Way
 from lightning_fed.nn import variational
 from tests.helpers.small_fit import small_fit
 
@@ -40,6 +37,26 @@ def _round_trip(coder, values, seed=0):
     decoded, used = coder.read(memoryview(data), values.size)
     assert used == len(data) == coder.size(values.size)
     return decoded
+
+
+def send_with_feedback(codec, update, residual, keeps, *, step, seed):
+    """A device's payload and residual, through a way of error feedback and ``codec``."""
+    state = {} if residual is None else {"residual": residual}
+    payload = Way([ErrorFeedback()], codec).send(update, Sending(state, step, seed, keeps)).payload
+    return payload, state["residual"]
+
+
+def send_with_momentum_correction(codec, update, residual, velocity, keeps, momentum, *, step, seed):
+    state = {name: v for name, v in (("residual", residual), ("velocity", velocity)) if v is not None}
+    way = Way([MomentumCorrection(momentum), ErrorFeedback()], codec)
+    payload = way.send(update, Sending(state, step, seed, keeps)).payload
+    return payload, state["residual"], state["velocity"]
+
+
+def send_downlink_with_feedback(codec, average, residual, *, step, seed):
+    state = {} if residual is None else {"residual": residual}
+    payload = Way([ServerErrorFeedback()], codec).send(average, Sending(state, step, seed)).payload
+    return payload, state["residual"]
 
 
 # --------------------------------------------------------------- value coders
@@ -99,7 +116,7 @@ def test_payload_length_is_header_positions_and_the_coder_s_values(spec):
     codec = make_codec(spec)
     tensors = [torch.from_numpy(VALUES * (RNG.random(5000) < d)) for d in (0.01, 0.3, 1.0)]
     payload = codec.encode(tensors, step=0, seed=(0, 1))
-    codec.decode(payload, [5000] * 3)
+    _, carried = codec.read(payload, [5000] * 3)  # the values the receiver counts from the bytes
     kept = math.ceil(0.01 * 5000) if spec.startswith("topk") else None
     exact, rice, counts = 0, 0, []
     for name, tensor in zip(codec.last_encodings, tensors, strict=True):
@@ -113,7 +130,7 @@ def test_payload_length_is_header_positions_and_the_coder_s_values(spec):
             exact += HEADER.size + positions + codec.values.size(count)
     assert all(n in ("dense", "bitmap", "rice", "indices") for n in codec.last_encodings)
     assert (len(payload) == exact) if not rice else (len(payload) > exact + rice)
-    assert payload.values == sum(counts)
+    assert carried == sum(counts)
     same = codec.encode(tensors, step=0, seed=(0, 1))
     assert same.data == payload.data  # seeded: the same message twice
 
@@ -225,7 +242,7 @@ def test_a_user_codec_is_one_small_interface_and_an_old_style_one_is_named():
 
         def encode(self, tensors, *, step=0, seed=0):
             data = b"".join(t.to(torch.float16).numpy().tobytes() for t in tensors)
-            return Payload(data, sum(t.numel() for t in tensors))
+            return Payload(data)
 
         def decode(self, payload, numels):
             flat = torch.frombuffer(bytearray(payload.data), dtype=torch.float16).float()
@@ -421,8 +438,10 @@ def test_the_paper_s_ledger_is_the_payloads_both_ways_and_the_download_reaches_e
         (back,) = [c["payload"] for c in downloads if c["step"] == step]
         assert len(sent) == 4
         assert traffic.upload_bytes == sum(len(p) for p in sent)
-        assert traffic.upload == sum(p.values for p in sent)
-        assert (traffic.download_bytes, traffic.download) == (4 * len(back), 4 * back.values)
+        numels = strategy.plan.numels
+        assert traffic.upload == sum(strategy.codec.read(p, numels)[1] for p in sent)
+        back_values = strategy.download_codec.read(back, numels)[1]
+        assert (traffic.download_bytes, traffic.download) == (4 * len(back), 4 * back_values)
         assert traffic.sampled == traffic.reported == 4
 
 
@@ -438,18 +457,18 @@ def test_error_feedback_in_a_run_gets_each_device_s_m_alpha_and_keeps_nothing_it
         return {name: layer.keep_mask().reshape(-1).clone() for name, layer in module.named_modules()
                 if hasattr(layer, "keep_mask")}  # fmt: skip
 
-    original, original_upload = Compression.encode_upload, SharingPlan.upload
+    original, original_gradients = Compression.encode_upload, SharingPlan.gradients
 
     def record(self, update, extra, keeps, *, step, seed):
         payload = original(self, update, extra, keeps, step=step, seed=seed)
         seen.append((at_update.pop(), keeps, list(extra["residual"])))
         return payload
 
-    def update_of(self, model, masks=None):  # the device's masks as it computes its update
+    def update_of(self, model):  # the device's masks as it computes its update
         at_update.append(masks_now(model))
-        return original_upload(self, model, masks)
+        return original_gradients(self, model)
 
-    monkeypatch.setattr(SharingPlan, "upload", update_of)
+    monkeypatch.setattr(SharingPlan, "gradients", update_of)
 
     monkeypatch.setattr(Compression, "encode_upload", record)
     _, strategy = _fit(data_dir, tmp_path, max_steps=4, codec="topk:0.05", error_feedback=True)

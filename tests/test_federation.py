@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_fed.communication import SparseCodec
+from lightning_fed.communication import CommunicationLedger, SparseCodec
 from lightning_fed.federation import (
     DeviceStates,
     InProcess,
@@ -14,6 +14,8 @@ from lightning_fed.federation import (
     check_processes,
     hosted_devices,
 )
+from lightning_fed.federation.messages import AVERAGE, SERVER, UPDATE, Message
+from lightning_fed.federation.stages import MaskByAlpha, Sending, Way
 from lightning_fed.nn import variational
 
 
@@ -51,13 +53,10 @@ def test_the_upload_is_masked_by_m_alpha_even_for_a_deep_copy_of_the_model():
     for candidate in (model, copy.deepcopy(model)):
         candidate.zero_grad()
         candidate(torch.randn(4, 1, 4, 4)).sum().backward()
-        upload = dict(
-            zip(
-                [t.name for t in SharingPlan(candidate).shared],
-                SharingPlan(candidate).upload(candidate),
-                strict=True,
-            )
-        )
+        plan = SharingPlan(candidate)
+        sending = Sending({}, step=0, seed=0, keeps=plan.keeps(plan.masks(candidate)))
+        sent = Way([MaskByAlpha()], SparseCodec()).send(plan.gradients(candidate), sending)
+        upload = dict(zip([t.name for t in plan.shared], sent.decoded(), strict=True))
         grad = candidate[3].weight.grad
         assert torch.all(upload["3.weight"].view(3, 8)[0] == 0) and torch.all(grad[0] != 0)
         assert torch.equal(upload["3.weight"].view(3, 8)[1:], grad[1:])
@@ -160,17 +159,22 @@ def test_a_running_sum_weights_every_update_not_only_the_first():
     assert total.weight == 5.5
 
 
-def test_the_in_process_transport_sums_what_the_payloads_hold_and_counts_their_bytes():
-    codec = SparseCodec()
-    transport = InProcess(codec, numels=[3, 2])
+def test_the_in_process_transport_sums_what_the_messages_hold_and_counts_their_bytes():
+    codec, ledger = SparseCodec(), CommunicationLedger()
+    transport = InProcess(codec, numels=[3, 2], ledger=ledger)
     sent = []
     for values in ([1.0, 0.0, 0.0], [0.0, 2.0, 0.0]):
         payload = codec.encode([torch.tensor(values), torch.tensor([0.5, 0.0])])
         sent.append(len(payload))
-        transport.upload(len(sent) - 1, payload, weight=1.0)
-    total, weight, traffic = transport.server_sum()
+        transport.upload(Message(UPDATE, len(sent) - 1, 0, payload, weight=1.0))
+    total, weight = transport.server_sum()
     assert [t.tolist() for t in total] == [[1.0, 2.0, 0.0], [1.0, 0.0]]
-    assert (weight, traffic.upload, traffic.upload_bytes) == (2.0, 4, sum(sent))
+    traffic = ledger.end_step(epoch=0)
+    assert (weight, traffic.upload, traffic.upload_bytes, traffic.download) == (2.0, 4, sum(sent), 0)
+    average = Message(AVERAGE, SERVER, 0, codec.encode([torch.tensor([0.5, 1.0, 0.0]), torch.zeros(2)]))
+    assert transport.download(average, codec, receivers=3)[0].tolist() == [0.5, 1.0, 0.0]
+    traffic = ledger.end_step(epoch=0)
+    assert (traffic.download, traffic.download_bytes, traffic.upload) == (3 * 2, 3 * len(average), 0)
 
 
 def test_hosting_gives_equal_contiguous_blocks_and_refuses_the_rest():

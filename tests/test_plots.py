@@ -15,8 +15,8 @@ def _ledger_state(kept_per_epoch: list[int], numel: int = 10_000, devices: int =
         message[:kept] = 1.0
         payload = codec.encode([message])
         for _ in range(devices):
-            ledger.record(Traffic.of_upload(payload))
-        ledger.record(Traffic.of_download(payload, receivers=devices))
+            ledger.record(Traffic(upload=kept, upload_bytes=len(payload)))
+        ledger.record(Traffic(download=devices * kept, download_bytes=devices * len(payload)))
         ledger.record(Traffic(dense_values=2 * devices * numel))
         ledger.end_step(epoch=epoch)
     return ledger.state_dict()

@@ -12,11 +12,12 @@ from torch import nn
 
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
-from lightning_fed.communication import SparseCodec
+from lightning_fed.communication import SparseCodec, make_codec
 from lightning_fed.federation import SharingPlan
 from lightning_fed.federation.fedavg import FedAvg
 from lightning_fed.federation.rounds import RoundSchedule, inclusion_probabilities
 from lightning_fed.federation.server_optimizers import AdaptiveServerOptimizer, server_optimizer
+from lightning_fed.federation.stages import MaskByAlpha, Sending, Way
 from lightning_fed.nn import variational
 from modules.classifier import SparseVDClassifier
 from tests.conftest import N_TRAIN
@@ -275,12 +276,12 @@ def test_a_round_counts_the_model_to_every_sampled_device_and_an_update_from_eve
         expected = schedule.round(r)
         assert (step.sampled, step.reported) == (len(expected.sampled), len(expected.reporting))
         model = SparseCodec().encode(codec.encoded[position])
-        uploads = [
-            SparseCodec().encode(u) for u in codec.encoded[position + 1 : position + 1 + step.reported]
-        ]
+        sent = codec.encoded[position + 1 : position + 1 + step.reported]
+        uploads = [SparseCodec().encode(u) for u in sent]
         assert step.download_bytes == step.sampled * len(model)
         assert step.upload_bytes == sum(len(u) for u in uploads)
-        assert step.upload == sum(u.values for u in uploads)
+        numels = [t.numel() for t in codec.encoded[position]]
+        assert step.upload == sum(SparseCodec().read(u, numels)[1] for u in uploads)
         position += 1 + step.reported
     assert any(step.reported < step.sampled for step in strategy.ledger.history)
 
@@ -318,7 +319,7 @@ def test_fedprox_pulls_local_models_towards_the_round_s_model(data_dir):
     assert moved[10.0] < 0.8 * moved[0.0]
 
 
-def test_sharing_plan_delta_is_the_masked_pseudo_gradient():
+def test_sharing_plan_delta_masked_on_its_way_is_the_masked_pseudo_gradient():
     model = variational(nn.Sequential(nn.Linear(3, 2)))
     plan = SharingPlan(model)
     start = plan.values(model)
@@ -326,7 +327,9 @@ def test_sharing_plan_delta_is_the_masked_pseudo_gradient():
         model[0].weight.add_(1.0)
         model[0].bias.sub_(2.0)
     masks = {"0": torch.tensor([[True, False, True], [False, True, True]])}
-    weight, bias = plan.delta(model, start, masks)
+    keeps = plan.keeps(masks)
+    sent = Way([MaskByAlpha()], make_codec(None)).send(plan.delta(model, start), Sending({}, 0, 0, keeps))
+    weight, bias = sent.decoded()
     assert weight.tolist() == [-1.0, 0.0, -1.0, 0.0, -1.0, -1.0] and bias.tolist() == [2.0, 2.0]
 
 

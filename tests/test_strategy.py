@@ -63,6 +63,14 @@ def test_one_two_or_four_processes_give_the_same_ledger_and_the_same_weights(var
     assert one["total"]["transport_bytes"] == 0 < variant_runs[2]["total"]["transport_bytes"]
 
 
+def test_the_logged_training_figures_are_the_round_s_mean_whatever_the_process_layout(variant_runs):
+    """train/* is the mean over the round's devices (float64 sums of float32 figures that are the
+    same bit for bit in every layout, added in another order): equal to float32 rounding."""
+    one = variant_runs[1]["train_nll"]
+    for processes in (2, 4):
+        assert variant_runs[processes]["train_nll"] == pytest.approx(one, rel=1e-6), processes
+
+
 def test_every_device_keeps_its_own_log_sigma2_and_the_model_is_device_zero_s(variant_runs):
     run = variant_runs[2]
     local = [run["devices"][d]["params"]["network.1.log_sigma2"] for d in range(DEVICES)]

@@ -3,8 +3,8 @@
 A message is the list of tensors one side sends (flat float32, one per shared parameter, in the
 order both sides know from the :class:`~lightning_fed.federation.SharingPlan`). A codec turns it
 into a :class:`Payload` (a byte string) and the receiver reads the tensors back from those bytes
-alone. The ledger counts ``len(payload)``, header included, and the paper's measure counts the
-float values the payload carries.
+alone, and counts from them what the ledger records (:meth:`Codec.read`): ``len(payload)``,
+header included, and the float values the payload carries (the paper's measure).
 
 :class:`SparseCodec` writes each tensor as one segment, ``tag (1 byte) | count (uint32) |
 positions | values``, the positions in the cheapest of its encodings (sizes are exact, computed
@@ -27,10 +27,11 @@ Example::
     >>> codec = SparseCodec()
     >>> tensors = [torch.tensor([0.0, 2.0, 0.0, -1.0]), torch.zeros(1000)]
     >>> payload = codec.encode(tensors)
-    >>> len(payload), payload.values, codec.last_encodings  # 5 + 1 + 8 bytes, then a 5-byte header
-    (19, 2, ['bitmap', 'empty'])
-    >>> [t.tolist()[:4] for t in codec.decode(payload, [4, 1000])]
-    [[0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]]
+    >>> len(payload), codec.last_encodings  # 5 + 1 + 8 bytes, then a 5-byte header
+    (19, ['bitmap', 'empty'])
+    >>> decoded, values = codec.read(payload, [4, 1000])  # the receiver counts 2 values
+    >>> [t.tolist()[:4] for t in decoded], values
+    ([[0.0, 2.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]], 2)
 """
 
 import struct
@@ -58,10 +59,9 @@ INDEX = np.dtype("<i4")
 
 @dataclass(frozen=True)
 class Payload:
-    """The bytes of one message and the number of float values among them."""
+    """The bytes of one message: all that travels, all the receiver counts."""
 
     data: bytes
-    values: int
 
     def __len__(self) -> int:
         return len(self.data)
@@ -70,8 +70,10 @@ class Payload:
 class Codec(ABC):
     """Turns a message (a list of flat tensors) into a :class:`Payload` and back.
 
-    Implement both methods to plug in another compressor; the receiver knows ``numels``. A codec
-    whose decode may differ from its input says ``lossy = True`` (error feedback needs one).
+    Implement ``encode`` and ``decode`` to plug in another compressor; the receiver knows
+    ``numels``. A codec whose decode may differ from its input says ``lossy = True`` (error
+    feedback needs one). :meth:`read` is what a receiver calls: the tensors and the float values
+    the bytes carry, which by default are the decoded entries that are not zero.
     """
 
     lossy = False  # what decode gives back may differ from what was encoded
@@ -82,6 +84,11 @@ class Codec(ABC):
 
     @abstractmethod
     def decode(self, payload: Payload, numels: list[int]) -> list[torch.Tensor]: ...
+
+    def read(self, payload: Payload, numels: list[int]) -> tuple[list[torch.Tensor], int]:
+        """The tensors of ``payload`` and the number of values it carries, from its bytes alone."""
+        tensors = self.decode(payload, numels)
+        return tensors, sum(int(torch.count_nonzero(t)) for t in tensors)
 
 
 class Support:
@@ -273,7 +280,7 @@ class SparseCodec(Codec):
 
     def encode(self, tensors: list[torch.Tensor], *, step: int = 0, seed=0) -> Payload:
         rng = np.random.default_rng(seed) if self.values.lossy else None
-        parts, values, chosen = [], 0, []
+        parts, chosen = [], []
         for tensor in tensors:
             dense = tensor.detach().reshape(-1).to("cpu", torch.float32).numpy()
             for stage in self.filters:
@@ -292,10 +299,9 @@ class SparseCodec(Codec):
                 written = dense if encoding is DENSE else support.values
             body = [] if support is None else encoding.write(support)
             parts += [HEADER.pack(encoding.tag, written.size), *body, *self.values.write(written, rng)]
-            values += written.size
             chosen.append(encoding.name)
         self.last_encodings = chosen
-        return Payload(b"".join(parts), values)
+        return Payload(b"".join(parts))
 
     def _cheapest(self, support: Support) -> Encoding:
         sizes = []
@@ -311,10 +317,15 @@ class SparseCodec(Codec):
         return min(sizes)[2]
 
     def decode(self, payload: Payload, numels: list[int]) -> list[torch.Tensor]:
-        view, offset, out = memoryview(payload.data), 0, []
+        return self.read(payload, numels)[0]
+
+    def read(self, payload: Payload, numels: list[int]) -> tuple[list[torch.Tensor], int]:
+        """The tensors and the values the segments' headers count (every entry of a dense one)."""
+        view, offset, out, carried = memoryview(payload.data), 0, [], 0
         for numel in numels:
             tag, count = HEADER.unpack_from(view, offset)
             offset += HEADER.size
+            carried += count
             if tag == EMPTY_TAG:
                 out.append(torch.zeros(numel))
                 continue
@@ -325,4 +336,4 @@ class SparseCodec(Codec):
             out.append(torch.from_numpy(_place(numel, where, values)))
         if offset != len(view):
             raise ValueError(f"payload has {len(view) - offset} bytes after its last tensor")
-        return out
+        return out, carried

@@ -3,8 +3,6 @@
 import threading
 from dataclasses import asdict, dataclass, fields
 
-from lightning_fed.communication.codecs import Payload
-
 VALUE_BYTES = 4  # the paper's measure: 4 bytes per transmitted value
 
 
@@ -42,23 +40,6 @@ class Traffic:
         """
         names = {field.name for field in fields(cls)}
         return cls(**{k: v for k, v in state.items() if k in names})
-
-    @classmethod
-    def of_upload(cls, payload: Payload) -> "Traffic":
-        """One device's upload.
-
-        Example::
-
-            >>> traffic = Traffic.of_upload(Payload(b"abcdef", 1))
-            >>> traffic.upload, traffic.upload_bytes, traffic.download
-            (1, 6, 0)
-        """
-        return cls(upload=payload.values, upload_bytes=len(payload))
-
-    @classmethod
-    def of_download(cls, payload: Payload, receivers: int) -> "Traffic":
-        """The server's message, downloaded by ``receivers`` devices."""
-        return cls(download=receivers * payload.values, download_bytes=receivers * len(payload))
 
     def __iadd__(self, other: "Traffic") -> "Traffic":
         for field in fields(self):
@@ -105,8 +86,9 @@ class Traffic:
 class CommunicationLedger:
     """Accumulates :class:`Traffic`: the current step, per epoch, per step history, and in total.
 
-    The strategy calls :meth:`record` for every payload it counts and :meth:`end_step` after
-    the optimizer step.
+    The transports (:mod:`lightning_fed.federation.transport`) call :meth:`record` for every
+    message they carry, the strategy records the round's dense baseline and calls
+    :meth:`end_step` after the optimizer step.
 
     Example::
 

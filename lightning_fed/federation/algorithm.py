@@ -32,31 +32,28 @@ from lightning_fed.federation.rounds import Round
 @dataclass
 class ClientUpdate:
     """What one device's turn in a round produced: the module's output and loss of its last local
-    step (for Lightning's logging), and the flat tensors it uploads (``masks``: the ``M(alpha)``
-    they were masked with, which error feedback honours; None when no error feedback needs them)."""
+    step (for Lightning's logging), the flat tensors it uploads, and ``keeps``: per tensor, the
+    flat ``M(alpha)`` its way masks it with (computed once, when the device computed its update;
+    None: nothing is masked). The upload's way (:mod:`lightning_fed.federation.stages`) masks,
+    compresses and encodes it."""
 
     output: Any
     loss: torch.Tensor
     update: list[torch.Tensor]
-    masks: dict[str, torch.Tensor] | None = None
+    keeps: list[torch.Tensor | None] | None = None
 
 
-def dense_traffic(dense_numel: int, receivers: int, senders: int, transport_bytes: int) -> Traffic:
+def dense_traffic(dense_numel: int, receivers: int, senders: int) -> Traffic:
     """The round's dense baseline: what dense distributed SGD would move (the model or a gradient
-    to each receiver, a dense update from each sender), beside what the transports moved.
+    to each receiver, a dense update from each sender), and how many devices received and sent.
 
     Example::
 
-        >>> traffic = dense_traffic(dense_numel=10, receivers=4, senders=3, transport_bytes=0)
+        >>> traffic = dense_traffic(dense_numel=10, receivers=4, senders=3)
         >>> traffic.dense_values, traffic.sampled, traffic.reported
         (70, 4, 3)
     """
-    return Traffic(
-        dense_values=(receivers + senders) * dense_numel,
-        transport_bytes=transport_bytes,
-        sampled=receivers,
-        reported=senders,
-    )
+    return Traffic(dense_values=(receivers + senders) * dense_numel, sampled=receivers, reported=senders)
 
 
 class FederatedAlgorithm:

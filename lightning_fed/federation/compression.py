@@ -1,15 +1,21 @@
-"""What a round's messages become: the codecs of both directions and their error feedback.
+"""What a round's messages become: each direction's way (stages, then the codec).
 
-One object holds the upload codec, the download codec, whether each side keeps what its codec
-dropped (:mod:`lightning_fed.federation.error_feedback`), and the server's residual; the
-strategy asks it for a device's payload and for the server's. Every bad combination is refused
-when it is built, in one line naming the option.
+One object builds, from the federation's options, the uploads' way (masking by ``M(alpha)``,
+DGC's momentum correction, error feedback, the upload codec) and the downloads' way (the
+server's error feedback, the download codec), and holds the server's state (its residual); the
+host asks it for a device's payload and for the server's
+(:mod:`lightning_fed.federation.stages`). Every bad combination is refused when it is built, in
+one line naming the option.
 
 Example::
 
     >>> compression = Compression("topk:0.01:5+qsgd:4", error_feedback=True)
-    >>> compression.codec, compression.download_codec, compression.feedback_kinds
-    (SparseCodec(topk:0.01:5+qsgd:4), SparseCodec(qsgd:4), ('residual',))
+    >>> compression.upload_way
+    Way(MaskByAlpha -> ErrorFeedback -> topk:0.01:5 -> SparseCodec(qsgd:4))
+    >>> compression.download_way
+    Way(SparseCodec(qsgd:4))
+    >>> compression.feedback_kinds  # what each device keeps
+    ('residual',)
     >>> try:
     ...     Compression("float32", error_feedback=True)
     ... except ValueError as error:
@@ -20,11 +26,8 @@ Example::
 import torch
 
 from lightning_fed.communication import Codec, Payload, default_download, make_codec
-from lightning_fed.federation.error_feedback import (
-    send_downlink_with_feedback,
-    send_with_feedback,
-    send_with_momentum_correction,
-)
+from lightning_fed.federation.error_feedback import ErrorFeedback, MomentumCorrection, ServerErrorFeedback
+from lightning_fed.federation.stages import MaskByAlpha, Sending, Way, codec_stages
 
 UPLOAD, DOWNLOAD = 0, 1  # the direction's place in a message's seed: (run seed, direction, ...)
 
@@ -43,6 +46,8 @@ class Compression:
             momentum); needs ``error_feedback``.
         download_error_feedback: the server keeps what the download codec dropped (the paper's
             protocol only: in sampled rounds the download is the model itself).
+        upload_stages, download_stages: further stages of each way, after the built-in ones,
+            just before the codec.
     """
 
     def __init__(
@@ -52,6 +57,8 @@ class Compression:
         error_feedback: bool = False,
         error_feedback_momentum: float = 0.0,
         download_error_feedback: bool = False,
+        upload_stages: "tuple | list" = (),
+        download_stages: "tuple | list" = (),
     ) -> None:
         self.codec = make_codec(codec, "codec")
         self.download_given = download_codec is not None
@@ -70,7 +77,29 @@ class Compression:
         self.download_error_feedback = _check_error_feedback(
             "download_error_feedback", download_error_feedback, self.download_codec
         )
-        self.server_residual: list[torch.Tensor] | None = None
+        self.server_state: dict = {}  # the download stages' state (the server's residual)
+        feedback = [ErrorFeedback()] if self.error_feedback else []
+        momentum = [MomentumCorrection(self.error_feedback_momentum)] if self.error_feedback_momentum else []
+        filters, writer = codec_stages(self.codec)
+        self.upload_way = Way([MaskByAlpha(), *momentum, *feedback, *filters, *upload_stages], writer)
+        self._download_stages = list(download_stages)
+        self._download_way()
+
+    def _download_way(self) -> None:
+        server_feedback = [ServerErrorFeedback()] if self.download_error_feedback else []
+        filters, writer = codec_stages(self.download_codec)
+        self.download_way = Way([*server_feedback, *filters, *self._download_stages], writer)
+
+    @property
+    def server_residual(self) -> list[torch.Tensor] | None:
+        """What the download codec dropped, kept by the server (None: nothing yet)."""
+        return self.server_state.get("residual")
+
+    @server_residual.setter
+    def server_residual(self, residual: list[torch.Tensor] | None) -> None:
+        self.server_state.pop("residual", None)
+        if residual is not None:
+            self.server_state["residual"] = residual
 
     def for_sampled_rounds(self, download_delta: bool = False) -> None:
         """Rounds of sampled devices download the model itself: losslessly unless a download codec
@@ -84,47 +113,31 @@ class Compression:
             )
         if not self.download_given:
             self.download_codec = make_codec(None)
+            self._download_way()
 
     @property
     def feedback_kinds(self) -> tuple[str, ...]:
-        """What error feedback keeps on each device: its residual, and with DGC's correction its momentum."""
-        if not self.error_feedback:
-            return ()
-        return ("residual", "velocity") if self.error_feedback_momentum else ("residual",)
+        """What the upload stages keep on each device: error feedback's residual, and with DGC's
+        correction its velocity."""
+        known = ("residual", "velocity")
+        return tuple(sorted(self.upload_way.state_names, key=lambda n: known.index(n) if n in known else 2))
 
     def encode_upload(
         self,
         update: list[torch.Tensor],
-        extra: dict,
+        state: dict,
         keeps: list[torch.Tensor | None] | None,
         *,
         step: int,
         seed,
     ) -> Payload:
-        """A device's payload of ``update``; with error feedback, of ``update`` plus the residual
-        kept in ``extra`` (the device's state, updated here). ``keeps``: per tensor, the flat
-        ``M(alpha)`` the update was masked with, so a pruned coordinate is neither sent nor kept."""
-        if not self.error_feedback:
-            return self.codec.encode(update, step=step, seed=seed)
-        if self.error_feedback_momentum:
-            payload, extra["residual"], extra["velocity"] = send_with_momentum_correction(
-                self.codec, update, extra.get("residual"), extra.get("velocity"), keeps,
-                self.error_feedback_momentum, step=step, seed=seed,
-            )  # fmt: skip
-            return payload
-        payload, extra["residual"] = send_with_feedback(
-            self.codec, update, extra.get("residual"), keeps, step=step, seed=seed
-        )
-        return payload
+        """A device's payload of ``update`` through the upload way; ``state``: the device's (its
+        stages keep theirs there); ``keeps``: per tensor, the flat ``M(alpha)`` that masks it."""
+        return self.upload_way.send(update, Sending(state, step, seed, keeps)).payload
 
     def encode_download(self, average: list[torch.Tensor], *, step: int, seed) -> Payload:
-        """The server's payload of ``average``; with download error feedback, plus its residual."""
-        if not self.download_error_feedback:
-            return self.download_codec.encode(average, step=step, seed=seed)
-        payload, self.server_residual = send_downlink_with_feedback(
-            self.download_codec, average, self.server_residual, step=step, seed=seed
-        )
-        return payload
+        """The server's payload of ``average`` through the download way."""
+        return self.download_way.send(average, Sending(self.server_state, step, seed)).payload
 
 
 def _check_error_feedback(option: str, asked: bool, codec: Codec) -> bool:

@@ -24,10 +24,23 @@ from lightning_fed.communication import Codec
 from lightning_fed.federation.downlink import DOWNLOADS
 from lightning_fed.federation.rounds import SAMPLINGS, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS
+from lightning_fed.federation.stages import Stage
 from lightning_fed.federation.transport import TRANSPORTS
 
 AGGREGATIONS = ("mean", "weighted")
 CLIENT_OPTIMIZERS = ("module", "sgd")
+
+
+def _checked_stages(name: str, stages) -> tuple:
+    """``stages`` as a tuple of :class:`~lightning_fed.federation.stages.Stage`, or a one-line error."""
+    stages = () if stages is None else stages
+    if isinstance(stages, Stage):
+        stages = (stages,)
+    if not isinstance(stages, (list, tuple)) or not all(isinstance(s, Stage) for s in stages):
+        raise ValueError(
+            f"{name} must be a list of lightning_fed.federation.stages.Stage objects, got {stages!r}"
+        )
+    return tuple(stages)
 
 
 def _check_choice(name: str, value, allowed: tuple[str, ...]) -> None:
@@ -87,6 +100,10 @@ class FederationConfig:
         client_optimizer: ``"module"`` (the LightningModule's, fresh each round) or ``"sgd"``.
         client_lr: the client SGD's learning rate (default: the module's).
         proximal_mu: FedProx's ``mu``: each local step adds ``mu * (w - w_round_start)``.
+        upload_stages: :class:`~lightning_fed.federation.stages.Stage` objects every upload goes
+            through after the built-in ones (masking, error feedback), just before the codec.
+        download_stages: the same for the server's messages. A checkpoint records both by their
+            ``repr`` (a stage with parameters shows them there).
     """
 
     num_devices: int | None = None
@@ -111,8 +128,12 @@ class FederationConfig:
     client_optimizer: str = "module"
     client_lr: float | None = None
     proximal_mu: float = 0.0
+    upload_stages: tuple = ()
+    download_stages: tuple = ()
 
     def __post_init__(self) -> None:
+        for name in ("upload_stages", "download_stages"):
+            object.__setattr__(self, name, _checked_stages(name, getattr(self, name)))
         _check_choice("transport", self.transport, TRANSPORTS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("download", self.download, DOWNLOADS)
@@ -168,6 +189,8 @@ class FederationConfig:
         for name in ("codec", "download_codec"):
             if saved[name] is not None and not isinstance(saved[name], str):
                 saved[name] = repr(saved[name])
+        for name in ("upload_stages", "download_stages"):
+            saved[name] = [repr(stage) for stage in saved[name]]
         algorithm = algorithm or ("paper" if self.synchronous(num_devices) else "fedavg")
         return {**saved, "num_devices": num_devices, "seed": seed, "algorithm": algorithm}
 
@@ -203,6 +226,8 @@ def _as_flag(name: str, saved, now) -> str:
     """How fit.py's flags say that option ``name`` was ``saved`` and is now ``now``."""
     if name == "download":  # fit.py's --download-delta
         name, saved, now = "download_delta", saved == "delta", now == "delta"
+    if name in ("upload_stages", "download_stages"):  # FederatedStrategy's, no fit.py flag
+        return f"with {name} [{', '.join(saved)}], not [{', '.join(now)}]"
     flag = "--devices" if name == "num_devices" else "--" + name.replace("_", "-")
     if isinstance(saved, bool) and isinstance(now, bool):
         return f"with {flag}" if saved else f"without {flag}"

@@ -9,7 +9,7 @@ device sends, then costs nothing on the way back either, as in the paper's proto
 download is the averaged gradient. The devices add the decoded change to their copy.
 
 A lossy download codec needs the server's error feedback here
-(:func:`~lightning_fed.federation.error_feedback.send_downlink_with_feedback`): what the codec
+(:class:`~lightning_fed.federation.error_feedback.ServerErrorFeedback`): what the codec
 dropped is kept and sent with the next change where that is non-zero, so the devices' copy stays
 within one message's error of the server's model instead of drifting round after round. The
 server steps its own exact model either way. The first round sends the model itself in float32:
@@ -18,18 +18,24 @@ the devices start from the server's exact model.
 Example::
 
     >>> from lightning_fed.federation.compression import Compression
+    >>> def deliver(payload, codec):  # what a device reads (the host's also counts it)
+    ...     tensors, values = codec.read(payload, [3])
+    ...     print(values, "values")
+    ...     return tensors
     >>> downlink, lossless = ModelDownlink("delta"), Compression()
-    >>> payload, held = downlink.send([torch.tensor([1.0, 2.0, 3.0])], lossless, [3], step=0, seed=0)
-    >>> held[0].tolist(), payload.values  # the first round: the model itself
-    ([1.0, 2.0, 3.0], 3)
-    >>> payload, held = downlink.send([torch.tensor([1.0, 2.5, 3.0])], lossless, [3], step=1, seed=0)
-    >>> held[0].tolist(), payload.values  # then only what changed
-    ([1.0, 2.5, 3.0], 1)
+    >>> downlink.send([torch.tensor([1.0, 2.0, 3.0])], lossless, deliver, step=0, seed=0)[0].tolist()
+    3 values
+    [1.0, 2.0, 3.0]
+    >>> downlink.send([torch.tensor([1.0, 2.5, 3.0])], lossless, deliver, step=1, seed=0)[0].tolist()
+    1 values
+    [1.0, 2.5, 3.0]
 """
+
+from collections.abc import Callable
 
 import torch
 
-from lightning_fed.communication import Payload, make_codec
+from lightning_fed.communication import Codec, Payload, make_codec
 
 DOWNLOADS = ("model", "delta")
 
@@ -63,8 +69,8 @@ def check_download(download: str, every_device: bool | None, synchronous: bool, 
 
 
 class ModelDownlink:
-    """What the round's devices receive and hold: ``send`` encodes it, returns the payload (for the
-    ledger) and the devices' decoded copy; ``state_dict`` is what a resumed run needs."""
+    """What the round's devices receive and hold: ``send`` encodes it, has it carried and returns
+    the devices' decoded copy; ``state_dict`` is what a resumed run needs."""
 
     def __init__(self, download: str = "model") -> None:
         if download not in DOWNLOADS:
@@ -74,25 +80,30 @@ class ModelDownlink:
         self.held: list[torch.Tensor] | None = None  # the devices' copy (delta)
 
     def send(
-        self, model: list[torch.Tensor], compression, numels: list[int], *, step: int, seed
-    ) -> tuple[Payload, list[torch.Tensor]]:
-        """The payload of the round's download of ``model`` and what the devices hold after it.
+        self,
+        model: list[torch.Tensor],
+        compression,
+        deliver: Callable[[Payload, Codec], list[torch.Tensor]],
+        *,
+        step: int,
+        seed,
+    ) -> list[torch.Tensor]:
+        """What the devices hold after the round's download of ``model``. ``deliver(payload,
+        codec)`` carries a payload to the devices and returns what they read (the host counts it).
         ``model`` is kept as the last model sent, so the caller passes tensors it will not change."""
         if self.download == "model":
-            codec = compression.download_codec
-            payload = codec.encode(model, step=step, seed=seed)
-            return payload, codec.decode(payload, numels)
+            payload = compression.encode_download(model, step=step, seed=seed)
+            return deliver(payload, compression.download_codec)
         if self.held is None:  # the first round: the exact model
             codec = make_codec(None)
-            payload = codec.encode(model, step=step, seed=seed)
-            self.held = codec.decode(payload, numels)
+            self.held = deliver(codec.encode(model, step=step, seed=seed), codec)
         else:
             change = [now - before for now, before in zip(model, self.sent, strict=True)]
             payload = compression.encode_download(change, step=step, seed=seed)
-            decoded = compression.download_codec.decode(payload, numels)
+            decoded = deliver(payload, compression.download_codec)
             self.held = [held + d.to(held.device) for held, d in zip(self.held, decoded, strict=True)]
         self.sent = list(model)  # the caller's copies (``SharingPlan.values``): no second one
-        return payload, self.held
+        return self.held
 
     def state_dict(self) -> dict:
         return {"download": self.download, "sent": self.sent, "held": self.held}

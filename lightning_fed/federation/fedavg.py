@@ -10,11 +10,11 @@ steps with its optimizer: FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad (Reddi e
 
 import torch
 
-from lightning_fed.communication import Traffic
 from lightning_fed.federation.algorithm import ClientUpdate, FederatedAlgorithm
 from lightning_fed.federation.compression import DOWNLOAD
 from lightning_fed.federation.config import FederationConfig
 from lightning_fed.federation.downlink import ModelDownlink, check_download
+from lightning_fed.federation.messages import MODEL, SERVER, Message
 from lightning_fed.federation.paper_protocol import configured_server_optimizer, one_step_update
 from lightning_fed.federation.rounds import Round
 
@@ -52,10 +52,13 @@ class FedAvg(FederatedAlgorithm):
         module = host.lightning_module
         step = module.trainer.global_step
         exact = host.plan.values(module)
-        payload, received = self.downlink.send(
-            exact, host.compression, host.plan.numels, step=step, seed=(host.seed, DOWNLOAD, step)
+
+        def deliver(payload, codec):
+            return host.deliver(Message(MODEL, SERVER, step, payload), codec, len(this_round.sampled))
+
+        received = self.downlink.send(
+            exact, host.compression, deliver, step=step, seed=(host.seed, DOWNLOAD, step)
         )
-        host.ledger.record(Traffic.of_download(payload, receivers=len(this_round.sampled)))
         lossy = host.compression.download_codec.lossy or self.config.download == "delta"
         self._server_model = exact if lossy else None  # the server steps its own
         host.plan.write_parameters(module, received)
@@ -66,7 +69,7 @@ class FedAvg(FederatedAlgorithm):
         module, plan, optimizer = host.lightning_module, host.plan, host.client_optimizer
         if not self.config.sends_deltas:  # one step: the masked gradient
             return one_step_update(host, device, batches[0])
-        masks = plan.masks(module)  # M(alpha) as the round starts: pruned stays unsent
+        keeps = plan.keeps(plan.masks(module))  # M(alpha) as the round starts: pruned stays unsent
         for group in optimizer.param_groups:
             for param in group["params"]:
                 optimizer.state.pop(param, None)
@@ -76,7 +79,7 @@ class FedAvg(FederatedAlgorithm):
             self._add_proximal_term(host, start)
             optimizer.step()
         host.clear_gradients()
-        return ClientUpdate(output, loss, plan.delta(module, start, masks), masks)
+        return ClientUpdate(output, loss, plan.delta(module, start), keeps)
 
     @torch.no_grad()
     def _add_proximal_term(self, host, start: list[torch.Tensor]) -> None:

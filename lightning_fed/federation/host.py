@@ -12,9 +12,9 @@ from contextlib import contextmanager
 
 import torch
 
-from lightning_fed.communication import Traffic
 from lightning_fed.federation.compression import DOWNLOAD, UPLOAD
-from lightning_fed.federation.health import DeviceFailed, NonFiniteError, first_non_finite, non_finite
+from lightning_fed.federation.health import DeviceFailed, NonFiniteError, non_finite
+from lightning_fed.federation.messages import MODEL, SERVER, UPDATE, Message
 
 
 class RoundHost:
@@ -52,26 +52,29 @@ class RoundHost:
             param.grad = None
 
     def upload(self, device: int, result) -> None:
-        """``device``'s update encoded (with error feedback, plus its residual), to the transport."""
+        """``device``'s update through the upload way (its stages, then the codec), to the transport."""
         if self._non_finite is None and (kind := non_finite(result.loss, result.update)) is not None:
             self._non_finite = (device, kind)
         step = self.lightning_module.trainer.global_step
-        feedback = self.compression.error_feedback
-        keeps = self.plan.keeps(result.masks) if feedback else None
-        extra = self.devices.states[device].extra if feedback else {}
         payload = self.compression.encode_upload(
-            result.update, extra, keeps, step=step, seed=(self.seed, UPLOAD, device, step)
-        )
-        self.transport_of_round.upload(device, payload, self.weights[device])
+            result.update, self.devices.states[device].extra, result.keeps,
+            step=step, seed=(self.seed, UPLOAD, device, step),
+        )  # fmt: skip
+        self.transport_of_round.upload(Message(UPDATE, device, step, payload, self.weights[device]))
 
-    def send_to_devices(self, tensors: list[torch.Tensor], receivers: int) -> list[torch.Tensor]:
-        """The server's message of ``tensors`` to ``receivers`` devices: encoded with the download
-        codec, counted once per receiver, and what the devices decode."""
+    def send_to_devices(
+        self, tensors: list[torch.Tensor], receivers: int, kind: str = MODEL
+    ) -> list[torch.Tensor]:
+        """The server's message of ``tensors`` to ``receivers`` devices: through the download way,
+        carried and counted once per receiver, and what the devices read."""
         step = self.lightning_module.trainer.global_step
-        codec = self.compression.download_codec
-        payload = codec.encode(tensors, step=step, seed=(self.seed, DOWNLOAD, step))
-        self.ledger.record(Traffic.of_download(payload, receivers=receivers))
-        return codec.decode(payload, [t.numel() for t in tensors])
+        payload = self.compression.encode_download(tensors, step=step, seed=(self.seed, DOWNLOAD, step))
+        message = Message(kind, SERVER, step, payload)
+        return self.deliver(message, self.compression.download_codec, receivers, [t.numel() for t in tensors])
+
+    def deliver(self, message: Message, codec, receivers: int, numels: list[int] | None = None):
+        """The server's ``message`` (encoded with ``codec``) read by ``receivers`` devices, counted."""
+        return self.transport_of_round.download(message, codec, receivers, numels)
 
     @contextmanager
     def _failures_named(self, device: int):
@@ -84,7 +87,7 @@ class RoundHost:
             raise DeviceFailed(device, self.lightning_module.trainer.global_step, error) from error
 
     def _stop_if_non_finite(self) -> None:
-        found = first_non_finite(self._non_finite, self.num_devices, self.root_device)
+        found = self.transport_of_round.first_non_finite(self._non_finite, self.num_devices, self.root_device)
         if found is not None:
             trainer = self.lightning_module.trainer
             raise NonFiniteError(

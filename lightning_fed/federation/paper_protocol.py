@@ -9,11 +9,11 @@ steps the shared parameters with what it decodes (the module's optimizer, Adam i
 
 import torch
 
-from lightning_fed.communication import Traffic
 from lightning_fed.federation.algorithm import ClientUpdate, FederatedAlgorithm
 from lightning_fed.federation.compression import DOWNLOAD
 from lightning_fed.federation.config import FederationConfig
 from lightning_fed.federation.downlink import check_download
+from lightning_fed.federation.messages import AVERAGE, SERVER, Message
 from lightning_fed.federation.rounds import Round
 from lightning_fed.federation.server_optimizers import server_optimizer
 
@@ -29,13 +29,14 @@ def configured_server_optimizer(config: FederationConfig, host) -> torch.optim.O
 
 
 def one_step_update(host, device: int, batch) -> ClientUpdate:
-    """One local step: the device's masked shared gradients to upload, its local parameters stepped."""
+    """One local step: the device's shared gradients to upload with the ``M(alpha)`` that masks them
+    (before its local parameters step), its local parameters stepped."""
     output, loss = host.local_step(device, batch)
     module = host.lightning_module
-    masks = host.plan.masks(module) if host.compression.error_feedback else None
-    update = host.plan.upload(module, masks)
+    keeps = host.plan.keeps(host.plan.masks(module))
+    update = host.plan.gradients(module)
     host.step_local_parameters()
-    return ClientUpdate(output, loss, update, masks)
+    return ClientUpdate(output, loss, update, keeps)
 
 
 class PaperProtocol(FederatedAlgorithm):
@@ -55,9 +56,9 @@ class PaperProtocol(FederatedAlgorithm):
     def aggregate(self, host, this_round: Round, total, weight: float) -> list[torch.Tensor]:
         average = [t / weight for t in total]
         step = host.lightning_module.trainer.global_step
-        download = host.compression.encode_download(average, step=step, seed=(host.seed, DOWNLOAD, step))
-        host.ledger.record(Traffic.of_download(download, receivers=len(this_round.sampled)))
-        return host.compression.download_codec.decode(download, host.plan.numels)
+        payload = host.compression.encode_download(average, step=step, seed=(host.seed, DOWNLOAD, step))
+        message = Message(AVERAGE, SERVER, step, payload)
+        return host.deliver(message, host.compression.download_codec, receivers=len(this_round.sampled))
 
     def server_optimizer(self, host, module_optimizer):
         return configured_server_optimizer(self.config, host)

@@ -79,21 +79,17 @@ class SharingPlan:
         return {name: layer.keep_mask() for name, layer in variational_layers(model) if name in names}
 
     def keeps(self, masks: dict[str, torch.Tensor]) -> list[torch.Tensor | None]:
-        """Per shared tensor, the flat mask of :meth:`masks` that masks it (None: unmasked)."""
+        """Per shared tensor, the flat mask of :meth:`masks` that masks it on its way (None: unmasked)."""
         return [None if t.mask_of is None else masks[t.mask_of].reshape(-1) for t in self.shared]
 
     @torch.no_grad()
-    def upload(self, model: nn.Module, masks: dict[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
-        """The device's message: each shared gradient, masked, flat (zeros where there is none);
-        ``masks``: :meth:`masks` of ``model``, where the caller has them already."""
-        masks = self.masks(model) if masks is None else masks
+    def gradients(self, model: nn.Module) -> list[torch.Tensor]:
+        """Each shared parameter's gradient, flat (zeros where there is none): a device's update
+        before its way masks it (:class:`~lightning_fed.federation.stages.MaskByAlpha`)."""
         out = []
         for tensor in self.shared:
             param = model.get_parameter(tensor.name)
-            grad = param.grad if param.grad is not None else torch.zeros_like(param)
-            if tensor.mask_of is not None:
-                grad = grad * masks[tensor.mask_of]
-            out.append(grad.reshape(-1))
+            out.append((param.grad if param.grad is not None else torch.zeros_like(param)).reshape(-1))
         return out
 
     @torch.no_grad()
@@ -109,13 +105,10 @@ class SharingPlan:
             param.copy_(value.reshape(param.shape))
 
     @torch.no_grad()
-    def delta(
-        self, model: nn.Module, start: list[torch.Tensor], masks: dict[str, torch.Tensor]
-    ) -> list[torch.Tensor]:
-        """A device's update after local steps, as a pseudo-gradient: ``(start - now) * M(alpha)``.
-
-        ``masks`` are the masks at the round's start, so a weight pruned then is sent as zero
-        whatever local momentum did to it.
+    def delta(self, model: nn.Module, start: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A device's update after local steps, as a pseudo-gradient: ``start - now``, flat (masked
+        on its way by the ``M(alpha)`` of the round's start, so a weight pruned then is sent as
+        zero whatever local momentum did to it).
 
         Example::
 
@@ -124,16 +117,13 @@ class SharingPlan:
             >>> plan = SharingPlan(model)
             >>> start = plan.values(model)
             >>> _ = model[0].bias.data.add_(0.5)
-            >>> plan.delta(model, start, plan.masks(model))[1].tolist()
+            >>> plan.delta(model, start)[1].tolist()
             [-0.5]
         """
-        out = []
-        for tensor, before in zip(self.shared, start, strict=True):
-            change = before - model.get_parameter(tensor.name).detach().reshape(-1)
-            if tensor.mask_of is not None:
-                change = change * masks[tensor.mask_of].reshape(-1)
-            out.append(change)
-        return out
+        return [
+            before - model.get_parameter(tensor.name).detach().reshape(-1)
+            for tensor, before in zip(self.shared, start, strict=True)
+        ]
 
     @torch.no_grad()
     def write_gradients(self, model: nn.Module, tensors: list[torch.Tensor]) -> None:

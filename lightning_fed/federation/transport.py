@@ -1,14 +1,20 @@
-"""How the devices' payloads reach the server, within a process or across processes and nodes.
+"""How messages travel between the devices and the server, within a process or across processes.
 
+A transport carries typed messages (:mod:`lightning_fed.federation.messages`) and is the only
+writer of the ledger's traffic: it counts each message when it is read, from its bytes alone,
+both directions, and the bytes its collectives between processes carry (``transport_bytes``).
 Every transport gives the server the same thing: the weighted sum of every device's decoded
-upload, and the upload traffic of all devices. ``moved_bytes`` is what the collectives between
-processes carried in the last round (the sum over processes of the buffers each one handed in).
+upload.
 
-- :class:`InProcess`: one process hosts every device; payloads are decoded as they arrive.
+- :class:`InProcess`: one process hosts every device; uploads are decoded as they arrive.
 - :class:`AllReduce` (``transport="dense"``): each process sums its devices' decoded uploads, then
   one all-reduce of the sums (and of the counters) across processes.
-- :class:`AllGather` (``transport="sparse"``): the payloads themselves travel; every process
+- :class:`AllGather` (``transport="sparse"``): the messages themselves travel; every process
   decodes all of them, in device order (the sum is the same bit for bit as in one process).
+
+The server's messages (downloads) are computed the same in every process; each process's
+transport reads and counts them once per receiving device, so every process's ledger holds the
+whole federation's traffic.
 """
 
 import struct
@@ -16,11 +22,13 @@ import struct
 import torch
 import torch.distributed as dist
 
-from lightning_fed.communication import Codec, Payload, Traffic
+from lightning_fed.communication import Codec, CommunicationLedger, Payload, Traffic
 from lightning_fed.federation.aggregation import RunningSum
+from lightning_fed.federation.health import first_non_finite
+from lightning_fed.federation.messages import UPDATE, Message, read
 
 TRANSPORTS = ("dense", "sparse")
-_LENGTH = struct.Struct("<qdI")  # device, weight, payload bytes
+_HEAD = struct.Struct("<qqdI")  # an update's sender, round, weight and payload bytes
 
 
 class InProcess:
@@ -29,55 +37,86 @@ class InProcess:
     Example::
 
         >>> from lightning_fed.communication import SparseCodec
-        >>> transport = InProcess(SparseCodec(), numels=[2])
-        >>> codec = SparseCodec()
-        >>> transport.upload(0, codec.encode([torch.tensor([1.0, 0.0])]))
-        >>> transport.upload(1, codec.encode([torch.tensor([3.0, 0.0])]))
-        >>> total, weight, traffic = transport.server_sum()
-        >>> total, weight, traffic.upload, traffic.upload_bytes
-        ([tensor([4., 0.])], 2.0, 2, 20)
+        >>> from lightning_fed.federation.messages import SERVER, UPDATE, Message
+        >>> codec, ledger = SparseCodec(), CommunicationLedger()
+        >>> transport = InProcess(codec, numels=[2], ledger=ledger)
+        >>> transport.upload(Message(UPDATE, 0, 0, codec.encode([torch.tensor([1.0, 0.0])])))
+        >>> transport.upload(Message(UPDATE, 1, 0, codec.encode([torch.tensor([3.0, 0.0])])))
+        >>> transport.server_sum()
+        ([tensor([4., 0.])], 2.0)
+        >>> average = Message("average", SERVER, 0, codec.encode([torch.tensor([2.0, 0.0])]))
+        >>> transport.download(average, codec, receivers=2)
+        [tensor([2., 0.])]
+        >>> traffic = ledger.pending
+        >>> traffic.upload, traffic.upload_bytes, traffic.download, traffic.download_bytes
+        (2, 20, 2, 20)
     """
 
-    def __init__(self, codec: Codec, numels: list[int]) -> None:
+    def __init__(self, codec: Codec, numels: list[int], ledger: CommunicationLedger | None = None) -> None:
         self.codec, self.numels = codec, numels
-        self.moved_bytes = 0
+        self.ledger = ledger if ledger is not None else CommunicationLedger()
         self._begin()
 
     def _begin(self) -> None:
         self._sum, self._traffic = RunningSum(), Traffic()
 
-    def upload(self, device: int, payload: Payload, weight: float = 1.0) -> None:
-        self._receive(payload, weight)
+    def upload(self, message: Message) -> None:
+        """A device's update on its way to the server."""
+        self._receive(message)
 
-    def _receive(self, payload: Payload, weight: float) -> None:
-        """The server reads one device's payload: counted, decoded, added."""
-        self._traffic += Traffic.of_upload(payload)
-        self._sum.add(self.codec.decode(payload, self.numels), weight)
+    def _receive(self, message: Message) -> None:
+        """The server reads one device's update: decoded, counted from its bytes, added."""
+        tensors, traffic = read(message, self.codec, self.numels)
+        self._traffic += traffic
+        self._sum.add(tensors, message.weight)
 
-    def server_sum(self) -> tuple[list[torch.Tensor], float, Traffic]:
-        """The round's weighted sum, total weight and upload traffic; the next round starts empty."""
+    def server_sum(self) -> tuple[list[torch.Tensor] | None, float]:
+        """The round's weighted sum (None: nobody reported) and total weight, its traffic in the
+        ledger; the next round starts empty."""
         return self._take()
 
-    def _take(self) -> tuple[list[torch.Tensor], float, Traffic]:
-        result = (self._sum.tensors, self._sum.weight, self._traffic)
+    def _take(self) -> tuple[list[torch.Tensor] | None, float]:
+        self.ledger.record(self._traffic)
+        result = (self._sum.tensors, self._sum.weight)
         self._begin()
         return result
 
+    def download(self, message: Message, codec: Codec, receivers: int, numels: list[int] | None = None):
+        """The server's ``message`` as each of ``receivers`` devices reads it with ``codec``: its
+        tensors, counted once per receiver."""
+        tensors, traffic = read(message, codec, numels or self.numels, receivers)
+        self.ledger.record(traffic)
+        return tensors
+
+    def first_non_finite(self, found: tuple[int, str] | None, num_devices: int, device=None):
+        """The lowest device of the round with a non-finite loss or update, over every process."""
+        return first_non_finite(found, num_devices, device)
+
 
 class _Collective(InProcess):
-    def __init__(self, codec: Codec, numels: list[int], group=None) -> None:
-        super().__init__(codec, numels)
+    def __init__(self, codec: Codec, numels: list[int], ledger=None, group=None) -> None:
+        super().__init__(codec, numels, ledger)
         self.group = group
         # NCCL moves only GPU tensors; gloo moves CPU tensors
         nccl = dist.get_backend(group) == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
 
+    def _moved(self, nbytes: int) -> None:
+        """A collective to which every process handed ``nbytes``."""
+        self.ledger.record(Traffic(transport_bytes=dist.get_world_size(self.group) * nbytes))
+
+    def first_non_finite(self, found, num_devices, device=None):
+        agreed = first_non_finite(found, num_devices, device, self.group)
+        self._moved(8)  # one int64 all-reduced
+        return agreed
+
 
 class AllReduce(_Collective):
     """Sums per process, then one all-reduce across processes."""
 
-    def server_sum(self):
-        tensors, weight, traffic = super().server_sum()
+    def _take(self):
+        tensors, weight, traffic = self._sum.tensors, self._sum.weight, self._traffic
+        self._begin()
         flat = torch.cat(tensors) if tensors is not None else torch.zeros(sum(self.numels))
         flat = flat.to(self.device)
         counters = torch.tensor([traffic.upload, traffic.upload_bytes], dtype=torch.int64, device=self.device)
@@ -85,22 +124,21 @@ class AllReduce(_Collective):
         for tensor in (flat, counters, weights):
             dist.all_reduce(tensor, group=self.group)
         flat = flat.cpu()
-        world = dist.get_world_size(self.group)
-        self.moved_bytes = world * (flat.numel() * flat.element_size() + 16 + 8)
-        traffic = Traffic(upload=int(counters[0]), upload_bytes=int(counters[1]))
-        return list(flat.split(self.numels)), float(weights[0]), traffic
+        self._moved(flat.numel() * flat.element_size() + 16 + 8)
+        self.ledger.record(Traffic(upload=int(counters[0]), upload_bytes=int(counters[1])))
+        return list(flat.split(self.numels)), float(weights[0])
 
 
 class AllGather(_Collective):
-    """The payloads cross processes: all-gathered (padded to the longest process's), decoded everywhere."""
+    """The messages cross processes: all-gathered (padded to the longest process's), read everywhere."""
 
     def _begin(self) -> None:
         super()._begin()
         self._outbox: list[bytes] = []
 
-    def upload(self, device: int, payload: Payload, weight: float = 1.0) -> None:
-        self._outbox.append(_LENGTH.pack(device, weight, len(payload)) + struct.pack("<q", payload.values))
-        self._outbox.append(payload.data)
+    def upload(self, message: Message) -> None:
+        self._outbox.append(_HEAD.pack(message.sender, message.round, message.weight, len(message)))
+        self._outbox.append(message.payload.data)
 
     def server_sum(self):
         outbox = bytearray(b"".join(self._outbox))  # empty when no device here reported this round
@@ -114,30 +152,30 @@ class AllGather(_Collective):
         gathered = [torch.empty(longest, dtype=torch.uint8, device=on) for _ in range(world)]
         dist.all_gather(gathered, padded, group=self.group)
         gathered = [buffer.cpu() for buffer in gathered]
-        self.moved_bytes = world * (8 + longest)
+        self._moved(8 + longest)
         received = []
         for buffer, length in zip(gathered, lengths, strict=True):
             received += _unpack(buffer[: int(length)].numpy().tobytes())
-        for _, weight, payload in sorted(received, key=lambda item: item[0]):  # device order
-            self._receive(payload, weight)
+        for message in sorted(received, key=lambda message: message.sender):  # device order
+            self._receive(message)
         return self._take()
 
 
-def _unpack(data: bytes) -> list[tuple[int, float, Payload]]:
+def _unpack(data: bytes) -> list[Message]:
     out, offset = [], 0
     while offset < len(data):
-        device, weight, nbytes = _LENGTH.unpack_from(data, offset)
-        (values,) = struct.unpack_from("<q", data, offset + _LENGTH.size)
-        offset += _LENGTH.size + 8
-        out.append((device, weight, Payload(data[offset : offset + nbytes], values)))
+        sender, round, weight, nbytes = _HEAD.unpack_from(data, offset)
+        offset += _HEAD.size
+        out.append(Message(UPDATE, sender, round, Payload(data[offset : offset + nbytes]), weight))
         offset += nbytes
     return out
 
 
-def make_transport(kind: str, codec: Codec, numels: list[int], world_size: int):
-    """The transport of a run of ``world_size`` processes (in-process when there is one)."""
+def make_transport(kind: str, codec: Codec, numels: list[int], world_size: int, ledger=None):
+    """The transport of a run of ``world_size`` processes (in-process when there is one), writing
+    ``ledger``."""
     if kind not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {kind!r}")
     if world_size == 1:
-        return InProcess(codec, numels)
-    return AllReduce(codec, numels) if kind == "dense" else AllGather(codec, numels)
+        return InProcess(codec, numels, ledger)
+    return (AllReduce if kind == "dense" else AllGather)(codec, numels, ledger)

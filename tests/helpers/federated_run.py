@@ -34,7 +34,8 @@ class RecordingCodec(SparseCodec):
 
     def encode(self, tensors, **kwargs):
         payload = super().encode(tensors, **kwargs)
-        self.written.append((len(payload), payload.values, sum(int(t.count_nonzero()) for t in tensors)))
+        values = self.read(payload, [t.numel() for t in tensors])[1]
+        self.written.append((len(payload), values, sum(int(t.count_nonzero()) for t in tensors)))
         return payload
 
 
@@ -126,6 +127,7 @@ def main() -> None:
                 "payloads": {d: u for part in parts for d, u in part["payloads"].items()},
                 "downloads": parts[0]["downloads"],
                 "val_acc": float(trainer.callback_metrics["val/acc"]),
+                "train_nll": float(trainer.callback_metrics["train/nll"]),  # the last round's mean
             },
             out / "result.pt",
         )
