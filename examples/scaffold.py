@@ -89,16 +89,14 @@ class Scaffold(FederatedAlgorithm):
         change = [t.to(delta[0].device) for t in change]
         return ClientUpdate(output, loss, delta + change, keeps + [None] * len(change))
 
-    def aggregate(self, host, this_round, total, weight):
+    def aggregate(self, host, this_round, average, weight):
         host.plan.write_parameters(host.lightning_module, self._exact)  # the server steps its own model
-        if not weight:
+        if average is None:
             return None
         n = len(host.plan.numels)
         fraction = len(this_round.reporting) / host.num_devices
-        self.server_c = [
-            c + fraction * t.cpu() / weight for c, t in zip(self.server_c, total[n:], strict=True)
-        ]
-        return [t / weight for t in total[:n]]
+        self.server_c = [c + fraction * t.cpu() for c, t in zip(self.server_c, average[n:], strict=True)]
+        return average[:n]
 
     def server_optimizer(self, host, module_optimizer):
         from lightning_fed.federation.server_optimizers import server_optimizer

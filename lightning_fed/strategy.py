@@ -13,6 +13,7 @@ from lightning_fed.communication import Codec, CommunicationLedger
 from lightning_fed.federation import DeviceStates, SharingPlan, hosted_devices, make_transport
 from lightning_fed.federation.adapter import DeviceBatches, check_supported, checked_ddp_options, round_output
 from lightning_fed.federation.algorithm import FederatedAlgorithm, dense_traffic
+from lightning_fed.federation.attacks import Attack, attack_of
 from lightning_fed.federation.checkpoint import AtomicCheckpointIO
 from lightning_fed.federation.compression import Compression
 from lightning_fed.federation.config import FederationConfig
@@ -23,6 +24,7 @@ from lightning_fed.federation.hosting import checked_device_store, device_rows_f
 from lightning_fed.federation.paper_protocol import PaperProtocol
 from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.saving import FederatedCheckpointing
+from lightning_fed.federation.server_aggregation import ServerAggregation, checked_server_aggregation
 from lightning_fed.federation.watchdog import ProcessWatching
 
 
@@ -47,7 +49,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
             file per device in the run folder, hard-linked into each checkpoint) or ``auto``
             (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
-        num_devices ... download_stages: the federation's trajectory options, validated and documented
+        num_devices ... malicious_fraction: the federation's trajectory options, validated and documented
             by :class:`~lightning_fed.federation.config.FederationConfig` (stored whole in each
             checkpoint: a resume that changes one is refused).
         **options: passed to ``DDPStrategy`` (process placement, backend, timeout).
@@ -90,6 +92,10 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         proximal_mu: float = 0.0,
         upload_stages: list | None = None,
         download_stages: list | None = None,
+        aggregator: str | None = None,
+        enforce_mask: bool = False,
+        attack: str | None = None,
+        malicious_fraction: float = 0.0,
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         **options: Any,
@@ -127,7 +133,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         self.transport_of_round = None
         self.client_optimizer = None
         self.weights: dict[int, float] = {}
-        self._round = self._trainable = self._non_finite = self._step_args = None
+        self.server_aggregation: ServerAggregation | None = None
+        self.attack: Attack | None = None
+        self._round = self._trainable = self._non_finite = self._step_args = self._public_keeps = None
 
     transport = property(lambda self: self.config.transport)
     share_log_sigma2 = property(lambda self: self.config.share_log_sigma2)
@@ -194,6 +202,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
             num_devices, config.devices_per_round, config.sampling, config.failure_rate, self.seed, weights
         )
         self._set_up_optimizers()
+        self.server_aggregation = checked_server_aggregation(config, config.devices_per_round or num_devices)
+        self.attack = attack_of(config, num_devices, self.seed, self.world_size, trainer)
+        self.compression.set_attack(self.attack)
         self.devices = DeviceStates(
             self.lightning_module, self.plan, self.hosted_devices, self.seed, self.client_optimizer,
             keep_optimizer_state=getattr(self.algorithm, "keeps_client_optimizer_state", False),
@@ -203,8 +214,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         self.restore_devices()
         numels = self.algorithm.upload_numels(self)
         self.transport_of_round = make_transport(
-            self.config.transport, self.codec, numels, self.world_size, self.ledger
-        )
+            self.config.transport, self.codec, numels, self.world_size, self.ledger,
+            keep_updates=self.server_aggregation.needs_updates,
+        )  # fmt: skip
 
     def _set_up_optimizers(self) -> None:
         """The module's optimizer is the devices' (client) one, or SGD with ``client_lr``; the
@@ -231,10 +243,18 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         source = self._batch_source(batch)
         self._round = this_round = self.algorithm.configure_round(self, step)
         start = self.algorithm.send_model(self, this_round)
+        if self.config.enforce_mask:  # M(alpha) of the model the devices received: public
+            self._public_keeps = self.plan.keeps(self.plan.masks(self.lightning_module))
         hosted, losses, output = set(self.hosted_devices), [], None
-        for device in (d for d in this_round.reporting if d in hosted):
+        devices = [d for d in this_round.reporting if d in hosted]
+        if self.attack is not None:
+            self.attack.begin_round(step, this_round.reporting)
+            devices = self.attack.order(devices)
+        for device in devices:
             with self._failures_named(device), self.devices.hosting(device) as state:
                 batches = self.algorithm.device_batches(self, source, device, state, batch_index)
+                if self.attack is not None:
+                    batches = self.attack.poisoned(device, batches)
                 result = self.algorithm.client_update(
                     self, device, [self.batch_to_device(b) for b in batches], start
                 )
@@ -263,12 +283,13 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         uploads and writes its gradient (``on_after_backward`` sees it)."""
         module = self.lightning_module
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
-        total, weight = self.transport_of_round.server_sum()  # the uploads, counted by the transport
+        # the uploads, read and counted by the transport; their mean or a robust aggregate
+        average, weight = self.server_aggregation.average(self.transport_of_round, self._public_keeps)
         this_round = self._round
         self.ledger.record(
             dense_traffic(self.plan.dense_numel, len(this_round.sampled), len(this_round.reporting))
         )
-        gradient = self.algorithm.aggregate(self, this_round, total, weight)
+        gradient = self.algorithm.aggregate(self, this_round, average, weight)
         if gradient is None:  # every sampled device failed: the model stays as it is
             self.clear_gradients()
         else:

@@ -125,6 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="FedAvg rounds with every device: download the model's change, not the model",
     )
+    g = p.add_argument_group("robustness (devices that lie, and a server that does not trust them)")
+    g.add_argument(
+        "--aggregator", default=None, metavar="SPEC",
+        help="the server's rule for a round's updates: mean (default), median, trimmed_mean:BETA, krum:F, "
+        "multi_krum:F:M, bulyan:F, norm_bound:BOUND, centered_clip:TAU[:ITERATIONS]",
+    )  # fmt: skip
+    g.add_argument(
+        "--enforce-mask", action="store_true",
+        help="with --share-log-sigma2: the server zeroes and counts values sent outside the public M(alpha)",
+    )  # fmt: skip
+    g.add_argument(
+        "--attack", default=None, metavar="SPEC",
+        help="what attackers send: sign_flip, scale:BOOST, gaussian:SIGMA, label_flip, alie[:Z], ipm[:EPS]",
+    )  # fmt: skip
+    g.add_argument(
+        "--malicious-fraction", type=fraction_below_1, default=0.0, help="the share of devices that attack"
+    )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument(
@@ -232,7 +249,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_processes(parser, args)
     _check_rounds(parser, args)
     _check_codecs(parser, args)
+    _check_robustness(parser, args)
     return args
+
+
+def _check_robustness(parser, args) -> None:
+    """The aggregator and the attack parse and fit the federation (the library's checks, its
+    argument names turned into fit.py's flags)."""
+    if not (args.aggregator or args.enforce_mask or args.attack or args.malicious_fraction):
+        return
+    from fit_run import as_flags
+
+    from lightning_fed.federation.aggregators import make_aggregator
+    from lightning_fed.federation.attacks import make_attack
+    from lightning_fed.federation.config import FederationConfig
+    from lightning_fed.federation.server_aggregation import checked_server_aggregation
+
+    try:
+        make_aggregator(args.aggregator, "--aggregator")
+        if args.attack is not None:
+            make_attack(args.attack, [], "--attack")
+        config = FederationConfig(
+            num_devices=args.devices, share_log_sigma2=args.share_log_sigma2, aggregation=args.aggregation,
+            devices_per_round=args.devices_per_round, failure_rate=args.failure_rate,
+            aggregator=args.aggregator, enforce_mask=args.enforce_mask, attack=args.attack,
+            malicious_fraction=args.malicious_fraction,
+        )  # fmt: skip
+        checked_server_aggregation(config, args.devices_per_round or args.devices)
+    except ValueError as error:
+        parser.error(as_flags(str(error)))
 
 
 def _check_codecs(parser, args) -> None:

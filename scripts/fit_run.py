@@ -57,7 +57,9 @@ _FLAGS = {
     "num_shards": "--num-shards", "min_lr_ratio": "--min-lr-ratio", "max_bytes": "--comm-budget-bytes",
     "accelerator": "--accelerator", "output_dir": "--output-dir", "resume": "--resume",
     "network": "--network", "data_dir": "--data-dir", "sampling": "--sampling",
-    "aggregation": "--aggregation",
+    "aggregation": "--aggregation", "aggregator": "--aggregator", "enforce_mask": "--enforce-mask",
+    "attack": "--attack", "malicious_fraction": "--malicious-fraction",
+    "share_log_sigma2": "--share-log-sigma2",
 }  # fmt: skip
 _SWITCHES = {"download=True": "--download"}  # a library argument set to True is a flag given
 
@@ -118,6 +120,8 @@ def round_options(args) -> dict:
         "error_feedback": args.error_feedback, "error_feedback_momentum": args.error_feedback_momentum,
         "download_error_feedback": args.download_error_feedback,
         "download": "delta" if args.download_delta else "model",
+        "aggregator": args.aggregator, "enforce_mask": args.enforce_mask, "attack": args.attack,
+        "malicious_fraction": args.malicious_fraction,
     }  # fmt: skip
 
 

@@ -459,8 +459,8 @@ def test_error_feedback_in_a_run_gets_each_device_s_m_alpha_and_keeps_nothing_it
 
     original, original_gradients = Compression.encode_upload, SharingPlan.gradients
 
-    def record(self, update, extra, keeps, *, step, seed):
-        payload = original(self, update, extra, keeps, step=step, seed=seed)
+    def record(self, update, extra, keeps, *, step, seed, **more):
+        payload = original(self, update, extra, keeps, step=step, seed=seed, **more)
         seen.append((at_update.pop(), keeps, list(extra["residual"])))
         return payload
 

@@ -148,6 +148,25 @@ BAD_INPUT = [
         ["--download-delta", "--local-steps", "2", "--download-codec", "qsgd:8"],
         r"--download-delta with --download-codec qsgd:8 needs --download-error-feedback",
     ),
+    (
+        ["--aggregator", "krum:x"],
+        r"^fit.py: error: --aggregator 'krum:x': 'krum:x' has a value that is not a number$",
+    ),
+    (
+        ["--aggregator", "krum:1"],
+        r"--aggregator 'krum:1': krum:1 needs more than 2f \+ 2 = 4 updates a round, got 2$",
+    ),
+    (
+        ["--aggregator", "median", "--aggregation", "weighted"],
+        r"--aggregator 'median' weighs every update alike; use --aggregation 'mean'$",
+    ),
+    (
+        ["--attack", "flip", "--malicious-fraction", "0.2"],
+        r"--attack 'flip': unknown or malformed; attacks are",
+    ),
+    (["--attack", "sign_flip"], r"--attack 'sign_flip' needs --malicious-fraction > 0"),
+    (["--malicious-fraction", "0.2"], r"--malicious-fraction 0.2 needs an attack"),
+    (["--enforce-mask"], r"--enforce-mask needs --share-log-sigma2 and the mask"),
     (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
     (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
     ([], r"already holds a run \(summary.json\); pass --resume 'last' to continue it"),

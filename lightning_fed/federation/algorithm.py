@@ -9,7 +9,8 @@ An algorithm answers four questions per round, the way Flower's ``Strategy``
    (counted in the ledger), or None when they hold the model already (the paper's protocol).
 3. :meth:`~FederatedAlgorithm.client_update`: what one device computes from what it received:
    its local steps and the tensors it uploads (encoded, counted and carried by the host).
-4. :meth:`~FederatedAlgorithm.aggregate`: from the weighted sum of the round's decoded uploads,
+4. :meth:`~FederatedAlgorithm.aggregate`: from the round's aggregate of the decoded uploads (their
+   weighted mean, or a robust aggregator's, :mod:`lightning_fed.federation.server_aggregation`),
    the server's gradient (the server optimizer steps with it), or None to leave the model as is.
 
 The strategy (:class:`~lightning_fed.strategy.FederatedStrategy`) is the *host*: it hosts the
@@ -98,9 +99,9 @@ class FederatedAlgorithm:
         if start is not None:
             host.plan.write_parameters(host.lightning_module, start)
 
-    def aggregate(self, host, this_round: Round, total, weight: float) -> list[torch.Tensor] | None:
-        """The server's gradient from the weighted sum ``total`` (None: nobody reported) of the
-        round's decoded uploads and their total ``weight``; None leaves the model as it is."""
+    def aggregate(self, host, this_round: Round, average, weight: float) -> list[torch.Tensor] | None:
+        """The server's gradient from ``average`` (None: nobody reported), the round's aggregate of
+        the decoded uploads, and the ``weight`` behind it; None leaves the model as it is."""
         raise NotImplementedError
 
     def server_optimizer(self, host, module_optimizer) -> torch.optim.Optimizer | None:

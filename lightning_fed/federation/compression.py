@@ -81,9 +81,16 @@ class Compression:
         feedback = [ErrorFeedback()] if self.error_feedback else []
         momentum = [MomentumCorrection(self.error_feedback_momentum)] if self.error_feedback_momentum else []
         filters, writer = codec_stages(self.codec)
-        self.upload_way = Way([MaskByAlpha(), *momentum, *feedback, *filters, *upload_stages], writer)
+        self._upload = ([MaskByAlpha(), *momentum, *feedback, *filters, *upload_stages], writer)
+        self.upload_way = Way(*self._upload)
         self._download_stages = list(download_stages)
         self._download_way()
+
+    def set_attack(self, attack) -> None:
+        """The attackers' stage (:mod:`lightning_fed.federation.attacks`) last on the upload way,
+        just before the codec (None: no attack)."""
+        stages, writer = self._upload
+        self.upload_way = Way([*stages, *([attack] if attack is not None else [])], writer)
 
     def _download_way(self) -> None:
         server_feedback = [ServerErrorFeedback()] if self.download_error_feedback else []
@@ -130,10 +137,12 @@ class Compression:
         *,
         step: int,
         seed,
+        sender: int | None = None,
     ) -> Payload:
-        """A device's payload of ``update`` through the upload way; ``state``: the device's (its
-        stages keep theirs there); ``keeps``: per tensor, the flat ``M(alpha)`` that masks it."""
-        return self.upload_way.send(update, Sending(state, step, seed, keeps)).payload
+        """Device ``sender``'s payload of ``update`` through the upload way; ``state``: the
+        device's (its stages keep theirs there); ``keeps``: per tensor, the flat ``M(alpha)`` that
+        masks it."""
+        return self.upload_way.send(update, Sending(state, step, seed, keeps, sender)).payload
 
     def encode_download(self, average: list[torch.Tensor], *, step: int, seed) -> Payload:
         """The server's payload of ``average`` through the download way."""

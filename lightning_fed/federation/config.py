@@ -21,6 +21,8 @@ import numbers
 from dataclasses import dataclass, fields
 
 from lightning_fed.communication import Codec
+from lightning_fed.federation.aggregators import Aggregator, Bulyan, Krum, make_aggregator
+from lightning_fed.federation.attacks import make_attack
 from lightning_fed.federation.downlink import DOWNLOADS
 from lightning_fed.federation.rounds import SAMPLINGS, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS
@@ -104,6 +106,15 @@ class FederationConfig:
             through after the built-in ones (masking, error feedback), just before the codec.
         download_stages: the same for the server's messages. A checkpoint records both by their
             ``repr`` (a stage with parameters shows them there).
+        aggregator: the server's rule for a round's updates
+            (:mod:`lightning_fed.federation.aggregators`): ``"mean"`` (default), ``"median"``,
+            ``"trimmed_mean:BETA"``, ``"krum:F"``, ``"multi_krum:F:M"``, ``"bulyan:F"``,
+            ``"norm_bound:BOUND"``, ``"centered_clip:TAU[:ITERATIONS]"``, or an ``Aggregator``.
+        enforce_mask: under Algorithm 1, the server zeroes and counts every uploaded value outside
+            the public ``M(alpha)`` (:mod:`lightning_fed.federation.server_aggregation`).
+        attack: what the attackers send (:mod:`lightning_fed.federation.attacks`): ``"sign_flip"``,
+            ``"scale:BOOST"``, ``"gaussian:SIGMA"``, ``"label_flip"``, ``"alie[:Z]"``, ``"ipm[:EPS]"``.
+        malicious_fraction: the fraction of the devices that attack, drawn from the seed.
     """
 
     num_devices: int | None = None
@@ -130,10 +141,15 @@ class FederationConfig:
     proximal_mu: float = 0.0
     upload_stages: tuple = ()
     download_stages: tuple = ()
+    aggregator: "str | Aggregator | None" = None
+    enforce_mask: bool = False
+    attack: str | None = None
+    malicious_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("upload_stages", "download_stages"):
             object.__setattr__(self, name, _checked_stages(name, getattr(self, name)))
+        self._check_robustness()
         _check_choice("transport", self.transport, TRANSPORTS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("download", self.download, DOWNLOADS)
@@ -165,6 +181,35 @@ class FederationConfig:
         object.__setattr__(self, "failure_rate", check_failure_rate(self.failure_rate))
         object.__setattr__(self, "proximal_mu", float(mu))
 
+    def _check_robustness(self) -> None:
+        """The aggregator, the mask check and the attack, alone and together, or a one-line error."""
+        robust = make_aggregator(self.aggregator).needs_updates
+        if robust and self.aggregation == "weighted":
+            raise ValueError(
+                f"aggregator={self.aggregator!r} weighs every update alike; use aggregation='mean'"
+            )
+        if robust and self.failure_rate and isinstance(make_aggregator(self.aggregator), (Krum, Bulyan)):
+            raise ValueError(
+                f"aggregator={self.aggregator!r} assumes the same number of updates every round; "
+                "it does not go with failure_rate > 0"
+            )
+        if self.enforce_mask and not (self.share_log_sigma2 and self.mask):
+            raise ValueError(
+                "enforce_mask needs share_log_sigma2 and the mask (Algorithm 1: M(alpha) is then public); "
+                "under the paper's variant each device's mask is private"
+            )
+        fraction = self.malicious_fraction
+        if not (isinstance(fraction, numbers.Real) and not isinstance(fraction, bool) and 0 <= fraction < 1):
+            raise ValueError(f"malicious_fraction must be in [0, 1), got {fraction!r}")
+        if self.attack is not None:
+            make_attack(self.attack, [])
+            if not fraction:
+                raise ValueError(
+                    f"attack={self.attack!r} needs malicious_fraction > 0 (the attackers' share)"
+                )
+        elif fraction:
+            raise ValueError(f"malicious_fraction={fraction!r} needs an attack (what the attackers send)")
+
     @property
     def sends_deltas(self) -> bool:
         """Devices train several local steps and send model deltas (else one step, its gradient)."""
@@ -191,6 +236,7 @@ class FederationConfig:
                 saved[name] = repr(saved[name])
         for name in ("upload_stages", "download_stages"):
             saved[name] = [repr(stage) for stage in saved[name]]
+        saved["aggregator"] = repr(make_aggregator(self.aggregator))
         algorithm = algorithm or ("paper" if self.synchronous(num_devices) else "fedavg")
         return {**saved, "num_devices": num_devices, "seed": seed, "algorithm": algorithm}
 

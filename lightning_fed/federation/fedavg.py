@@ -92,14 +92,12 @@ class FedAvg(FederatedAlgorithm):
             if param.grad is not None:
                 param.grad.add_(param - origin.view_as(param), alpha=self.config.proximal_mu)
 
-    def aggregate(self, host, this_round: Round, total, weight: float) -> list[torch.Tensor] | None:
+    def aggregate(self, host, this_round: Round, average, weight: float) -> list[torch.Tensor] | None:
         """The average update is the server optimizer's gradient (None when every device failed)."""
         if self._server_model is not None:  # the devices started from a lossy copy; the server did not
             host.plan.write_parameters(host.lightning_module, self._server_model)
             self._server_model = None
-        if not weight:
-            return None
-        return [t / weight for t in total]
+        return average  # the server optimizer's gradient; None: every device failed
 
     def server_optimizer(self, host, module_optimizer):
         return configured_server_optimizer(self.config, host)

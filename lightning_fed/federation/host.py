@@ -58,7 +58,7 @@ class RoundHost:
         step = self.lightning_module.trainer.global_step
         payload = self.compression.encode_upload(
             result.update, self.devices.states[device].extra, result.keeps,
-            step=step, seed=(self.seed, UPLOAD, device, step),
+            step=step, seed=(self.seed, UPLOAD, device, step), sender=device,
         )  # fmt: skip
         self.transport_of_round.upload(Message(UPDATE, device, step, payload, self.weights[device]))
 

@@ -53,8 +53,7 @@ class PaperProtocol(FederatedAlgorithm):
         (batch,) = batches
         return one_step_update(host, device, batch)
 
-    def aggregate(self, host, this_round: Round, total, weight: float) -> list[torch.Tensor]:
-        average = [t / weight for t in total]
+    def aggregate(self, host, this_round: Round, average, weight: float) -> list[torch.Tensor]:
         step = host.lightning_module.trainer.global_step
         payload = host.compression.encode_download(average, step=step, seed=(host.seed, DOWNLOAD, step))
         message = Message(AVERAGE, SERVER, step, payload)

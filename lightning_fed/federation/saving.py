@@ -45,6 +45,7 @@ class FederatedCheckpointing:
             "files_step": step,
             "server_residual": self.compression.server_residual,
             "algorithm_state": self.algorithm.state_dict() if self.algorithm is not None else {},
+            "server_aggregation": self.server_aggregation.state_dict() if self.server_aggregation else None,
         }
         written = []
         if rows is not None:
@@ -86,6 +87,7 @@ class FederatedCheckpointing:
         self.ledger.load_state_dict(federated.get("ledger", {}))
         self.compression.server_residual = federated.get("server_residual")
         self._algorithm_state = federated.get("algorithm_state") or {"downlink": federated.get("downlink")}
+        self._server_aggregation_state = federated.get("server_aggregation")
         pool = dict(federated.get("devices") or {})
         for rank in range(1, federated.get("processes", 1)):
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
@@ -116,4 +118,5 @@ class FederatedCheckpointing:
         rows_file = lambda rank: rows_path(path, rank, step)  # noqa: E731
         self.devices.load_state_dict(self._resumed, rows_file=rows_file, rows_layout=layout)
         self.algorithm.load_state_dict(self._algorithm_state)
+        self.server_aggregation.load_state_dict(self._server_aggregation_state)
         self._resumed = None

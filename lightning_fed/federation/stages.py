@@ -41,13 +41,14 @@ from lightning_fed.communication import Codec, Payload, SparseCodec
 @dataclass
 class Sending:
     """What the stages know of the message on its way: ``state`` (the sender's, where stages keep
-    theirs), ``step``, ``seed`` (of the codec's random rounding) and ``keeps`` (per tensor, the
-    flat ``M(alpha)`` that masks it; None: nothing is masked)."""
+    theirs), ``step``, ``seed`` (of the codec's random rounding), ``keeps`` (per tensor, the flat
+    ``M(alpha)`` that masks it; None: nothing is masked) and ``sender`` (a device; None: the server)."""
 
     state: dict
     step: int
     seed: object
     keeps: list[torch.Tensor | None] | None = None
+    sender: int | None = None
 
     def keep_of(self, count: int) -> list[torch.Tensor | None]:
         """``keeps``, or None for each of ``count`` tensors."""

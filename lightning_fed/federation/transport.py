@@ -52,13 +52,21 @@ class InProcess:
         (2, 20, 2, 20)
     """
 
-    def __init__(self, codec: Codec, numels: list[int], ledger: CommunicationLedger | None = None) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        numels: list[int],
+        ledger: CommunicationLedger | None = None,
+        keep_updates: bool = False,
+    ) -> None:
         self.codec, self.numels = codec, numels
         self.ledger = ledger if ledger is not None else CommunicationLedger()
+        self.keep_updates = keep_updates  # each update for the server, not only their sum
         self._begin()
 
     def _begin(self) -> None:
         self._sum, self._traffic = RunningSum(), Traffic()
+        self._updates: list[tuple[int, list[torch.Tensor], float]] = []
 
     def upload(self, message: Message) -> None:
         """A device's update on its way to the server."""
@@ -68,7 +76,10 @@ class InProcess:
         """The server reads one device's update: decoded, counted from its bytes, added."""
         tensors, traffic = read(message, self.codec, self.numels)
         self._traffic += traffic
-        self._sum.add(tensors, message.weight)
+        if self.keep_updates:
+            self._updates.append((message.sender, tensors, message.weight))
+        else:
+            self._sum.add(tensors, message.weight)
 
     def server_sum(self) -> tuple[list[torch.Tensor] | None, float]:
         """The round's weighted sum (None: nobody reported) and total weight, its traffic in the
@@ -80,6 +91,14 @@ class InProcess:
         result = (self._sum.tensors, self._sum.weight)
         self._begin()
         return result
+
+    def server_updates(self) -> list[tuple[int, list[torch.Tensor], float]]:
+        """The round's ``(sender, decoded update, weight)`` in device order (``keep_updates``), their
+        traffic in the ledger; the next round starts empty."""
+        self.ledger.record(self._traffic)
+        updates = sorted(self._updates, key=lambda item: item[0])
+        self._begin()
+        return updates
 
     def download(self, message: Message, codec: Codec, receivers: int, numels: list[int] | None = None):
         """The server's ``message`` as each of ``receivers`` devices reads it with ``codec``: its
@@ -94,8 +113,8 @@ class InProcess:
 
 
 class _Collective(InProcess):
-    def __init__(self, codec: Codec, numels: list[int], ledger=None, group=None) -> None:
-        super().__init__(codec, numels, ledger)
+    def __init__(self, codec: Codec, numels: list[int], ledger=None, keep_updates=False, group=None) -> None:
+        super().__init__(codec, numels, ledger, keep_updates)
         self.group = group
         # NCCL moves only GPU tensors; gloo moves CPU tensors
         nccl = dist.get_backend(group) == "nccl"
@@ -112,7 +131,15 @@ class _Collective(InProcess):
 
 
 class AllReduce(_Collective):
-    """Sums per process, then one all-reduce across processes."""
+    """Sums per process, then one all-reduce across processes (no update is seen alone)."""
+
+    def __init__(self, codec: Codec, numels: list[int], ledger=None, keep_updates=False, group=None) -> None:
+        if keep_updates:
+            raise ValueError(
+                "the server needs each device's update (a robust aggregator or the mask check); across "
+                "processes use transport='sparse', which carries every message, not transport='dense'"
+            )
+        super().__init__(codec, numels, ledger, keep_updates, group)
 
     def _take(self):
         tensors, weight, traffic = self._sum.tensors, self._sum.weight, self._traffic
@@ -141,6 +168,15 @@ class AllGather(_Collective):
         self._outbox.append(message.payload.data)
 
     def server_sum(self):
+        self._gather()
+        return self._take()
+
+    def server_updates(self):
+        self._gather()
+        return super().server_updates()
+
+    def _gather(self) -> None:
+        """Every process's messages, read here in device order."""
         outbox = bytearray(b"".join(self._outbox))  # empty when no device here reported this round
         mine = torch.frombuffer(outbox, dtype=torch.uint8) if outbox else torch.zeros(0, dtype=torch.uint8)
         world, on = dist.get_world_size(self.group), self.device
@@ -158,7 +194,6 @@ class AllGather(_Collective):
             received += _unpack(buffer[: int(length)].numpy().tobytes())
         for message in sorted(received, key=lambda message: message.sender):  # device order
             self._receive(message)
-        return self._take()
 
 
 def _unpack(data: bytes) -> list[Message]:
@@ -171,11 +206,13 @@ def _unpack(data: bytes) -> list[Message]:
     return out
 
 
-def make_transport(kind: str, codec: Codec, numels: list[int], world_size: int, ledger=None):
+def make_transport(
+    kind: str, codec: Codec, numels: list[int], world_size: int, ledger=None, keep_updates: bool = False
+):
     """The transport of a run of ``world_size`` processes (in-process when there is one), writing
-    ``ledger``."""
+    ``ledger``; with ``keep_updates`` it hands the server each update."""
     if kind not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {kind!r}")
     if world_size == 1:
-        return InProcess(codec, numels, ledger)
-    return (AllReduce if kind == "dense" else AllGather)(codec, numels, ledger)
+        return InProcess(codec, numels, ledger, keep_updates)
+    return (AllReduce if kind == "dense" else AllGather)(codec, numels, ledger, keep_updates)
