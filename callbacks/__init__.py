@@ -4,6 +4,7 @@ from callbacks.communication_budget import CommunicationBudget
 from callbacks.communication_monitor import CommunicationMonitor
 from callbacks.federated_evaluation import FederatedEvaluation
 from callbacks.kl_warmup import KLWarmup
+from callbacks.robustness_monitor import RobustnessMonitor
 from callbacks.run_checkpoint import RunCheckpoint
 from callbacks.run_progress import RunProgressBar
 from callbacks.sparse_export import SparseModelExport, load_sparse_state_dict
@@ -14,6 +15,7 @@ __all__ = [
     "CommunicationMonitor",
     "FederatedEvaluation",
     "KLWarmup",
+    "RobustnessMonitor",
     "RunCheckpoint",
     "RunProgressBar",
     "SparseModelExport",

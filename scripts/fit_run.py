@@ -20,6 +20,7 @@ from callbacks import (
     CommunicationMonitor,
     FederatedEvaluation,
     KLWarmup,
+    RobustnessMonitor,
     RunCheckpoint,
     RunProgressBar,
     SparseModelExport,
@@ -192,6 +193,8 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
         callbacks.append(CommunicationBudget(args.comm_budget_bytes))
     if args.eval_devices:
         callbacks.append(FederatedEvaluation(args.eval_devices, seed=args.seed))
+    if args.aggregator or args.enforce_mask:
+        callbacks.append(RobustnessMonitor())
     return callbacks
 
 

@@ -31,7 +31,7 @@ BASE = [
 ]  # fmt: skip
 KINDS = {"sparse": ["--share-log-sigma2", "--enforce-mask"], "dense": ["--dense"]}
 AGGREGATORS = ["mean", "median", "trimmed_mean:0.25", "krum:3", "multi_krum:3:10", "bulyan:3"]
-ATTACKS = ["none", "sign_flip", "scale:10", "gaussian:1", "label_flip", "alie", "ipm:0.1"]
+ATTACKS = ["none", "sign_flip", "scale:10", "scale:-10", "gaussian:1", "label_flip", "alie", "ipm:0.1"]
 FRACTION = "0.2"
 
 

@@ -155,3 +155,28 @@ def test_an_omniscient_attack_runs_in_one_process():
     assert attack_of(config, num_devices=8, seed=0, processes=1).malicious == frozenset(
         choose_malicious(8, 0.25, 0)
     )
+
+
+def test_the_robustness_monitor_logs_each_round_s_rejected_values_and_krum_s_choice(data_dir, tmp_path):
+    from callbacks import RobustnessMonitor
+
+    pl.seed_everything(SEED, verbose=False)
+    dm = FederatedDataModule("mnist", 4, batch_size=16, data_dir=data_dir, val_size=64)
+    network = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), init_log_sigma2=-6.0)
+    module = SparseVDClassifier(network, num_train=N_TRAIN, lr=1e-2, mask_log_sigma2=True)
+    strategy = FederatedStrategy(
+        share_log_sigma2=True, enforce_mask=True, aggregator="multi_krum:0:2", attack="gaussian:0.1",
+        malicious_fraction=0.25,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, max_steps=2, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        limit_val_batches=0, default_root_dir=tmp_path, callbacks=[RobustnessMonitor()],
+    )  # fmt: skip
+    trainer.fit(module, dm)
+    metrics = trainer.callback_metrics
+    aggregation = strategy.server_aggregation
+    assert float(metrics["robust/rejected_values"]) == aggregation.rejected_values > 0
+    assert float(metrics["robust/chosen"]) == 2 == len(aggregation.chosen)
+    attackers = sum(d in strategy.attack.malicious for d in aggregation.chosen)
+    assert float(metrics["robust/chosen_attackers"]) == attackers

@@ -18,6 +18,7 @@ def run_summary(
 ) -> dict:
     """The figures of a finished (or interrupted) run of ``FederatedStrategy`` under ``trainer``."""
     total = trainer.strategy.ledger.total
+    aggregation = getattr(trainer.strategy, "server_aggregation", None)
     return {
         "test_acc": float(test_metrics.get("test/acc", float("nan"))),
         "kept_fraction": kept_fraction,
@@ -40,6 +41,8 @@ def run_summary(
         "hardware": hardware_of(trainer.strategy.root_device),
         "export_bytes": export_sizes.get("export/sparse_bytes"),
         "export_dense_bytes": export_sizes.get("export/dense_bytes"),
+        "aggregator": repr(aggregation.aggregator) if aggregation is not None else "mean",
+        "rejected_values": aggregation.total_rejected if aggregation is not None else 0,
     }
 
 
