@@ -11,7 +11,7 @@ from typing_extensions import override
 
 from lightning_fed.communication import Codec, CommunicationLedger
 from lightning_fed.federation import DeviceStates, SharingPlan, hosted_devices, make_transport
-from lightning_fed.federation.adapter import DeviceBatches, check_supported, checked_ddp_options, round_output
+from lightning_fed.federation.adapter import batch_source, check_supported, checked_ddp_options, round_output
 from lightning_fed.federation.algorithm import FederatedAlgorithm, dense_traffic
 from lightning_fed.federation.attacks import Attack, attack_of
 from lightning_fed.federation.checkpoint import AtomicCheckpointIO
@@ -240,17 +240,11 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         self._non_finite, self._step_args = None, (rest, kwargs)
         step = self.lightning_module.trainer.global_step
         batch_index = args[1] if len(args) > 1 else kwargs.get("batch_idx", 0)
-        source = self._batch_source(batch)
+        source = batch_source(batch, self.algorithm, self.hosted_devices)
         self._round = this_round = self.algorithm.configure_round(self, step)
         start = self.algorithm.send_model(self, this_round)
-        if self.config.enforce_mask:  # M(alpha) of the model the devices received: public
-            self._public_keeps = self.plan.keeps(self.plan.masks(self.lightning_module))
-        hosted, losses, output = set(self.hosted_devices), [], None
-        devices = [d for d in this_round.reporting if d in hosted]
-        if self.attack is not None:
-            self.attack.begin_round(step, this_round.reporting)
-            devices = self.attack.order(devices)
-        for device in devices:
+        losses, output = [], None
+        for device in self.devices_of_round(this_round, step):
             with self._failures_named(device), self.devices.hosting(device) as state:
                 batches = self.algorithm.device_batches(self, source, device, state, batch_index)
                 if self.attack is not None:
@@ -265,17 +259,6 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         self.devices.rest()
         self._stop_if_non_finite()
         return round_output(output, losses, self.root_device)
-
-    def _batch_source(self, batch):
-        """The round's batches: the datamodule's device streams, or a loader's ``{device: batch}``."""
-        if callable(getattr(batch, "batch", None)):
-            return batch
-        if not isinstance(self.algorithm, PaperProtocol):
-            raise ValueError(
-                "a train loader of {device: batch} serves the paper's protocol only (every device, every "
-                "round, one step); use FederatedDataModule for sampled rounds or local steps"
-            )
-        return DeviceBatches(batch, self.hosted_devices)
 
     @override
     def backward(self, closure_loss: torch.Tensor, optimizer, *args: Any, **kwargs: Any) -> torch.Tensor:

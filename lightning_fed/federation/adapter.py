@@ -8,6 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from lightning_fed.federation.paper_protocol import PaperProtocol
+
 
 class DeviceBatches:
     """A loader's ``{device: batch}`` as a source of each hosted device's batch of the step."""
@@ -93,3 +95,16 @@ def _same(value, default) -> bool:
         return bool(value == default)
     except Exception:  # a tensor or another value with no plain equality
         return False
+
+
+def batch_source(batch, algorithm, hosted: list[int]):
+    """The round's batches: the datamodule's device streams, or a loader's ``{device: batch}``
+    (the paper's protocol only)."""
+    if callable(getattr(batch, "batch", None)):
+        return batch
+    if not isinstance(algorithm, PaperProtocol):
+        raise ValueError(
+            "a train loader of {device: batch} serves the paper's protocol only (every device, every "
+            "round, one step); use FederatedDataModule for sampled rounds or local steps"
+        )
+    return DeviceBatches(batch, hosted)

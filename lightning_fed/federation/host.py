@@ -51,6 +51,19 @@ class RoundHost:
         for param in self._trainable:
             param.grad = None
 
+    def devices_of_round(self, this_round, step: int) -> list[int]:
+        """The round's reporting devices hosted here, in the order they run (honest first for an
+        attack that sees them, :mod:`lightning_fed.federation.attacks`); the public ``M(alpha)``
+        noted first for the server's mask check."""
+        if self.config.enforce_mask:  # M(alpha) of the model the devices received: public
+            self._public_keeps = self.plan.keeps(self.plan.masks(self.lightning_module))
+        hosted = set(self.hosted_devices)
+        devices = [d for d in this_round.reporting if d in hosted]
+        if self.attack is None:
+            return devices
+        self.attack.begin_round(step, this_round.reporting)
+        return self.attack.order(devices)
+
     def upload(self, device: int, result) -> None:
         """``device``'s update through the upload way (its stages, then the codec), to the transport."""
         if self._non_finite is None and (kind := non_finite(result.loss, result.update)) is not None:
