@@ -93,6 +93,18 @@ def test_the_ledger_counts_the_payloads_written_and_they_hold_the_masked_gradien
     assert run["total"]["upload"] < run["total"]["dense_values"] / 2  # the masks left weights out
 
 
+def test_a_robust_aggregate_over_processes_is_the_one_process_aggregate_bit_for_bit(data_dir, tmp_path):
+    """The median of every update, attacker's included: the all-gather transport hands the server the
+    same decoded updates in the same device order in every process layout."""
+    options = ("--transport", "sparse", "--aggregator", "median", "--attack", "scale:-10",
+               "--malicious-fraction", "0.25", "--max-epochs", "1")  # fmt: skip
+    one = federated_run(data_dir, tmp_path / "one", 1, *options)
+    two = federated_run(data_dir, tmp_path / "two", 2, *options)
+    assert without_transport(two["history"]) == without_transport(one["history"])
+    for name, value in one["state"].items():
+        assert torch.equal(two["state"][name], value), name
+
+
 @pytest.mark.parametrize("options", [("--dense",), ("--share-log-sigma2",)])
 def test_the_dense_baseline_and_algorithm_1_are_the_same_in_one_process_as_in_four(
     data_dir, tmp_path, options

@@ -82,6 +82,9 @@ def main() -> None:
     parser.add_argument("--devices-per-round", type=int, default=None)
     parser.add_argument("--local-steps", type=int, default=1)
     parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--aggregator", default=None)
+    parser.add_argument("--attack", default=None)
+    parser.add_argument("--malicious-fraction", type=float, default=0.0)
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,8 @@ def main() -> None:
     strategy = FederatedStrategy(
         transport=args.transport, share_log_sigma2=args.share_log_sigma2, codec=codec,
         devices_per_round=args.devices_per_round, local_steps=args.local_steps,
-        failure_rate=args.failure_rate,
+        failure_rate=args.failure_rate, aggregator=args.aggregator, attack=args.attack,
+        malicious_fraction=args.malicious_fraction,
     )  # fmt: skip
     trainer = pl.Trainer(
         accelerator="cpu", devices=args.processes, num_nodes=args.num_nodes, strategy=strategy,
