@@ -55,7 +55,7 @@ class Attack(Stage):
 
     def __init__(self, malicious) -> None:
         self.malicious = frozenset(int(d) for d in malicious)
-        self._round: tuple[int, list[int]] = (-1, [])  # (step, the round's reporting devices)
+        self._reporting: list[int] = []  # the round's reporting devices
         self._honest: list[list[torch.Tensor]] = []
 
     def _args(self) -> str:
@@ -67,7 +67,7 @@ class Attack(Stage):
 
     def begin_round(self, step: int, reporting: list[int]) -> None:
         """The round's reporting devices, before any of them sends."""
-        self._round, self._honest = (step, list(reporting)), []
+        self._reporting, self._honest = list(reporting), []
 
     def order(self, devices: list[int]) -> list[int]:
         """The order the host runs ``devices`` in: honest first when the attack must see them."""
@@ -156,7 +156,7 @@ class ALittleIsEnough(Attack):
         """``Z``, or the paper's ``z_max`` for the round's ``n`` devices and ``f`` attackers."""
         if self.z is not None:
             return self.z
-        reporting = self._round[1]
+        reporting = self._reporting
         n, f = len(reporting), sum(d in self.malicious for d in reporting)
         s = math.floor(n / 2 + 1) - f
         return NormalDist().inv_cdf(min(max((n - s) / n, 1e-6), 1 - 1e-6))

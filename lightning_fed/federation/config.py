@@ -183,12 +183,13 @@ class FederationConfig:
 
     def _check_robustness(self) -> None:
         """The aggregator, the mask check and the attack, alone and together, or a one-line error."""
-        robust = make_aggregator(self.aggregator).needs_updates
+        aggregator = make_aggregator(self.aggregator)
+        robust = aggregator.needs_updates
         if robust and self.aggregation == "weighted":
             raise ValueError(
                 f"aggregator={self.aggregator!r} weighs every update alike; use aggregation='mean'"
             )
-        if robust and self.failure_rate and isinstance(make_aggregator(self.aggregator), (Krum, Bulyan)):
+        if self.failure_rate and isinstance(aggregator, (Krum, Bulyan)):
             raise ValueError(
                 f"aggregator={self.aggregator!r} assumes the same number of updates every round; "
                 "it does not go with failure_rate > 0"

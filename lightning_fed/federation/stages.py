@@ -144,10 +144,6 @@ class Way:
         return f"Way({' -> '.join([*(repr(s) for s in self.stages), repr(self.codec)])})"
 
     @property
-    def lossy(self) -> bool:
-        return bool(getattr(self.codec, "lossy", False))
-
-    @property
     def state_names(self) -> tuple[str, ...]:
         """What the stages keep in the sender's state, each name once."""
         return tuple(dict.fromkeys(name for stage in self.stages for name in stage.state_names))
