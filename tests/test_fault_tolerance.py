@@ -280,6 +280,27 @@ def test_the_watchdog_names_a_killed_device_process_at_once_and_an_erroring_one_
     )
 
 
+_CLOSES_AT_EXIT = """
+import atexit, sys, torch.distributed as dist
+from lightning_fed.federation import watchdog
+atexit.register(lambda: print("open at exit:", dist.is_initialized()))  # runs after the later ones
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=0, world_size=1)
+watchdog.close_process_group_at_exit()
+watchdog.close_process_group_at_exit()
+print("registered:", watchdog._closing_registered)
+"""
+
+
+def test_a_process_that_ends_normally_closes_its_gloo_group_before_the_interpreter_shuts_down(tmp_path):
+    """Lightning closes NCCL groups only; an open gloo group can abort a finished run at exit."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CLOSES_AT_EXIT, str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["registered: True", "open at exit: False"]
+
+
 class _RaisesAt(SparseVDClassifier):
     def training_step(self, batch, batch_idx):
         if self.trainer.global_step == 1 and self.trainer.strategy.devices.current == 2:

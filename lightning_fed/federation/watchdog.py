@@ -10,8 +10,14 @@ to report the same error itself (a non-finite loss is raised on every process at
 step). Each device process dies with its launcher (:func:`die_with_parent`, Linux), so a lost
 launcher leaves no process behind either. Checkpoints are written atomically, so the last one
 is whole whatever moment the run is stopped at.
+
+A process that ends normally closes its process group before the interpreter shuts down
+(:func:`close_process_group_at_exit`): Lightning does so for NCCL only, and a gloo group left
+open can abort the process at exit (SIGABRT, "terminate called without an active exception")
+after the run itself succeeded.
 """
 
+import atexit
 import ctypes
 import os
 import signal
@@ -19,6 +25,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+
+import torch.distributed as dist
 
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError
 from lightning_fed.federation.hosting import hosted_devices
@@ -41,6 +49,35 @@ def exit_description(code: int) -> str:
             name = "unknown"
         return f"was killed by signal {-code} ({name})"
     return f"exited with code {code}"
+
+
+def close_process_group() -> None:
+    """Destroy the default process group if one is open (a no-op otherwise).
+
+    Example::
+
+        >>> close_process_group()  # nothing open here: nothing to do
+        >>> dist.is_initialized()
+        False
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+_closing_registered = False
+
+
+def close_process_group_at_exit() -> None:
+    """Have :func:`close_process_group` run at interpreter exit, once however often this is called.
+
+    Gloo's worker threads may still hold work whose tensors refer to Python objects; destroying
+    them during interpreter finalisation aborts the process (pytorch/pytorch#179291), so the group
+    is destroyed while the interpreter is still whole.
+    """
+    global _closing_registered
+    if not _closing_registered:
+        atexit.register(close_process_group)
+        _closing_registered = True
 
 
 class ProcessWatchdog(threading.Thread):
@@ -132,7 +169,9 @@ class ProcessWatching:
     _watched = False
 
     def watch_processes(self) -> None:
-        """Start watching the device processes this one launched (or die with the launcher)."""
+        """Start watching the device processes this one launched (or die with the launcher);
+        close the process group at exit."""
+        close_process_group_at_exit()
         if self.world_size == 1 or self._watched:
             return
         self._watched = True
