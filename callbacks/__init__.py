@@ -4,6 +4,7 @@ from callbacks.communication_budget import CommunicationBudget
 from callbacks.communication_monitor import CommunicationMonitor
 from callbacks.federated_evaluation import FederatedEvaluation
 from callbacks.kl_warmup import KLWarmup
+from callbacks.privacy_monitor import PrivacyMonitor
 from callbacks.robustness_monitor import RobustnessMonitor
 from callbacks.run_checkpoint import RunCheckpoint
 from callbacks.run_progress import RunProgressBar
@@ -15,6 +16,7 @@ __all__ = [
     "CommunicationMonitor",
     "FederatedEvaluation",
     "KLWarmup",
+    "PrivacyMonitor",
     "RobustnessMonitor",
     "RunCheckpoint",
     "RunProgressBar",

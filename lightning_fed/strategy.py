@@ -26,6 +26,7 @@ from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.saving import FederatedCheckpointing
 from lightning_fed.federation.server_aggregation import ServerAggregation, checked_server_aggregation
 from lightning_fed.federation.watchdog import ProcessWatching
+from lightning_fed.privacy.dp_fedavg import dp_fedavg_of, stop_when_privacy_spent
 
 
 class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPStrategy):
@@ -96,6 +97,11 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         enforce_mask: bool = False,
         attack: str | None = None,
         malicious_fraction: float = 0.0,
+        dp_clip: float | None = None,
+        dp_noise_multiplier: float | None = None,
+        target_epsilon: float | None = None,
+        dp_delta: float = 1e-5,
+        dp_accountant: str | None = None,
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         **options: Any,
@@ -202,7 +208,11 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
             num_devices, config.devices_per_round, config.sampling, config.failure_rate, self.seed, weights
         )
         self._set_up_optimizers()
-        self.server_aggregation = checked_server_aggregation(config, config.devices_per_round or num_devices)
+        privacy = dp_fedavg_of(config, num_devices, self.seed, trainer, self.plan)
+        self.server_aggregation = checked_server_aggregation(
+            config, config.devices_per_round or num_devices, privacy
+        )
+        self.compression.set_clip(privacy.upload_stage if privacy is not None else None)
         self.attack = attack_of(config, num_devices, self.seed, self.world_size, trainer)
         self.compression.set_attack(self.attack)
         self.devices = DeviceStates(
@@ -212,7 +222,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
             feedback=self.compression.feedback_kinds,
         )  # fmt: skip
         self.restore_devices()
-        numels = self.algorithm.upload_numels(self)
+        numels = self.server_aggregation.numels = self.algorithm.upload_numels(self)
         self.transport_of_round = make_transport(
             self.config.transport, self.codec, numels, self.world_size, self.ledger,
             keep_updates=self.server_aggregation.needs_updates,
@@ -267,7 +277,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         module = self.lightning_module
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
         # the uploads, read and counted by the transport; their mean or a robust aggregate
-        average, weight = self.server_aggregation.average(self.transport_of_round, self._public_keeps)
+        average, weight = self.server_aggregation.average(
+            self.transport_of_round, self._public_keeps, step=module.trainer.global_step
+        )
         this_round = self._round
         self.ledger.record(
             dense_traffic(self.plan.dense_numel, len(this_round.sampled), len(this_round.reporting))
@@ -283,6 +295,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
     def optimizer_step(self, optimizer, closure, model=None, **kwargs: Any) -> Any:
         output = super().optimizer_step(optimizer, closure, model, **kwargs)
         self.ledger.end_step(epoch=self.lightning_module.current_epoch)
+        stop_when_privacy_spent(self.server_aggregation.privacy, self.lightning_module.trainer)
         return output
 
     # ---------------------------------------------------------------- evaluation

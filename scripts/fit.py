@@ -68,7 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("rounds (the paper: every device, every round, one step, server Adam)")
     g.add_argument("--devices-per-round", type=int_at_least(1), help="K devices per round (default: N)")
     g.add_argument(
-        "--sampling", default="uniform", choices=["uniform", "weighted"], help="K of N: uniform or by size"
+        "--sampling",
+        default="uniform",
+        choices=["uniform", "weighted", "poisson"],
+        help="K of N: uniform, by size, or each device with probability K/N (poisson)",
     )
     g.add_argument("--local-steps", type=int_at_least(1), help="H local steps per round (default 1)")
     g.add_argument("--local-epochs", type=int_at_least(1), help="instead of H: passes over its shard")
@@ -141,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     g.add_argument(
         "--malicious-fraction", type=fraction_below_1, default=0.0, help="the share of devices that attack"
+    )
+    g = p.add_argument_group("privacy (client-level DP-FedAvg: clipped uploads, a noised sum, an accountant)")
+    g.add_argument("--dp-clip", type=finite_float, default=None, metavar="C", help="L2 bound of each upload")
+    g.add_argument(
+        "--dp-noise-multiplier", type=finite_float, default=None, metavar="SIGMA",
+        help="noise std over C (default: calibrated from --target-epsilon)",
+    )  # fmt: skip
+    g.add_argument(
+        "--target-epsilon", type=finite_float, default=None, help="privacy budget: stop when spent"
+    )
+    g.add_argument("--dp-delta", type=finite_float, default=1e-5, help="the guarantee's delta")
+    g.add_argument(
+        "--dp-accountant", default=None, choices=["pld", "rdp"], help="default: pld (rdp for exactly K)"
     )
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
@@ -250,7 +266,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_rounds(parser, args)
     _check_codecs(parser, args)
     _check_robustness(parser, args)
+    _check_privacy(parser, args)
     return args
+
+
+def _check_privacy(parser, args) -> None:
+    """DP's options and what they go with (the library's checks, in fit.py's flags)."""
+    dp = (args.dp_clip, args.dp_noise_multiplier, args.target_epsilon, args.dp_accountant)
+    if all(option is None for option in dp):
+        return
+    from fit_run import as_flags, federation_config
+
+    from lightning_fed.privacy.accountant import PrivacyAccountant
+
+    if args.dp_clip is not None and not (args.share_log_sigma2 or args.dense):
+        parser.error(
+            "--dp-clip needs --share-log-sigma2 (Algorithm 1) or --dense: under the paper's variant each "
+            "device's mask follows from its private log_sigma2, so which weights it sends is itself private"
+        )
+    try:
+        federation_config(args)
+        if args.dp_clip is not None:
+            K = args.devices_per_round or args.devices
+            PrivacyAccountant(1.0, args.dp_delta, args.devices, K, args.sampling, args.dp_accountant)
+    except ValueError as error:
+        parser.error(as_flags(str(error)))
 
 
 def _check_robustness(parser, args) -> None:

@@ -20,6 +20,7 @@ from callbacks import (
     CommunicationMonitor,
     FederatedEvaluation,
     KLWarmup,
+    PrivacyMonitor,
     RobustnessMonitor,
     RunCheckpoint,
     RunProgressBar,
@@ -59,8 +60,9 @@ _FLAGS = {
     "accelerator": "--accelerator", "output_dir": "--output-dir", "resume": "--resume",
     "network": "--network", "data_dir": "--data-dir", "sampling": "--sampling",
     "aggregation": "--aggregation", "aggregator": "--aggregator", "enforce_mask": "--enforce-mask",
-    "attack": "--attack", "malicious_fraction": "--malicious-fraction",
-    "share_log_sigma2": "--share-log-sigma2",
+    "attack": "--attack", "malicious_fraction": "--malicious-fraction", "dp_clip": "--dp-clip",
+    "dp_noise_multiplier": "--dp-noise-multiplier", "target_epsilon": "--target-epsilon",
+    "dp_delta": "--dp-delta", "dp_accountant": "--dp-accountant", "share_log_sigma2": "--share-log-sigma2",
 }  # fmt: skip
 _SWITCHES = {"download=True": "--download"}  # a library argument set to True is a flag given
 
@@ -122,7 +124,9 @@ def round_options(args) -> dict:
         "download_error_feedback": args.download_error_feedback,
         "download": "delta" if args.download_delta else "model",
         "aggregator": args.aggregator, "enforce_mask": args.enforce_mask, "attack": args.attack,
-        "malicious_fraction": args.malicious_fraction,
+        "malicious_fraction": args.malicious_fraction, "dp_clip": args.dp_clip,
+        "dp_noise_multiplier": args.dp_noise_multiplier, "target_epsilon": args.target_epsilon,
+        "dp_delta": args.dp_delta, "dp_accountant": args.dp_accountant,
     }  # fmt: skip
 
 
@@ -195,6 +199,8 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
         callbacks.append(FederatedEvaluation(args.eval_devices, seed=args.seed))
     if args.aggregator or args.enforce_mask:
         callbacks.append(RobustnessMonitor())
+    if args.dp_clip is not None:
+        callbacks.append(PrivacyMonitor(logging_interval=args.log_every_n_steps))
     return callbacks
 
 

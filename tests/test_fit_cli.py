@@ -167,6 +167,69 @@ BAD_INPUT = [
     (["--attack", "sign_flip"], r"--attack 'sign_flip' needs --malicious-fraction > 0"),
     (["--malicious-fraction", "0.2"], r"--malicious-fraction 0.2 needs an attack"),
     (["--enforce-mask"], r"--enforce-mask needs --share-log-sigma2 and the mask"),
+    (
+        ["--dp-clip", "1", "--dense"],
+        r"^fit.py: error: --dp-clip needs --dp-noise-multiplier, or --target-epsilon",
+    ),
+    (
+        ["--dp-clip", "0", "--dense", "--target-epsilon", "3"],
+        r"--dp-clip must be a finite number > 0, got 0.0$",
+    ),
+    (
+        ["--dp-clip", "1", "--dp-noise-multiplier", "1"],
+        r"--dp-clip needs --share-log-sigma2 \(Algorithm 1\) or --dense: under the paper's variant",
+    ),
+    (
+        ["--dp-clip", "1", "--dense", "--dp-noise-multiplier", "-1"],
+        r"--dp-noise-multiplier must be a finite number >= 0, got -1.0$",
+    ),
+    (
+        ["--dp-clip", "1", "--dense", "--target-epsilon", "-2"],
+        r"--target-epsilon must be a finite number > 0, got -2.0$",
+    ),
+    (
+        ["--dp-clip", "1", "--dense", "--target-epsilon", "3", "--dp-delta", "1"],
+        r"--dp-delta must be a number in \(0, 1\)",
+    ),
+    (["--dp-noise-multiplier", "1"], r"--dp-noise-multiplier needs --dp-clip \(the L2 bound"),
+    (
+        ["--dp-clip", "1", "--dense", "--target-epsilon", "3", "--aggregation", "weighted"],
+        r"--dp-clip: DP-FedAvg's sum weighs every device alike .*; use --aggregation 'mean'$",
+    ),
+    (
+        ["--dp-clip", "1", "--dense", "--target-epsilon", "3", "--aggregator", "median"],
+        r"--dp-clip: the noise is calibrated to the mean's sensitivity, not to --aggregator 'median''s$",
+    ),
+    (
+        [
+            "--devices",
+            "4",
+            "--devices-per-round",
+            "2",
+            "--dp-clip",
+            "1",
+            "--dense",
+            "--target-epsilon",
+            "3",
+            "--dp-accountant",
+            "pld",
+        ],
+        r"--dp-accountant 'pld' does not know sampling exactly K of N devices; use --sampling 'poisson'",
+    ),  # fmt: skip
+    (
+        [
+            "--dp-clip",
+            "1",
+            "--dense",
+            "--target-epsilon",
+            "3",
+            "--attack",
+            "sign_flip",
+            "--malicious-fraction",
+            "0.5",
+        ],
+        r"--dp-clip: --attack 'sign_flip' sends what it likes, unclipped",
+    ),
     (["--resume", "absent.ckpt"], r"checkpoint 'absent.ckpt' does not exist"),
     (["--resume"], r"checkpoints/last.ckpt' is not a readable PyTorch file"),
     ([], r"already holds a run \(summary.json\); pass --resume 'last' to continue it"),

@@ -86,7 +86,7 @@ def test_failed_devices_are_sampled_but_do_not_report_at_the_stated_rate():
         ({"devices_per_round": 9}, r"^devices_per_round must be an integer in \[1, 8\], got 9$"),
         ({"failure_rate": 1.0}, r"^failure_rate must be a number in \[0, 1\), got 1.0$"),
         ({"failure_rate": -0.1}, r"^failure_rate must be a number in \[0, 1\), got -0.1$"),
-        ({"sampling": "zipf"}, r"^sampling must be one of uniform, weighted, got 'zipf'$"),
+        ({"sampling": "zipf"}, r"^sampling must be one of uniform, weighted, poisson, got 'zipf'$"),
         ({"sampling": "weighted"}, r"^sampling='weighted' needs weights"),
     ],
 )

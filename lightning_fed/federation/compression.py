@@ -83,14 +83,26 @@ class Compression:
         filters, writer = codec_stages(self.codec)
         self._upload = ([MaskByAlpha(), *momentum, *feedback, *filters, *upload_stages], writer)
         self.upload_way = Way(*self._upload)
+        self._clip = self._attack = None
         self._download_stages = list(download_stages)
         self._download_way()
 
     def set_attack(self, attack) -> None:
         """The attackers' stage (:mod:`lightning_fed.federation.attacks`) last on the upload way,
         just before the codec (None: no attack)."""
+        self._attack = attack
+        self._last_stages()
+
+    def set_clip(self, clip) -> None:
+        """DP-FedAvg's clipping (:class:`~lightning_fed.privacy.ClipToNorm`) after every other honest
+        stage of the upload way: what is sent is what is bounded (None: no clipping)."""
+        self._clip = clip
+        self._last_stages()
+
+    def _last_stages(self) -> None:
         stages, writer = self._upload
-        self.upload_way = Way([*stages, *([attack] if attack is not None else [])], writer)
+        last = [stage for stage in (self._clip, self._attack) if stage is not None]
+        self.upload_way = Way([*stages, *last], writer)
 
     def _download_way(self) -> None:
         server_feedback = [ServerErrorFeedback()] if self.download_error_feedback else []

@@ -10,10 +10,10 @@ Example::
     >>> config = FederationConfig(devices_per_round=50, local_epochs=1)
     >>> config.synchronous(num_devices=1000), config.sends_deltas
     (False, True)
-    >>> FederationConfig(sampling="poisson")
+    >>> FederationConfig(sampling="random")
     Traceback (most recent call last):
     ...
-    ValueError: sampling must be one of uniform, weighted, got 'poisson'
+    ValueError: sampling must be one of uniform, weighted, poisson, got 'random'
 """
 
 import math
@@ -28,6 +28,7 @@ from lightning_fed.federation.rounds import SAMPLINGS, check_failure_rate
 from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS
 from lightning_fed.federation.stages import Stage
 from lightning_fed.federation.transport import TRANSPORTS
+from lightning_fed.privacy.options import check_privacy
 
 AGGREGATIONS = ("mean", "weighted")
 CLIENT_OPTIMIZERS = ("module", "sgd")
@@ -90,9 +91,10 @@ class FederationConfig:
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
         mask: mask theta by ``M(alpha)`` before it is sent.
         devices_per_round: K, the devices sampled per round (default: all N).
-        sampling: ``"uniform"`` or ``"weighted"``: each device included with probability
-            proportional to its shard size (systematic sampling of exactly K; goes with
-            ``aggregation="mean"``, :class:`~lightning_fed.federation.rounds.RoundSchedule`).
+        sampling: ``"uniform"`` (exactly K), ``"poisson"`` (each device in with probability K / N)
+            or ``"weighted"``: each device included with probability proportional to its shard
+            size (systematic sampling of exactly K; goes with ``aggregation="mean"``,
+            :class:`~lightning_fed.federation.rounds.RoundSchedule`).
         local_steps: H, a sampled device's local steps per round (1: it sends its gradient).
         local_epochs: instead of H, passes over its own shard (its last batch may be short).
         failure_rate: chance that a sampled device fails to report (it sent nothing).
@@ -115,6 +117,13 @@ class FederationConfig:
         attack: what the attackers send (:mod:`lightning_fed.federation.attacks`): ``"sign_flip"``,
             ``"scale:BOOST"``, ``"gaussian:SIGMA"``, ``"label_flip"``, ``"alie[:Z]"``, ``"ipm[:EPS]"``.
         malicious_fraction: the fraction of the devices that attack, drawn from the seed.
+        dp_clip: client-level differential privacy (DP-FedAvg, :mod:`lightning_fed.privacy`): every
+            message clipped to this L2 norm C, the server's sum noised (None: no DP).
+        dp_noise_multiplier: sigma, the noise's standard deviation over C (None: calibrated from
+            ``target_epsilon`` for the run's planned rounds).
+        target_epsilon: the privacy budget; the run stops at the last round within it.
+        dp_delta: the guarantee's delta (default 1e-5).
+        dp_accountant: ``"pld"`` or ``"rdp"`` (None: pld, or rdp under sampling exactly K of N).
     """
 
     num_devices: int | None = None
@@ -145,11 +154,17 @@ class FederationConfig:
     enforce_mask: bool = False
     attack: str | None = None
     malicious_fraction: float = 0.0
+    dp_clip: float | None = None
+    dp_noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    dp_delta: float = 1e-5
+    dp_accountant: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("upload_stages", "download_stages"):
             object.__setattr__(self, name, _checked_stages(name, getattr(self, name)))
         self._check_robustness()
+        check_privacy(self)
         _check_choice("transport", self.transport, TRANSPORTS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("download", self.download, DOWNLOADS)

@@ -54,8 +54,10 @@ class RoundHost:
     def devices_of_round(self, this_round, step: int) -> list[int]:
         """The round's reporting devices hosted here, in the order they run (honest first for an
         attack that sees them, :mod:`lightning_fed.federation.attacks`); the public ``M(alpha)``
-        noted first for the server's mask check."""
-        if self.config.enforce_mask:  # M(alpha) of the model the devices received: public
+        noted first for the server's mask check and DP's noise."""
+        config = self.config
+        if config.enforce_mask or (config.dp_clip is not None and config.share_log_sigma2 and config.mask):
+            # M(alpha) of the model the devices received: public
             self._public_keeps = self.plan.keeps(self.plan.masks(self.lightning_module))
         hosted = set(self.hosted_devices)
         devices = [d for d in this_round.reporting if d in hosted]

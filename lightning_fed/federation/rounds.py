@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLINGS = ("uniform", "weighted")
+SAMPLINGS = ("uniform", "weighted", "poisson")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,10 @@ def systematic_sample(probabilities: np.ndarray, rng: np.random.Generator) -> np
 class RoundSchedule:
     """Samples ``devices_per_round`` of ``num_devices`` devices per round, without replacement.
 
-    ``sampling="uniform"`` gives every device the same chance; ``"weighted"`` includes device i
+    ``sampling="uniform"`` draws exactly K, every device with the same chance; ``"poisson"``
+    includes each device independently with probability K / N (K devices on average, some rounds
+    none: the sampling that differential privacy's amplification theorem assumes,
+    :mod:`lightning_fed.privacy`); ``"weighted"`` includes device i
     with probability proportional to its weight (shard size), ``K w_i / sum w`` capped at 1
     (:func:`inclusion_probabilities`), K devices every round (:func:`systematic_sample`). Then
     the plain mean of the sampled devices' updates is an unbiased estimate of the shard-size
@@ -111,6 +114,8 @@ class RoundSchedule:
         (2, 5, 7)
         >>> RoundSchedule(num_devices=4).round(7).sampled
         (0, 1, 2, 3)
+        >>> [len(RoundSchedule(1000, 50, "poisson").round(r).sampled) for r in range(4)]  # 50 on average
+        [49, 55, 57, 43]
     """
 
     def __init__(
@@ -133,7 +138,7 @@ class RoundSchedule:
         self.probabilities = self._probabilities(weights)
 
     def _probabilities(self, weights) -> np.ndarray | None:
-        if self.sampling == "uniform":
+        if self.sampling != "weighted":
             return None
         if weights is None:
             raise ValueError("sampling='weighted' needs weights (the devices' shard sizes)")
@@ -149,7 +154,12 @@ class RoundSchedule:
     @property
     def full(self) -> bool:
         """Every device takes part and reports, every round (the paper's protocol)."""
-        return self.devices_per_round == self.num_devices and self.failure_rate == 0
+        return self.devices_per_round == self.num_devices and self.failure_rate == 0 and not self.poisson
+
+    @property
+    def poisson(self) -> bool:
+        """Each device is drawn on its own, with probability K / N (K < N)."""
+        return self.sampling == "poisson" and self.devices_per_round < self.num_devices
 
     def round(self, index: int) -> Round:
         """The devices of round ``index``, sorted."""
@@ -157,7 +167,9 @@ class RoundSchedule:
             everyone = tuple(range(self.num_devices))
             return Round(index, everyone, everyone)
         rng = np.random.default_rng([self.seed, index, 0x5A4D])
-        if self.devices_per_round == self.num_devices:
+        if self.poisson:
+            sampled = np.flatnonzero(rng.random(self.num_devices) < self.devices_per_round / self.num_devices)
+        elif self.devices_per_round == self.num_devices:
             sampled = np.arange(self.num_devices)
         elif self.probabilities is None:
             sampled = rng.choice(self.num_devices, self.devices_per_round, replace=False)

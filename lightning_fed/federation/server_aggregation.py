@@ -12,6 +12,10 @@ before it aggregates, and counts them (``rejected_values``, per round and in tot
 paper's variant each device's mask depends on its own log_sigma2, which the server never sees, so
 it cannot check (refused).
 
+**Client-level DP** (``privacy``, :class:`~lightning_fed.privacy.DPFedAvg`): the uploads were
+clipped on their way; the server noises their sum and divides by the expected number of
+reporting devices, on the public mask's coordinates under Algorithm 1.
+
 Example::
 
     >>> import torch
@@ -42,11 +46,14 @@ def screen(update: list[torch.Tensor], keeps: list[torch.Tensor | None]) -> tupl
 class ServerAggregation:
     """The server's rule for a round (``aggregator``: a spec or an
     :class:`~lightning_fed.federation.aggregators.Aggregator`; None: the mean) and its figures:
-    ``rejected_values`` (last round), ``total_rejected``, ``chosen`` (the devices Krum chose)."""
+    ``rejected_values`` (last round), ``total_rejected``, ``chosen`` (the devices Krum chose);
+    ``privacy``: DP-FedAvg's server side (None: the exact mean), ``numels``: the upload's tensors'."""
 
-    def __init__(self, aggregator=None, enforce_mask: bool = False) -> None:
+    def __init__(self, aggregator=None, enforce_mask: bool = False, privacy=None) -> None:
         self.aggregator: Aggregator = make_aggregator(aggregator)
         self.enforce_mask = enforce_mask
+        self.privacy = privacy
+        self.numels: list[int] = []
         self.rejected_values = self.total_rejected = 0
         self.chosen: list[int] = []
 
@@ -55,21 +62,14 @@ class ServerAggregation:
         """Whether the server needs each device's update (else the transport's running sum serves)."""
         return self.aggregator.needs_updates or self.enforce_mask
 
-    def average(self, transport, public_keeps=None) -> tuple[list[torch.Tensor] | None, float]:
+    def average(self, transport, public_keeps=None, step: int = 0) -> tuple[list[torch.Tensor] | None, float]:
         """The round's update (None: nobody reported) and the weight behind it."""
+        if self.privacy is not None:
+            return self._private_average(transport, public_keeps, step)
         if not self.needs_updates:
             total, weight = transport.server_sum()
             return (None if total is None else [t / weight for t in total]), weight
-        received = transport.server_updates()
-        self.rejected_values = 0
-        if self.enforce_mask:
-            screened = []
-            for sender, update, weight in received:
-                update, rejected = screen(update, public_keeps)
-                self.rejected_values += rejected
-                screened.append((sender, update, weight))
-            received = screened
-            self.total_rejected += self.rejected_values
+        received = self._screened(transport.server_updates(), public_keeps)
         if not received:
             return None, 0.0
         updates, weights = [u for _, u, _ in received], [w for _, _, w in received]
@@ -79,18 +79,46 @@ class ServerAggregation:
             return average, float(len(updates))
         return _weighted_mean(updates, weights), float(sum(weights))
 
+    def _screened(self, received: list, public_keeps) -> list:
+        """``received`` with the mask check's zeroes (if on), counted."""
+        self.rejected_values = 0
+        if not self.enforce_mask:
+            return received
+        screened = []
+        for sender, update, weight in received:
+            update, rejected = screen(update, public_keeps)
+            self.rejected_values += rejected
+            screened.append((sender, update, weight))
+        self.total_rejected += self.rejected_values
+        return screened
+
+    def _private_average(self, transport, public_keeps, step: int) -> tuple[list[torch.Tensor], float]:
+        """DP-FedAvg's noised average of the round's clipped uploads (every device's weight 1)."""
+        if self.enforce_mask:
+            updates = [u for _, u, _ in self._screened(transport.server_updates(), public_keeps)]
+            total = [sum(tensors) for tensors in zip(*updates, strict=True)] if updates else None
+        else:
+            total, _ = transport.server_sum()
+        average = self.privacy.average(total, self.numels, public_keeps, step)
+        return average, self.privacy.expected
+
     def state_dict(self) -> dict:
-        return {"aggregator": self.aggregator.state_dict(), "total_rejected": self.total_rejected}
+        state = {"aggregator": self.aggregator.state_dict(), "total_rejected": self.total_rejected}
+        if self.privacy is not None:
+            state["privacy"] = self.privacy.state_dict()
+        return state
 
     def load_state_dict(self, state: dict | None) -> None:
         if state:
             self.aggregator.load_state_dict(state.get("aggregator", {}))
             self.total_rejected = int(state.get("total_rejected", 0))
+            if self.privacy is not None:
+                self.privacy.load_state_dict(state.get("privacy"))
 
 
-def checked_server_aggregation(config, per_round: int) -> ServerAggregation:
+def checked_server_aggregation(config, per_round: int, privacy=None) -> ServerAggregation:
     """The run's :class:`ServerAggregation`, its aggregator checked against ``per_round`` updates."""
-    aggregation = ServerAggregation(config.aggregator, config.enforce_mask)
+    aggregation = ServerAggregation(config.aggregator, config.enforce_mask, privacy)
     try:
         aggregation.aggregator.check_round(per_round)
     except ValueError as error:

@@ -43,7 +43,19 @@ def run_summary(
         "export_dense_bytes": export_sizes.get("export/dense_bytes"),
         "aggregator": repr(aggregation.aggregator) if aggregation is not None else "mean",
         "rejected_values": aggregation.total_rejected if aggregation is not None else 0,
+        **privacy_figures(getattr(aggregation, "privacy", None)),
     }
+
+
+def privacy_figures(privacy) -> dict:
+    """DP-FedAvg's figures for the summary: the guarantee spent and its parameters (empty without DP)."""
+    if privacy is None:
+        return {}
+    return {
+        "dp_epsilon": privacy.epsilon, "dp_delta": privacy.accountant.delta, "dp_clip": privacy.clip,
+        "dp_noise_multiplier": privacy.noise_multiplier, "dp_rounds": privacy.rounds,
+        "dp_accountant": privacy.accountant.kind, "dp_neighbours": privacy.accountant.neighbours,
+    }  # fmt: skip
 
 
 def write_run_files(output: Path, summary: dict, ledger: dict) -> None:
