@@ -2,7 +2,9 @@
 
 Under ``FederatedStrategy`` with client-level DP (``lightning_fed.privacy``) it logs
 ``privacy/epsilon`` (at the run's delta, from the accountant) every ``logging_interval`` rounds and
-after the last one, and ``privacy/rounds``. Under any other strategy it does nothing. The
+after the last one, ``privacy/rounds``, and that round's ``privacy/median_norm`` and
+``privacy/clipped_fraction`` (the uploads' L2 norms before clipping, of the devices process 0
+hosts: what to look at when choosing the clip). Under any other strategy it does nothing. The
 accountant takes a fraction of a second per figure, which is why it is not asked every round.
 """
 
@@ -44,4 +46,4 @@ class PrivacyMonitor(pl.Callback):
         privacy = getattr(getattr(strategy, "server_aggregation", None), "privacy", None)
         if privacy is None:
             return {}
-        return {"epsilon": privacy.epsilon, "rounds": privacy.rounds}
+        return {"epsilon": privacy.epsilon, "rounds": privacy.rounds, **privacy.norm_figures()}

@@ -251,6 +251,12 @@ def test_every_upload_is_clipped_and_the_server_averages_it_with_noise_on_the_pu
             expected = (total + noise[i]) / privacy.expected  # two devices a round on average
             assert torch.allclose(aggregate["args"][2][i].reshape(-1), expected, rtol=1e-5, atol=1e-7)
     assert privacy.expected == 2.0 and pruned > 0  # some weights were pruned, and not noised
+    last = [c for c in uploads if c["step"] == 3]
+    clip_norms = sorted(privacy.round_norms)
+    assert len(clip_norms) == len(last)
+    figures = privacy.norm_figures()
+    assert figures["clipped_fraction"] == sum(n > 0.05 for n in clip_norms) / len(clip_norms)
+    assert figures["median_norm"] == pytest.approx(float(np.median(clip_norms)), rel=1e-12)
 
 
 def test_the_same_seed_gives_the_same_noise_and_model_and_the_noise_moves_it(data_dir, tmp_path):

@@ -68,6 +68,7 @@ class DPFedAvg:
         self.noise = GaussianNoise(self.noise_multiplier, self.upload_stage.bound, seed)
         self.expected = per_round * (1.0 - failure_rate)
         self.rounds = 0
+        self.round_norms: list[float] = []  # the last round's uploads' norms before clipping (hosted here)
         self.budget_rounds = (
             None
             if target_epsilon is None
@@ -83,6 +84,16 @@ class DPFedAvg:
         """Epsilon spent by the rounds so far, at the accountant's delta."""
         return self.accountant.epsilon(self.rounds)
 
+    def norm_figures(self) -> dict[str, float]:
+        """The last round's uploads (those this process hosts) before clipping: their median L2
+        norm and the fraction the clip cut; what to look at when choosing C (empty: none sent)."""
+        norms = self.round_norms
+        if not norms:
+            return {}
+        middle = len(norms) // 2
+        median = norms[middle] if len(norms) % 2 else (norms[middle - 1] + norms[middle]) / 2
+        return {"median_norm": median, "clipped_fraction": sum(n > self.clip for n in norms) / len(norms)}
+
     @property
     def budget_spent(self) -> bool:
         """Whether another round would spend more than ``target_epsilon``."""
@@ -91,6 +102,8 @@ class DPFedAvg:
     def average(self, total, numels: list[int], keeps, step: int) -> list[torch.Tensor]:
         """The round's noised average of the clipped uploads' sum ``total``; the round is counted."""
         self.rounds += 1
+        self.round_norms = sorted(self.upload_stage.norms.values())
+        self.upload_stage.norms.clear()
         return self.noise.noised_average(total, numels, self.expected, keeps, step)
 
     def describe(self) -> str:
