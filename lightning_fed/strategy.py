@@ -26,7 +26,7 @@ from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.saving import FederatedCheckpointing
 from lightning_fed.federation.server_aggregation import ServerAggregation, checked_server_aggregation
 from lightning_fed.federation.watchdog import ProcessWatching
-from lightning_fed.privacy.dp_fedavg import dp_fedavg_of, stop_when_privacy_spent
+from lightning_fed.privacy.dp_fedavg import BIT_CODEC, dp_fedavg_of, stop_when_privacy_spent
 
 
 class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPStrategy):
@@ -102,6 +102,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         target_epsilon: float | None = None,
         dp_delta: float = 1e-5,
         dp_accountant: str | None = None,
+        dp_target_quantile: float | None = None,
+        dp_clip_lr: float = 0.2,
+        dp_count_noise: float | None = None,
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         **options: Any,
@@ -227,6 +230,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
             self.config.transport, self.codec, numels, self.world_size, self.ledger,
             keep_updates=self.server_aggregation.needs_updates,
         )  # fmt: skip
+        if privacy is not None and privacy.adaptive is not None:  # the clip bits travel on their own
+            privacy.bits = make_transport(self.config.transport, BIT_CODEC, [1], self.world_size, self.ledger)
 
     def _set_up_optimizers(self) -> None:
         """The module's optimizer is the devices' (client) one, or SGD with ``client_lr``; the

@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--dp-delta", type=finite_float, default=1e-5, help="the guarantee's delta")
     g.add_argument(
+        "--dp-target-quantile", type=finite_float, default=None, metavar="GAMMA",
+        help="adaptive clipping: the clip follows this quantile of the update norms (--dp-clip: its start)",
+    )  # fmt: skip
+    g.add_argument("--dp-clip-lr", type=finite_float, default=0.2, help="adaptive clipping's learning rate")
+    g.add_argument("--dp-count-noise", type=finite_float, default=None, help="noise on the clip count")
+    g.add_argument(
         "--dp-accountant", default=None, choices=["pld", "rdp"], help="default: pld (rdp for exactly K)"
     )
     g = p.add_argument_group("data")
@@ -272,12 +278,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _check_privacy(parser, args) -> None:
     """DP's options and what they go with (the library's checks, in fit.py's flags)."""
-    dp = (args.dp_clip, args.dp_noise_multiplier, args.target_epsilon, args.dp_accountant)
+    dp = (
+        args.dp_clip,
+        args.dp_noise_multiplier,
+        args.target_epsilon,
+        args.dp_accountant,
+        args.dp_target_quantile,
+    )
     if all(option is None for option in dp):
         return
     from fit_run import as_flags, federation_config
 
     from lightning_fed.privacy.accountant import PrivacyAccountant
+    from lightning_fed.privacy.adaptive_clip import update_noise_multiplier
 
     if args.dp_clip is not None and not (args.share_log_sigma2 or args.dense):
         parser.error(
@@ -289,6 +302,9 @@ def _check_privacy(parser, args) -> None:
         if args.dp_clip is not None:
             K = args.devices_per_round or args.devices
             PrivacyAccountant(1.0, args.dp_delta, args.devices, K, args.sampling, args.dp_accountant)
+            if args.dp_target_quantile is not None and args.dp_noise_multiplier is not None:
+                count_noise = args.dp_count_noise or K * (1 - args.failure_rate) / 20
+                update_noise_multiplier(args.dp_noise_multiplier, count_noise)
     except ValueError as error:
         parser.error(as_flags(str(error)))
 

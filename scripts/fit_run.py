@@ -63,6 +63,8 @@ _FLAGS = {
     "attack": "--attack", "malicious_fraction": "--malicious-fraction", "dp_clip": "--dp-clip",
     "dp_noise_multiplier": "--dp-noise-multiplier", "target_epsilon": "--target-epsilon",
     "dp_delta": "--dp-delta", "dp_accountant": "--dp-accountant", "share_log_sigma2": "--share-log-sigma2",
+    "dp_target_quantile": "--dp-target-quantile", "dp_clip_lr": "--dp-clip-lr",
+    "dp_count_noise": "--dp-count-noise",
 }  # fmt: skip
 _SWITCHES = {"download=True": "--download"}  # a library argument set to True is a flag given
 
@@ -127,6 +129,8 @@ def round_options(args) -> dict:
         "malicious_fraction": args.malicious_fraction, "dp_clip": args.dp_clip,
         "dp_noise_multiplier": args.dp_noise_multiplier, "target_epsilon": args.target_epsilon,
         "dp_delta": args.dp_delta, "dp_accountant": args.dp_accountant,
+        "dp_target_quantile": args.dp_target_quantile, "dp_clip_lr": args.dp_clip_lr,
+        "dp_count_noise": args.dp_count_noise,
     }  # fmt: skip
 
 

@@ -193,6 +193,24 @@ BAD_INPUT = [
     ),
     (["--dp-noise-multiplier", "1"], r"--dp-noise-multiplier needs --dp-clip \(the L2 bound"),
     (
+        ["--dp-clip", "1", "--dense", "--target-epsilon", "3", "--dp-target-quantile", "1"],
+        r"--dp-target-quantile must be a number in \(0, 1\), got 1.0$",
+    ),
+    (
+        [
+            "--dp-clip",
+            "1",
+            "--dense",
+            "--dp-noise-multiplier",
+            "1",
+            "--dp-target-quantile",
+            "0.5",
+            "--dp-count-noise",
+            "0.4",
+        ],
+        r"--dp-count-noise 0.4 must exceed half the noise multiplier \(0.5\)",
+    ),  # fmt: skip
+    (
         ["--dp-clip", "1", "--dense", "--target-epsilon", "3", "--aggregation", "weighted"],
         r"--dp-clip: DP-FedAvg's sum weighs every device alike .*; use --aggregation 'mean'$",
     ),

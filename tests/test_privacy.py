@@ -270,15 +270,17 @@ def test_the_same_seed_gives_the_same_noise_and_model_and_the_noise_moves_it(dat
     )
 
 
-def test_a_resumed_run_continues_the_accountant_and_the_noise_exactly(data_dir, tmp_path):
-    straight, whole, _ = _fit(data_dir, tmp_path / "straight", dp_clip=0.05, dp_noise_multiplier=0.7)
-    _fit(data_dir, tmp_path / "first", max_steps=2, every=2, dp_clip=0.05, dp_noise_multiplier=0.7)
+@pytest.mark.parametrize(
+    "adaptive", [{}, {"dp_target_quantile": 0.5, "dp_count_noise": 1.0}], ids=["fixed", "adaptive"]
+)
+def test_a_resumed_run_continues_the_accountant_the_clip_and_the_noise_exactly(data_dir, tmp_path, adaptive):
+    options = {"dp_clip": 0.05, "dp_noise_multiplier": 0.7, **adaptive}
+    straight, whole, _ = _fit(data_dir, tmp_path / "straight", **options)
+    _fit(data_dir, tmp_path / "first", max_steps=2, every=2, **options)
     checkpoint = tmp_path / "first" / "checkpoints" / "last.ckpt"
-    resumed, strategy, _ = _fit(
-        data_dir, tmp_path / "second", resume=str(checkpoint), dp_clip=0.05, dp_noise_multiplier=0.7
-    )
-    assert strategy.server_aggregation.privacy.rounds == whole.server_aggregation.privacy.rounds == 4
-    assert strategy.server_aggregation.privacy.epsilon == whole.server_aggregation.privacy.epsilon
+    resumed, strategy, _ = _fit(data_dir, tmp_path / "second", resume=str(checkpoint), **options)
+    ours, theirs = strategy.server_aggregation.privacy, whole.server_aggregation.privacy
+    assert ours.rounds == theirs.rounds == 4 and ours.epsilon == theirs.epsilon and ours.clip == theirs.clip
     for (name, value), other in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
@@ -313,3 +315,62 @@ def test_dpfedavg_refuses_a_checkpoint_noised_with_another_sigma():
     dp = DPFedAvg(1.0, 1.0, 1e-5, 100, 10, "poisson", seed=0)
     with pytest.raises(ValueError, match="noised with noise multiplier 2, not 1;"):
         dp.load_state_dict({"rounds": 3, "clip": 1.0, "noise_multiplier": 2.0})
+
+
+# ------------------------------------------------------------------------------ adaptive clipping
+def test_without_count_noise_the_clip_settles_at_the_target_quantile_of_the_norms():
+    """Fixed norms 1..100: each round C moves by a factor of at most exp(0.2 * 0.5) = 1.105, towards
+    the norm below which half the updates lie, and stays within one such step of it."""
+    from lightning_fed.privacy.adaptive_clip import AdaptiveClip
+    from lightning_fed.privacy.clipping import ClipBound
+
+    norms = np.arange(1, 101, dtype=float)
+    bound = ClipBound(0.1)
+    clip = AdaptiveClip(bound, target_quantile=0.5, learning_rate=0.2, count_noise=0.0, expected=100, seed=0)
+    for step in range(300):
+        clip.update(float((norms <= bound.value).sum()), step)
+        if step >= 200:
+            assert 50 / math.exp(0.2 * 0.5) - 1 <= bound.value <= 51 * math.exp(0.2 * 0.5), step
+
+
+def test_the_count_noise_has_standard_deviation_sigma_b():
+    """2,000 rounds: the noise recovered from each round's factor, exp(-eta (noised / E - gamma)), has
+    sample variance within six of its standard deviations, sqrt(2 / 2000), of sigma_b^2."""
+    from lightning_fed.privacy.adaptive_clip import AdaptiveClip
+    from lightning_fed.privacy.clipping import ClipBound
+
+    bound, eta, gamma, expected, within = ClipBound(1.0), 0.2, 0.5, 50.0, 20.0
+    clip = AdaptiveClip(bound, gamma, eta, count_noise=2.5, expected=expected, seed=1)
+    noise = []
+    for step in range(2000):
+        before = bound.value
+        clip.update(within, step)
+        noise.append((-math.log(bound.value / before) / eta + gamma) * expected - within)
+    assert abs(float(np.var(noise)) / 2.5**2 - 1) < 6 * math.sqrt(2 / 2000)
+
+
+def test_the_updates_noise_rises_so_that_the_pair_spends_what_sigma_does():
+    from lightning_fed.privacy.adaptive_clip import update_noise_multiplier
+
+    sigma, count = 1.2, 2.5
+    update = update_noise_multiplier(sigma, count)
+    assert update**-2 + (2 * count) ** -2 == pytest.approx(sigma**-2, rel=1e-12)
+    with pytest.raises(ValueError, match=r"dp_count_noise=0.6 must exceed half the noise multiplier \(0.6\)"):
+        update_noise_multiplier(sigma, 0.6)
+
+
+def test_adaptive_clipping_sends_each_bit_as_a_message_counted_in_the_ledger(data_dir, tmp_path, monkeypatch):
+    from lightning_fed.privacy import dp_fedavg
+
+    uploads = _spy(monkeypatch, Compression, "encode_upload")
+    bits = _spy(monkeypatch, type(dp_fedavg.BIT_CODEC), "encode")
+    _, strategy, _ = _fit(
+        data_dir, tmp_path, dp_clip=0.01, dp_noise_multiplier=0.5, dp_target_quantile=0.5, dp_count_noise=0.5
+    )
+    privacy = strategy.server_aggregation.privacy
+    bit_calls = [c for c in bits if c["args"][0][0].numel() == 1]
+    assert len(bit_calls) == len(uploads) > 0
+    sent = sum(len(c["result"]) for c in uploads) + sum(len(c["result"]) for c in bit_calls)
+    assert strategy.ledger.total.upload_bytes == sent
+    assert privacy.clip != 0.01  # moved by the rounds' counts
+    assert privacy.noise.noise_multiplier == pytest.approx((0.5**-2 - 1.0**-2) ** -0.5)

@@ -124,6 +124,10 @@ class FederationConfig:
         target_epsilon: the privacy budget; the run stops at the last round within it.
         dp_delta: the guarantee's delta (default 1e-5).
         dp_accountant: ``"pld"`` or ``"rdp"`` (None: pld, or rdp under sampling exactly K of N).
+        dp_target_quantile: adaptive clipping (:mod:`lightning_fed.privacy.adaptive_clip`): the
+            quantile of the update norms the clip follows, ``dp_clip`` its start (None: fixed).
+        dp_clip_lr: adaptive clipping's learning rate eta (default 0.2).
+        dp_count_noise: the noise sigma_b on the clip count (None: the expected count over 20).
     """
 
     num_devices: int | None = None
@@ -159,6 +163,9 @@ class FederationConfig:
     target_epsilon: float | None = None
     dp_delta: float = 1e-5
     dp_accountant: str | None = None
+    dp_target_quantile: float | None = None
+    dp_clip_lr: float = 0.2
+    dp_count_noise: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("upload_stages", "download_stages"):

@@ -76,6 +76,8 @@ class RoundHost:
             step=step, seed=(self.seed, UPLOAD, device, step), sender=device,
         )  # fmt: skip
         self.transport_of_round.upload(Message(UPDATE, device, step, payload, self.weights[device]))
+        if self.server_aggregation.privacy is not None:  # adaptive clipping's bit, if on
+            self.server_aggregation.privacy.send_clip_bit(device, step)
 
     def send_to_devices(
         self, tensors: list[torch.Tensor], receivers: int, kind: str = MODEL

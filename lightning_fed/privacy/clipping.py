@@ -2,11 +2,12 @@
 
 What is bounded is what is sent: the stage clips the message the earlier stages produced
 (masking, error feedback, top-k, the user's stages) to norm ``clip`` over all its tensors
-together, lets the codec write it, and checks the norm of what the receiver decodes. A value
-coder that can raise the norm (QSGD's stochastic rounding up, fp16's rounding) gets the message
-scaled down and written again, with a growing margin, until the decoded message is within the
-bound; QSGD and fp16 are linear in their input's scale, so one or two writes do it. A lossless
-codec, top-k and sign (whose decoded norm is at most its input's) never need a second write.
+together (the scaled float32 tensors' own norm checked, not the arithmetic's), and lets the codec
+write it. A lossless codec writes exactly those values. After a lossy one the stage checks the
+norm of what the receiver decodes: a value coder that can raise it (QSGD's stochastic rounding
+up, fp16's rounding) gets the message scaled down and written again, with a growing margin, until
+the decoded message is within the bound; QSGD and fp16 are linear in their input's scale, so one
+or two writes do it, and sign's decoded norm is never above its input's.
 
 Example::
 
@@ -36,7 +37,9 @@ def message_norm(tensors: list[torch.Tensor]) -> float:
         >>> message_norm([torch.tensor([3.0]), torch.tensor([[4.0]])])
         5.0
     """
-    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in tensors))
+    return math.sqrt(
+        sum(float(torch.linalg.vector_norm(t.detach(), dtype=torch.float64)) ** 2 for t in tensors)
+    )
 
 
 class ClipBound:
@@ -62,15 +65,26 @@ class ClipToNorm(Stage):
 
     def __call__(self, tensors, sending, rest):
         clip = self.bound.value
-        norm = message_norm(tensors)
-        self.norms[sending.sender] = norm
-        scale = min(1.0, clip / norm) if norm > 0 else 1.0
+        norm = self.norms[sending.sender] = message_norm(tensors)
+        scale, scaled = (1.0, tensors) if norm <= clip else self._scaled(tensors, clip / norm)
         for margin in MARGINS:
-            sent = rest([t * scale for t in tensors] if scale != 1.0 else tensors)
+            sent = rest(scaled)
+            if not getattr(sent.codec, "lossy", True):  # the receiver reads exactly ``scaled``
+                return sent
             decoded = message_norm(sent.decoded())
             if decoded <= clip:
                 return sent
-            scale *= clip / decoded * (1.0 - margin)
+            scale, scaled = self._scaled(tensors, scale * clip / decoded * (1.0 - margin))
         raise RuntimeError(
             f"the codec {sent.codec!r} keeps the message's norm above the clip {clip:g} ({decoded:g})"
         )
+
+    def _scaled(self, tensors, scale: float) -> tuple[float, list[torch.Tensor]]:
+        """``tensors`` times the largest factor, at most ``scale``, whose float32 products have norm
+        within the clip (float rounding can put ``clip / norm`` a hair above it), and that factor."""
+        for margin in MARGINS:
+            scaled = [t * scale for t in tensors]
+            if message_norm(scaled) <= self.bound.value:
+                return scale, scaled
+            scale *= 1.0 - max(margin, 2.0**-24)
+        raise RuntimeError(f"the message cannot be scaled within the clip {self.bound.value:g}")

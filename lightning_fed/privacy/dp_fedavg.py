@@ -29,10 +29,16 @@ Example::
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
+from lightning_fed.communication import SparseCodec
+from lightning_fed.federation.messages import Message
 from lightning_fed.privacy.accountant import PrivacyAccountant
+from lightning_fed.privacy.adaptive_clip import AdaptiveClip, update_noise_multiplier
 from lightning_fed.privacy.clipping import ClipToNorm
 from lightning_fed.privacy.noise import GaussianNoise
 from lightning_fed.privacy.options import check_public_mask
+
+CLIP_BIT = "clip_bit"  # a device's message: whether its update was within the clip
+BIT_CODEC = SparseCodec()  # lossless: the bit arrives as sent
 
 
 class DPFedAvg:
@@ -48,12 +54,17 @@ class DPFedAvg:
         target_epsilon: the budget: the run stops at the last round within it (None: no budget).
         planned_rounds: the run's rounds, for the calibration and the budget.
         accountant: ``"pld"`` or ``"rdp"`` (:class:`~lightning_fed.privacy.accountant.PrivacyAccountant`).
+        target_quantile: adaptive clipping's gamma (:mod:`lightning_fed.privacy.adaptive_clip`; None:
+            the clip stays ``clip``, else ``clip`` is where it starts).
+        clip_lr: adaptive clipping's eta.
+        count_noise: the clip count's noise sigma_b (default: the expected count over 20, as the paper).
     """
 
     def __init__(
         self, clip: float, noise_multiplier: float | None, delta: float, num_devices: int, per_round: int,
         sampling: str, seed: int, failure_rate: float = 0.0, target_epsilon: float | None = None,
         planned_rounds: int | None = None, accountant: str | None = None,
+        target_quantile: float | None = None, clip_lr: float = 0.2, count_noise: float | None = None,
     ) -> None:  # fmt: skip
         account = lambda sigma: PrivacyAccountant(sigma, delta, num_devices, per_round, sampling, accountant)  # noqa: E731
         self.accountant = account(noise_multiplier or 1.0)
@@ -65,8 +76,17 @@ class DPFedAvg:
             self.accountant = account(noise_multiplier)
         self.noise_multiplier, self.target_epsilon = float(noise_multiplier), target_epsilon
         self.upload_stage = ClipToNorm(clip)
-        self.noise = GaussianNoise(self.noise_multiplier, self.upload_stage.bound, seed)
         self.expected = per_round * (1.0 - failure_rate)
+        self.adaptive: AdaptiveClip | None = None
+        self.bits = None  # the clip bits' transport (adaptive clipping), set by the host
+        update_sigma = self.noise_multiplier
+        if target_quantile is not None:
+            count_noise = self.expected / 20 if count_noise is None else count_noise
+            update_sigma = update_noise_multiplier(self.noise_multiplier, count_noise)
+            self.adaptive = AdaptiveClip(
+                self.upload_stage.bound, target_quantile, clip_lr, count_noise, self.expected, seed
+            )
+        self.noise = GaussianNoise(update_sigma, self.upload_stage.bound, seed)
         self.rounds = 0
         self.round_norms: list[float] = []  # the last round's uploads' norms before clipping (hosted here)
         self.budget_rounds = (
@@ -104,11 +124,28 @@ class DPFedAvg:
         self.rounds += 1
         self.round_norms = sorted(self.upload_stage.norms.values())
         self.upload_stage.norms.clear()
-        return self.noise.noised_average(total, numels, self.expected, keeps, step)
+        average = self.noise.noised_average(total, numels, self.expected, keeps, step)
+        if self.adaptive is not None:  # the next round's clip, from this round's bits
+            count, _ = self.bits.server_sum()
+            self.adaptive.update(None if count is None else float(count[0].reshape(-1)[0]), step)
+        return average
+
+    def send_clip_bit(self, device: int, step: int) -> None:
+        """Adaptive clipping: ``device``'s bit (its update was within the clip) as a message of its own."""
+        if self.adaptive is None:
+            return
+        within = float(self.upload_stage.norms[device] <= self.clip)
+        payload = BIT_CODEC.encode([torch.tensor([within])], step=step, seed=0)
+        self.bits.upload(Message(CLIP_BIT, device, step, payload, 1.0))
 
     def describe(self) -> str:
         """One line: the mechanism and what the planned run spends."""
         budget = "" if self.target_epsilon is None else f", budget epsilon {self.target_epsilon:g}"
+        if self.adaptive is not None:
+            budget += (
+                f", clip adapted to quantile {self.adaptive.target_quantile:g} (count noise "
+                f"{self.adaptive.count_noise:g}, update noise multiplier {self.noise.noise_multiplier:.4g})"
+            )
         return (
             f"DP-FedAvg: clip {self.clip:g}, noise multiplier {self.noise_multiplier:.4g}"
             f"{' (calibrated)' if self.calibrated else ''}, delta {self.accountant.delta:g}, "
@@ -155,7 +192,8 @@ def dp_fedavg_of(config, num_devices: int, seed: int, trainer, plan) -> DPFedAvg
     privacy = DPFedAvg(
         config.dp_clip, config.dp_noise_multiplier, config.dp_delta, num_devices,
         config.devices_per_round or num_devices, config.sampling, seed, config.failure_rate,
-        config.target_epsilon, planned, config.dp_accountant,
+        config.target_epsilon, planned, config.dp_accountant, config.dp_target_quantile, config.dp_clip_lr,
+        config.dp_count_noise,
     )  # fmt: skip
     rank_zero_info(privacy.describe())
     return privacy

@@ -31,6 +31,14 @@ def _check_values(config) -> None:
         raise ValueError(f"dp_delta must be a number in (0, 1), got {config.dp_delta!r}")
     if config.dp_accountant not in (None, "pld", "rdp"):
         raise ValueError(f"dp_accountant must be one of pld, rdp, got {config.dp_accountant!r}")
+    quantile = config.dp_target_quantile
+    if quantile is not None and not (_number(quantile) and 0 < quantile < 1):
+        raise ValueError(f"dp_target_quantile must be a number in (0, 1), got {quantile!r}")
+    if not (_number(config.dp_clip_lr) and config.dp_clip_lr > 0):
+        raise ValueError(f"dp_clip_lr must be a finite number > 0, got {config.dp_clip_lr!r}")
+    count = config.dp_count_noise
+    if count is not None and not (_number(count) and count > 0):
+        raise ValueError(f"dp_count_noise must be a finite number > 0, got {count!r}")
     if sigma is None and epsilon is None:
         raise ValueError("dp_clip needs dp_noise_multiplier, or target_epsilon to calibrate it")
 
@@ -62,7 +70,13 @@ def _check_combinations(config) -> None:
 def check_privacy(config) -> None:
     """``config``'s DP options, alone and with the rest, or a one-line ``ValueError``."""
     if config.dp_clip is None:
-        for name in ("dp_noise_multiplier", "target_epsilon", "dp_accountant"):
+        for name in (
+            "dp_noise_multiplier",
+            "target_epsilon",
+            "dp_accountant",
+            "dp_target_quantile",
+            "dp_count_noise",
+        ):
             if getattr(config, name) is not None:
                 raise ValueError(f"{name} needs dp_clip (the L2 bound of each device's message)")
         return
