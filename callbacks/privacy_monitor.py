@@ -1,11 +1,12 @@
 """``PrivacyMonitor``: the privacy budget spent so far, to every logger and the progress bar.
 
 Under ``FederatedStrategy`` with client-level DP (``lightning_fed.privacy``) it logs
-``privacy/epsilon`` (at the run's delta, from the accountant) every ``logging_interval`` rounds and
-after the last one, ``privacy/rounds``, and that round's ``privacy/median_norm`` and
-``privacy/clipped_fraction`` (the uploads' L2 norms before clipping, of the devices process 0
-hosts: what to look at when choosing the clip). Under any other strategy it does nothing. The
-accountant takes a fraction of a second per figure, which is why it is not asked every round.
+``privacy/epsilon`` (at the run's delta, from the accountant) every ``logging_interval`` rounds, at
+each epoch's last round and after the run's last one, ``privacy/rounds``, and that round's
+``privacy/median_norm`` and ``privacy/clipped_fraction`` (the uploads' L2 norms before clipping,
+of the devices process 0 hosts: what to look at when choosing the clip). Under any other strategy
+it does nothing. The accountant takes a fraction of a second per figure, which is why it is not
+asked every round.
 """
 
 import pytorch_lightning as pl
@@ -33,6 +34,7 @@ class PrivacyMonitor(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
     ):
         last = trainer.should_stop or trainer.global_step >= trainer.estimated_stepping_batches
+        last = last or batch_idx == trainer.num_training_batches - 1
         if trainer.global_step % self.logging_interval and not last:
             return
         for name, value in self.figures(trainer.strategy).items():

@@ -92,3 +92,27 @@ def test_accuracy_against_bytes_puts_dense_and_sparse_on_one_plot_and_each_run_w
     names = [p.name for p in write_run_plots(tmp_path, sparse, [], epochs=epochs)]
     assert "accuracy_against_bytes.png" in names
     assert "accuracy_against_bytes.png" not in [p.name for p in write_run_plots(tmp_path, sparse, [])]
+
+
+def test_accuracy_against_epsilon_draws_each_run_and_the_ceilings_and_a_private_run_writes_it(
+    monkeypatch, tmp_path
+):
+    from lightning_fed.runs.plots import plot_accuracy_against_epsilon, write_run_plots
+
+    private = {0: {"privacy/epsilon": 1.0, "val/acc": 0.5}, 1: {"privacy/epsilon": 2.5, "val/acc": 0.6}}
+    other = {0: {"privacy/epsilon": 0.5, "val/acc": 0.4}, 1: {"privacy/epsilon": 1.0, "val/acc": 0.45}}
+    figures = _captured(monkeypatch)
+    plot_accuracy_against_epsilon(
+        {"sparse": private, "dense": other}, tmp_path / "e.png", {"non-private": 0.8}
+    )
+    lines = figures[0].axes[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines[:2]] == [[1.0, 2.5], [0.5, 1.0]]
+    assert list(lines[1].get_ydata()) == [0.4, 0.45] and list(lines[2].get_ydata()) == [0.8, 0.8]
+    state = _ledger_state([10_000, 50])
+    assert "accuracy_against_epsilon.png" in [
+        p.name for p in write_run_plots(tmp_path, state, [], epochs=private)
+    ]
+    plain = {0: {"val/acc": 0.6}}
+    assert "accuracy_against_epsilon.png" not in [
+        p.name for p in write_run_plots(tmp_path, state, [], epochs=plain)
+    ]

@@ -183,6 +183,46 @@ def plot_accuracy_against_bytes(runs: dict[str, tuple[dict, dict]], path) -> Pat
     return _save(figure, path)
 
 
+def accuracy_against_epsilon(epochs: dict[int, dict[str, float]]) -> dict[str, np.ndarray]:
+    """Per epoch with both: the privacy budget spent by its end (``privacy/epsilon``, logged by
+    ``callbacks.PrivacyMonitor``) and the validation accuracy.
+
+    Example::
+
+        >>> epochs = {0: {"privacy/epsilon": 1.5, "val/acc": 0.6}, 1: {"val/acc": 0.7},
+        ...           2: {"privacy/epsilon": 2.0}}
+        >>> {k: v.tolist() for k, v in accuracy_against_epsilon(epochs).items()}
+        {'epsilon': [1.5], 'accuracy': [0.6]}
+    """
+    kept = [
+        (v["privacy/epsilon"], v["val/acc"])
+        for _, v in sorted(epochs.items())
+        if {"privacy/epsilon", "val/acc"} <= set(v)
+    ]
+    return {
+        "epsilon": np.array([e for e, _ in kept], dtype=float),
+        "accuracy": np.array([a for _, a in kept], dtype=float),
+    }
+
+
+def plot_accuracy_against_epsilon(
+    runs: dict[str, dict], path, ceilings: dict[str, float] | None = None
+) -> Path:
+    """Validation accuracy against the epsilon spent, one line per run (``runs``: a label to the
+    run's logged epochs); ``ceilings``: non-private runs' accuracy, drawn as horizontal lines."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for index, (label, epochs) in enumerate(runs.items()):
+        points = accuracy_against_epsilon(epochs)
+        axes.plot(points["epsilon"], points["accuracy"], label=label, **_line_style(index))
+    for index, (label, accuracy) in enumerate((ceilings or {}).items()):
+        axes.axhline(accuracy, color="grey", linestyle=("--", ":", "-.")[index % 3], linewidth=1, label=label)
+    axes.set(xlabel="epsilon spent (delta 1e-5)", ylabel="validation accuracy")
+    axes.set_title("Accuracy against privacy spent")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def write_run_plots(
     folder, ledger_state: dict, sparsity_history: list[dict], label: str = "run",
     labels: dict[str, str] | None = None, epochs: dict[int, dict[str, float]] | None = None,
@@ -190,7 +230,8 @@ def write_run_plots(
     """The plots of one run, as PNG files in ``folder``; returns their paths.
 
     ``labels`` names the layers of the kept-weights plot; with ``epochs`` (the run's logged
-    epochs) and a validation accuracy among them, accuracy against bytes is drawn too.
+    epochs) and a validation accuracy among them, accuracy against bytes is drawn too, and under
+    differential privacy accuracy against the epsilon spent.
     """
     folder = Path(folder)
     paths = [
@@ -202,6 +243,8 @@ def write_run_plots(
     if epochs and len(accuracy_against_bytes(ledger_state, epochs)["bytes"]):
         runs = {label: (ledger_state, epochs)}
         paths.append(plot_accuracy_against_bytes(runs, folder / "accuracy_against_bytes.png"))
+    if epochs and len(accuracy_against_epsilon(epochs)["epsilon"]):
+        paths.append(plot_accuracy_against_epsilon({label: epochs}, folder / "accuracy_against_epsilon.png"))
     return paths
 
 
