@@ -43,6 +43,14 @@ def test_a_run_through_the_cli_links_the_data_to_the_model_and_counts_the_codec_
     assert total.steps == 2 and 0 < total.upload_bytes < total.upload * 4  # a byte a value, plus scales
 
 
+def test_a_private_run_through_the_cli_spends_what_its_accountant_says(data_dir, tmp_path):
+    cli = main(_tiny(data_dir, tmp_path, "--trainer.strategy.dp_clip", "0.1",
+                     "--trainer.strategy.dp_noise_multiplier", "2.0", "--model.dense", "true"))  # fmt: skip
+    privacy = cli.trainer.strategy.server_aggregation.privacy
+    assert privacy.rounds == 2 and privacy.clip == 0.1
+    assert privacy.epsilon == privacy.accountant.epsilon(2) > 0
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -52,6 +60,10 @@ def test_a_run_through_the_cli_links_the_data_to_the_model_and_counts_the_codec_
         ),
         (["--model.lr", "-1"], "cli.py: error: lr must be a finite number > 0, got -1.0"),
         (["--modle.lr", "1"], "cli.py: error: unrecognized arguments: --modle.lr 1"),
+        (
+            ["--trainer.strategy.dp_clip", "1", "--trainer.strategy.dp_noise_multiplier", "-1"],
+            "cli.py: error: dp_noise_multiplier must be a finite number >= 0, got -1.0",
+        ),
     ],
 )
 def test_bad_options_are_one_line_exit_2(extra, message, data_dir, tmp_path, capsys):
