@@ -374,3 +374,26 @@ def test_adaptive_clipping_sends_each_bit_as_a_message_counted_in_the_ledger(dat
     assert strategy.ledger.total.upload_bytes == sent
     assert privacy.clip != 0.01  # moved by the rounds' counts
     assert privacy.noise.noise_multiplier == pytest.approx((0.5**-2 - 1.0**-2) ** -0.5)
+
+
+def test_with_error_feedback_each_round_is_within_the_clip_and_the_cut_part_waits_in_the_residual():
+    """Error feedback sits before the clip: what the clip cuts joins the residual, sent in later rounds,
+    each of them within C (the per-round bound the accountant composes)."""
+    compression = Compression("topk:0.5", error_feedback=True)
+    compression.set_clip(ClipToNorm(0.5))
+    state, message = {}, _messages()[3]  # norm 3
+    sent_total = [torch.zeros_like(t) for t in message]
+    for step in range(40):
+        update = message if step == 0 else [torch.zeros_like(t) for t in message]
+        payload = compression.encode_upload(update, state, None, step=step, seed=(0, step))
+        decoded = compression.codec.decode(payload, [t.numel() for t in message])
+        assert message_norm(decoded) <= 0.5
+        sent_total = [s + d for s, d in zip(sent_total, decoded, strict=True)]
+    residual = state["residual"]
+    for s, r, m in zip(sent_total, residual, message, strict=True):  # nothing lost: sent + kept = given
+        assert torch.allclose(s + r.reshape(-1), m, atol=1e-5)
+
+
+def test_a_delta_not_below_one_over_n_is_warned_about(data_dir, tmp_path):
+    with pytest.warns(UserWarning, match=r"dp_delta=0.3 is not below 1/N = 0.25"):
+        _fit(data_dir, tmp_path, max_steps=1, dp_clip=0.05, dp_noise_multiplier=1.0, dp_delta=0.3)
