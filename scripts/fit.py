@@ -413,10 +413,17 @@ def _check_rounds(parser, args) -> None:
 
 
 def _check_processes(parser, args) -> None:
-    """``--processes`` x ``--num-nodes`` must divide ``--devices`` into equal blocks."""
+    """``--processes`` and ``--num-nodes`` agree with torchrun's or srun's processes if they started
+    them, and their product divides ``--devices`` into equal blocks."""
+    from lightning_fed.federation.hosting import check_processes
+    from lightning_fed.runs.cluster import check_launched_shape
+
+    try:
+        args.processes = check_launched_shape(args.processes, args.num_nodes) or args.processes
+    except ValueError as error:
+        parser.error(str(error).replace("processes=", "--processes ").replace("num_nodes=", "--num-nodes "))
     if args.processes is None:
         return
-    from lightning_fed.federation.hosting import check_processes
 
     try:
         check_processes(args.processes * args.num_nodes, args.devices)

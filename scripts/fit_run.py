@@ -32,6 +32,7 @@ from lightning_fed import FederatedStrategy
 from lightning_fed.federation import DeviceFailed, NonFiniteError
 from lightning_fed.federation.config import FederationConfig
 from lightning_fed.nn import layer_labels
+from lightning_fed.runs.cluster import node_line
 from lightning_fed.runs.epoch_log import read_epochs
 from lightning_fed.runs.hardware import default_processes, is_launcher, resolve_accelerator, strategy_options
 from lightning_fed.runs.plots import write_run_plots
@@ -290,6 +291,8 @@ def run(args) -> int:
         raise FitError(as_flags(str(error))) from None
     if is_launcher():  # after every check: a bad input's error stays the only line
         print(data_line(dm), file=sys.stderr)
+    if (line := node_line(output, args.processes, args.num_nodes)) is not None:  # which node this is
+        print(line, file=sys.stderr)
     try:
         return fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
     except (NonFiniteError, DeviceFailed) as error:

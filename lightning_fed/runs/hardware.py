@@ -4,10 +4,15 @@ import os
 
 import torch
 
+from lightning_fed.runs.cluster import cluster_launcher, global_rank
+
 
 def is_launcher() -> bool:
-    """Whether this is the process a run was started as (on node 0), not a device process that
-    Lightning's launcher spawned (those have ``LOCAL_RANK`` set)."""
+    """Whether this process writes the run folder: the process a run was started as (on node 0), not
+    a device process that Lightning's launcher spawned (those have ``LOCAL_RANK`` set); under
+    torchrun or srun, which start every process, the one of global rank 0."""
+    if cluster_launcher() is not None:
+        return global_rank() == 0
     return "LOCAL_RANK" not in os.environ and os.environ.get("NODE_RANK", "0") == "0"
 
 
