@@ -107,6 +107,14 @@ def _ledger(folder: Path) -> list[dict]:
     return [{k: v for k, v in step.items() if k != "transport_bytes"} for step in history]
 
 
+def _assert_trained_alike(folder: Path, one_process: Path) -> None:
+    """The same ledger (every step, transport bytes aside) and bit-identical weights as one process."""
+    assert _ledger(folder) == _ledger(one_process)
+    theirs = _weights(folder)
+    for name, value in _weights(one_process).items():
+        assert torch.equal(theirs[name], value), name
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("one") / "run"
@@ -145,9 +153,7 @@ def test_torchrun_on_two_nodes_trains_as_the_one_process_run(one_process, tmp_pa
     assert f"fit.py: node 0 of 2 (torchrun, processes 0-0): the run folder {folder}" in errors[0]
     assert f"fit.py: node 1 of 2 (torchrun, processes 1-1): device files only, under {folder}" in errors[1]
     assert json.loads((folder / "summary.json").read_text())["processes"] == 2
-    assert _ledger(folder) == _ledger(one_process)
-    for name, value in _weights(one_process).items():
-        assert torch.equal(_weights(folder)[name], value), name
+    _assert_trained_alike(folder, one_process)
 
 
 @pytest.mark.slow
@@ -163,9 +169,7 @@ def test_srun_s_variables_on_two_nodes_train_as_the_one_process_run(one_process,
     ]  # fmt: skip
     errors = _two_nodes([command, command], environments)
     assert f"fit.py: node 1 of 2 (slurm, processes 1-1): device files only, under {folder}" in errors[1]
-    assert _ledger(folder) == _ledger(one_process)
-    for name, value in _weights(one_process).items():
-        assert torch.equal(_weights(folder)[name], value), name
+    _assert_trained_alike(folder, one_process)
 
 
 @pytest.mark.slow
@@ -178,6 +182,4 @@ def test_two_nodes_started_by_hand_train_as_the_one_process_run(one_process, tmp
     errors = _two_nodes([command, command], [{**base, "NODE_RANK": str(rank)} for rank in range(2)])
     assert f"fit.py: node 0 of 2 (fit.py, processes 0-0): the run folder {folder}" in errors[0]
     assert f"fit.py: node 1 of 2 (fit.py, processes 1-1): device files only, under {folder}" in errors[1]
-    assert _ledger(folder) == _ledger(one_process)
-    for name, value in _weights(one_process).items():
-        assert torch.equal(_weights(folder)[name], value), name
+    _assert_trained_alike(folder, one_process)
