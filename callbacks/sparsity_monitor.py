@@ -62,12 +62,13 @@ class SparsityMonitor(pl.Callback):
 
     @staticmethod
     def _histograms(trainer, pl_module) -> None:
-        import wandb
         from pytorch_lightning.loggers import WandbLogger
 
         for logger in trainer.loggers:
             if not isinstance(logger, WandbLogger):
                 continue
+            import wandb  # only with a W&B logger: a run without one needs no wandb package
+
             histograms = {
                 f"log_alpha/{name}": wandb.Histogram(layer.log_alpha.detach().cpu().numpy().ravel())
                 for name, layer in pl_module.named_modules()

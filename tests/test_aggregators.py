@@ -106,6 +106,13 @@ def test_norm_bound_and_centered_clip_against_their_formulas():
     assert torch.equal(restored.center, clip.center)
 
 
+def test_centered_clip_starts_from_zeros_on_the_updates_device():
+    """The first round's centre is made where the updates are (a GPU's, in a run on one); the meta
+    device stands in for it."""
+    updates = [[torch.ones(3, device="meta")], [torch.zeros(3, device="meta")]]
+    assert CenteredClip(tau=1.0, iterations=2)(updates)[0].device.type == "meta"
+
+
 @pytest.mark.parametrize("aggregator", [Median(), TrimmedMean(0.3), Krum(1), Krum(1, 2)])
 def test_f_attackers_of_unbounded_scale_leave_the_result_within_the_honest_values_range(aggregator):
     """The breakdown points: with f < n/2 (median), f < beta n (trimmed mean), n > 2f + 2 (Krum),

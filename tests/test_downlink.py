@@ -1,5 +1,7 @@
 """The download of FedAvg rounds as the model's change: sparse where nothing moved, exact resume."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -7,6 +9,7 @@ from torch import nn
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation.compression import Compression
 from lightning_fed.federation.downlink import ModelDownlink
+from lightning_fed.federation.saving import FederatedCheckpointing
 from lightning_fed.nn import variational
 from tests.helpers.small_fit import small_fit
 
@@ -113,3 +116,23 @@ def test_a_lossy_upload_codec_alone_leaves_the_delta_lossless(data_dir, tmp_path
     _, strategy = _fit(data_dir, tmp_path, max_steps=2, download="delta", **FEDAVG)
     assert repr(strategy.download_codec) == "SparseCodec(float32)"
     assert strategy.compression.server_residual is None and strategy.downlink.held is not None
+
+
+def test_a_resumed_server_state_moves_to_the_model_s_device():
+    """A checkpoint is read onto the CPU; the downlink's copies and the server's residual must
+    follow the model to its device, else the first change sent after a resume on a GPU mixes cuda
+    and cpu tensors (an H200 run, 2026-12-04). The meta device stands in for the GPU."""
+    downlink, compression = ModelDownlink("delta"), Compression()
+    saved = {"download": "delta", "sent": [torch.ones(3)], "held": [torch.ones(3)]}
+    compression.server_residual = [torch.zeros(3)]  # as load_checkpoint sets it, on the CPU
+    resuming = SimpleNamespace(
+        _resumed={}, _resumed_from=("last.ckpt", 0, None), _saved_trajectory={}, trajectory=dict,
+        devices=SimpleNamespace(load_state_dict=lambda *args, **kwargs: None),
+        algorithm=SimpleNamespace(load_state_dict=lambda state: downlink.load_state_dict(state["downlink"])),
+        _algorithm_state={"downlink": saved}, compression=compression, _server_aggregation_state=None,
+        server_aggregation=SimpleNamespace(load_state_dict=lambda state: None),
+        root_device=torch.device("meta"),
+    )  # fmt: skip
+    FederatedCheckpointing.restore_devices(resuming)
+    moved = [*downlink.sent, *downlink.held, *compression.server_residual]
+    assert [t.device.type for t in moved] == ["meta"] * 3

@@ -45,3 +45,20 @@ def test_importing_the_core_loads_no_run_support():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_a_run_with_w_and_b_disabled_needs_no_wandb_package():
+    """fit.py's modules and the callbacks import wandb only where a W&B logger is made (a GPU machine
+    without the package ran the rows of configs/fmnist_gpu_next.rows that way)."""
+    code = (
+        "import sys; sys.modules['wandb'] = None\n"  # import wandb now raises ImportError
+        "import scripts.fit_run, callbacks, lightning_fed.runs.wandb_run\n"
+        "from callbacks.sparsity_monitor import SparsityMonitor\n"
+        "SparsityMonitor._histograms(type('T', (), {'loggers': []})(), None)\n"
+        "print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

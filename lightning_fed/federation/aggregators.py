@@ -245,7 +245,7 @@ class CenteredClip(Aggregator):
 
     def __call__(self, updates):
         rows = _stacked(updates)
-        v = torch.zeros(rows.shape[1], dtype=rows.dtype) if self.center is None else self.center.to(rows)
+        v = rows.new_zeros(rows.shape[1]) if self.center is None else self.center.to(rows)
         for _ in range(self.iterations):
             away = rows - v
             norms = away.norm(dim=1, keepdim=True)

@@ -8,6 +8,7 @@ is :mod:`lightning_fed.federation.checkpoint`'s.
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 
 from lightning_fed.federation.checkpoint import (
     CHECKPOINT_KEY,
@@ -117,6 +118,9 @@ class FederatedCheckpointing:
         check_same_trajectory(self._saved_trajectory, self.trajectory(), path)
         rows_file = lambda rank: rows_path(path, rank, step)  # noqa: E731
         self.devices.load_state_dict(self._resumed, rows_file=rows_file, rows_layout=layout)
-        self.algorithm.load_state_dict(self._algorithm_state)
+        # the checkpoint was read onto the CPU; the server's tensors live with the model (a GPU's)
+        here = self.root_device
+        self.compression.server_residual = move_data_to_device(self.compression.server_residual, here)
+        self.algorithm.load_state_dict(move_data_to_device(self._algorithm_state, here))
         self.server_aggregation.load_state_dict(self._server_aggregation_state)
         self._resumed = None

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
-import wandb
 from pytorch_lightning.loggers import WandbLogger
 
 INIT_TIMEOUT_S = 30  # the longest an online run waits for W&B before it logs offline
@@ -58,6 +57,8 @@ def wandb_logger(
     logger returned logs offline instead. A missing network therefore never stops a run, and
     never slows its training steps.
     """
+    import wandb  # here, not at the top: a run with W&B disabled needs no wandb package
+
     resumed_id = previous_run_id(output) if resume else None
 
     def make(mode: str) -> WandbLogger:
