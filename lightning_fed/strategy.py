@@ -21,6 +21,7 @@ from lightning_fed.federation.downlink import check_download
 from lightning_fed.federation.fedavg import FedAvg
 from lightning_fed.federation.host import RoundHost
 from lightning_fed.federation.hosting import checked_device_store, device_rows_folder, device_weights
+from lightning_fed.federation.node_watch import NodeWatching, checked_node_timeout
 from lightning_fed.federation.paper_protocol import PaperProtocol
 from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.saving import FederatedCheckpointing
@@ -29,7 +30,7 @@ from lightning_fed.federation.watchdog import ProcessWatching
 from lightning_fed.privacy.dp_fedavg import BIT_CODEC, dp_fedavg_of, stop_when_privacy_spent
 
 
-class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPStrategy):
+class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheckpointing, DDPStrategy):
     """N federated devices hosted by P processes; each training step is one round of ``algorithm``.
 
     The round belongs to the algorithm (:mod:`lightning_fed.federation.algorithm`): by default the
@@ -53,6 +54,9 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         num_devices ... malicious_fraction: the federation's trajectory options, validated and documented
             by :class:`~lightning_fed.federation.config.FederationConfig` (stored whole in each
             checkpoint: a resume that changes one is refused).
+        node_timeout: across nodes, the seconds a node may take to join, or stay silent, before
+            every other node stops with one line naming it
+            (:mod:`~lightning_fed.federation.node_watch`).
         **options: passed to ``DDPStrategy`` (process placement, backend, timeout).
 
     Example::
@@ -107,6 +111,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
         dp_count_noise: float | None = None,
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
+        node_timeout: float = 60.0,
         **options: Any,
     ) -> None:
         given = locals()  # LightningCLI reads this signature: every option is a named argument
@@ -123,6 +128,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, FederatedCheckpointing, DDPS
                 "pass only process placement, backend and timeout"
             )
         self.device_store = checked_device_store(device_store)
+        self.node_timeout = checked_node_timeout(node_timeout)
         self.compression = Compression(
             self.config.codec, self.config.download_codec, self.config.error_feedback,
             self.config.error_feedback_momentum, self.config.download_error_feedback,

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-nodes", type=int_at_least(1), default=1, help="machines; processes x nodes divide N"
     )
     g.add_argument(
+        "--node-timeout", type=finite_float_above_0, default=60.0, metavar="SECONDS",
+        help="across machines: how long a node may take to join, or stay silent, before the others stop "
+        "with one line naming it (default 60)",
+    )  # fmt: skip
+    g.add_argument(
         "--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"],
         help="what trains: auto takes the GPUs when there are any, else the CPU",
     )  # fmt: skip

@@ -31,6 +31,7 @@ from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation import DeviceFailed, NonFiniteError
 from lightning_fed.federation.config import FederationConfig
+from lightning_fed.federation.node_watch import NodeLost
 from lightning_fed.nn import layer_labels
 from lightning_fed.runs.cluster import node_line
 from lightning_fed.runs.epoch_log import read_epochs
@@ -220,7 +221,8 @@ def build_trainer(args, output: Path, callbacks: list[pl.Callback]) -> pl.Traine
     options = strategy_options(args.accelerator, args.processes, torch.cuda.device_count())
     strategy = FederatedStrategy(
         num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
-        aggregation=args.aggregation, **round_options(args), **options["strategy"],
+        aggregation=args.aggregation, node_timeout=args.node_timeout, **round_options(args),
+        **options["strategy"],
     )  # fmt: skip
     limits = {
         k: getattr(args, k)
@@ -295,6 +297,9 @@ def run(args) -> int:
         print(line, file=sys.stderr)
     try:
         return fit_test_and_write(args, dm, model, output, callbacks, ckpt_path, start)
+    except NodeLost as error:  # a node never joined: no node trained, so nothing else to say
+        print(error, file=sys.stderr)
+        return 1
     except (NonFiniteError, DeviceFailed) as error:
         if is_launcher():
             last = last_checkpoint(output)

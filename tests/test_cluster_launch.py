@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,64 @@ def test_two_nodes_started_by_hand_train_as_the_one_process_run(one_process, tmp
     assert f"fit.py: node 0 of 2 (fit.py, processes 0-0): the run folder {folder}" in errors[0]
     assert f"fit.py: node 1 of 2 (fit.py, processes 1-1): device files only, under {folder}" in errors[1]
     _assert_trained_alike(folder, one_process)
+
+
+# -------------------------------------------------------------------------- faults across nodes
+def _by_hand(folder: Path, *extra: str) -> tuple[list[str], dict]:
+    command = [sys.executable, "scripts/fit.py", *ARGS, "--num-nodes", "2", "--processes", "1"]
+    base = {**_clean_environment(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    return [*command, "--output-dir", str(folder), *extra], {**base, "WORLD_SIZE": "2"}
+
+
+@pytest.mark.slow
+def test_a_node_that_never_joins_is_named_by_node_0_within_the_node_timeout(tmp_path):
+    command, environment = _by_hand(tmp_path / "run", "--node-timeout", "5")
+    result = subprocess.run(
+        command, cwd=ROOT, env={**environment, "NODE_RANK": "0"}, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "lightning-fed: node 1 did not join within 5 s (--node-timeout; processes 1 missing): no node trained"
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_node_is_named_by_the_other_within_the_node_timeout_and_both_resume_exactly(tmp_path):
+    """Node 1 is killed (-9) once a checkpoint is written; node 0 stops with one line naming it. Both
+    started again with --resume then train as one process that never stopped: same ledger, same
+    weights."""
+    folder = tmp_path / "run"
+    command, environment = _by_hand(folder, "--node-timeout", "8", "--max-epochs", "200")
+    nodes = [
+        subprocess.Popen(command, cwd=ROOT, env={**environment, "NODE_RANK": str(rank)},
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        for rank in range(2)
+    ]  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (folder / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    nodes[1].kill()
+    _, err = nodes[0].communicate(timeout=120)  # the bound: 8 s of silence, plus this machine's load
+    nodes[1].communicate()
+    assert nodes[0].returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "lightning-fed: node 1 stopped answering (no heartbeat for 8 s, --node-timeout); stopping node 0 "
+        "(the last checkpoint is whole: start every node again with --resume)"
+    )
+    epochs = (
+        2 + torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"]
+    )
+    command, environment = _by_hand(folder, "--max-epochs", str(epochs), "--resume")
+    _two_nodes([command, command], [{**environment, "NODE_RANK": str(rank)} for rank in range(2)])
+    straight = tmp_path / "straight"  # the same epochs in one process, never stopped
+    command = [
+        sys.executable,
+        "scripts/fit.py",
+        *ARGS,
+        "--max-epochs",
+        str(epochs),
+        "--output-dir",
+        str(straight),
+    ]
+    subprocess.run(command, cwd=ROOT, env=_clean_environment(), check=True, capture_output=True, timeout=600)
+    _assert_trained_alike(folder, straight)
