@@ -9,11 +9,14 @@ from lightning_fed.nn.convert import (
     variational_layers,
 )
 from lightning_fed.nn.kl import kl_approximation, log_alpha_of
-from lightning_fed.nn.layers import Conv2dSVD, LinearSVD, SparseVDMixin
+from lightning_fed.nn.layers import Conv2dSVD, EmbeddingSVD, LinearSVD, SparseVDMixin
 from lightning_fed.nn.masking import GradientMasker
+from lightning_fed.nn.recurrent import LSTM
 
 __all__ = [
+    "LSTM",
     "Conv2dSVD",
+    "EmbeddingSVD",
     "GradientMasker",
     "LayerSparsity",
     "LinearSVD",

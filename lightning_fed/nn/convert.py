@@ -10,6 +10,7 @@ from lightning_fed.nn.layers import (
     DEFAULT_INIT_LOG_SIGMA2,
     DEFAULT_THRESHOLD,
     Conv2dSVD,
+    EmbeddingSVD,
     LinearSVD,
     SparseVDMixin,
     check_threshold,
@@ -47,19 +48,30 @@ def _conv_twin(layer: nn.Conv2d, threshold: float, init_log_sigma2: float) -> Co
     )
 
 
+def _embedding_twin(layer: nn.Embedding, threshold: float, init_log_sigma2: float) -> EmbeddingSVD:
+    return EmbeddingSVD(
+        layer.num_embeddings, layer.embedding_dim, padding_idx=layer.padding_idx,
+        device=layer.weight.device, dtype=layer.weight.dtype, threshold=threshold,
+        init_log_sigma2=init_log_sigma2,
+    )  # fmt: skip
+
+
 def _variational_twin(layer: nn.Module, threshold: float, init_log_sigma2: float) -> nn.Module:
-    """The variational twin of a plain ``nn.Linear`` / ``nn.Conv2d``, theta copied from it."""
+    """The variational twin of a plain ``nn.Linear`` / ``nn.Conv2d`` / ``nn.Embedding``, theta
+    copied from it."""
     if isinstance(layer, SparseVDMixin):
         return layer
     if type(layer) is nn.Linear:
         twin = _linear_twin(layer, threshold, init_log_sigma2)
     elif type(layer) is nn.Conv2d:
         twin = _conv_twin(layer, threshold, init_log_sigma2)
+    elif type(layer) is nn.Embedding:
+        twin = _embedding_twin(layer, threshold, init_log_sigma2)
     else:
         return layer
     with torch.no_grad():
         twin.weight.copy_(layer.weight)
-        if layer.bias is not None:
+        if getattr(layer, "bias", None) is not None:
             twin.bias.copy_(layer.bias)
     twin.train(layer.training)
     return twin
@@ -70,7 +82,8 @@ def variational(
     threshold: float = DEFAULT_THRESHOLD,
     init_log_sigma2: float = DEFAULT_INIT_LOG_SIGMA2,
 ) -> nn.Module:
-    """Replace every ``nn.Linear`` / ``nn.Conv2d`` of ``model`` by its variational twin, in place.
+    """Replace every ``nn.Linear`` / ``nn.Conv2d`` / ``nn.Embedding`` of ``model`` by its variational
+    twin, in place (a :class:`~lightning_fed.nn.recurrent.LSTM`'s matrices are ``nn.Linear`` layers).
 
     The existing weights become theta, so pretrained weights carry over; with a very small
     ``init_log_sigma2`` the converted model computes what the original did.
@@ -111,7 +124,7 @@ def variational_layers(model: nn.Module) -> Iterator[tuple[str, SparseVDMixin]]:
             yield name, module
 
 
-_KINDS = {nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv", nn.Linear: "fc"}
+_KINDS = {nn.Conv1d: "conv", nn.Conv2d: "conv", nn.Conv3d: "conv", nn.Linear: "fc", nn.Embedding: "embedding"}
 
 
 def layer_labels(model: nn.Module) -> dict[str, str]:
@@ -124,7 +137,7 @@ def layer_labels(model: nn.Module) -> dict[str, str]:
         >>> layer_labels(net)
         {'0': 'conv1', '3': 'fc1', '4': 'fc2'}
     """
-    counts, labels = {"conv": 0, "fc": 0}, {}
+    counts, labels = dict.fromkeys(_KINDS.values(), 0), {}
     for name, module in model.named_modules():
         kind = next((label for cls, label in _KINDS.items() if isinstance(module, cls)), None)
         if kind is not None:

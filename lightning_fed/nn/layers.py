@@ -1,4 +1,4 @@
-"""Sparse variational dropout layers: ``LinearSVD`` and ``Conv2dSVD``.
+"""Sparse variational dropout layers: ``LinearSVD``, ``Conv2dSVD`` and ``EmbeddingSVD``.
 
 Each weight ``w_ij ~ N(theta_ij, sigma2_ij)``: ``weight`` is theta, ``log_sigma2`` is a new
 parameter of the weight's shape, and ``log_alpha = log_sigma2 - log(theta^2)`` is the learned
@@ -61,6 +61,14 @@ class SparseVDMixin:
     def keep_mask(self) -> torch.Tensor:
         """Boolean mask of the weights that are kept: ``log_alpha < threshold``."""
         return self.log_alpha < self.threshold
+
+    def sampled_weight(self) -> torch.Tensor:
+        """The weights themselves: one draw ``theta + sigma * eps`` in training, ``theta * M(alpha)``
+        in evaluation. Recurrent layers use one draw for a whole mini-batch, every time step of it
+        (:mod:`lightning_fed.nn.recurrent`), where the local reparameterization trick cannot apply."""
+        if not self.training:
+            return self.weight * self.keep_mask()
+        return self.weight + torch.exp(0.5 * self.log_sigma2) * torch.randn_like(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -145,3 +153,34 @@ class Conv2dSVD(SparseVDMixin, nn.Conv2d):
 
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return self._conv_forward(x, weight, bias)
+
+
+class EmbeddingSVD(SparseVDMixin, nn.Embedding):
+    """``nn.Embedding`` with sparse variational dropout: one draw of the table a mini-batch in
+    training (a token has the same vector at every position of it), ``theta * M(alpha)`` in
+    evaluation.
+
+    Example::
+
+        >>> table = EmbeddingSVD(5, 3).eval()
+        >>> table(torch.tensor([[0, 4, 4]])).shape
+        torch.Size([1, 3, 3])
+    """
+
+    bias = None
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        padding_idx: int | None = None,
+        device=None,
+        dtype=None,
+        threshold: float = DEFAULT_THRESHOLD,
+        init_log_sigma2: float = DEFAULT_INIT_LOG_SIGMA2,
+    ) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, device=device, dtype=dtype)
+        self._init_sparse_vd(threshold, init_log_sigma2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.embedding(x, self.sampled_weight(), self.padding_idx)
