@@ -20,6 +20,8 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     val_size: int = 5000
+    kind: str = "image"  # or "text": windows of character indices and the next character
+    partition: str = "iid"  # the default partition
 
 
 INFO = {
@@ -29,4 +31,8 @@ INFO = {
     "cifar10": DatasetInfo(3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "svhn": DatasetInfo(3, 32, 10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "gtsrb": DatasetInfo(3, 32, 43, (0.3403, 0.3121, 0.3214), (0.2724, 0.2608, 0.2669)),
+    # by speaking role (datamodules.shakespeare): size is the default window, 81 characters; its
+    # validation part is each role's text by position (val_size 0 turns it off, any other keeps it)
+    "shakespeare": DatasetInfo(1, 80, 81, (0.0,), (1.0,), val_size=1, kind="text", partition="natural"),
 }
+LABEL_PARTITIONS = ("dirichlet", "shards", "pathological")  # meaningless for text

@@ -16,9 +16,12 @@ from datamodules.loading import (
     RankSlice,
     ShardBatchSampler,
     ShardStream,
+    TokenBatches,
     keep_batch,
 )
 from datamodules.partitions import PARTITIONS, Partition, make_partition
+from datamodules.shakespeare import SOURCE as SHAKESPEARE_SOURCE
+from datamodules.shakespeare import check_text_options, shakespeare, text_cache
 
 
 class FederatedDataModule(pl.LightningDataModule):
@@ -36,10 +39,13 @@ class FederatedDataModule(pl.LightningDataModule):
     duplicates. ``device_dataloader(i)`` serves any device's shard.
 
     Args:
-        dataset: ``fashion-mnist`` (default), ``mnist``, ``mnist-5k``, ``cifar10``, ``svhn``, ``gtsrb``.
+        dataset: ``fashion-mnist`` (default), ``mnist``, ``mnist-5k``, ``cifar10``, ``svhn``, ``gtsrb``,
+            or ``shakespeare`` (text by speaking role, :mod:`datamodules.shakespeare`).
         num_devices: number of devices N; defaults to the strategy's ``num_devices``, else the
             number of processes.
-        partition: ``iid`` (the paper), ``dirichlet``, ``shards``, ``pathological`` or ``sizeskew``.
+        partition: ``iid`` (the paper), ``dirichlet``, ``shards``, ``pathological``, ``sizeskew``
+            or ``natural`` (the data set's own devices); None: ``natural`` for ``shakespeare``,
+            else ``iid``.
         partition_params: the partition's own parameters (``alpha``, ``num_shards``,
             ``unequal_sigma``, ``classes_per_device``, ``distribution``, ``exponent``).
         batch_size: minibatch per device (the paper: 128).
@@ -52,6 +58,8 @@ class FederatedDataModule(pl.LightningDataModule):
         val_size: samples of the training set held out for validation (0: no validation; None:
             the data set's default, ``INFO[dataset].val_size``: 5,000, or 500 for ``mnist-5k``).
         augment: random crop and flip (only for the 32x32 datasets).
+        window, stride: ``shakespeare``'s sample: ``window`` characters and the next one, one
+            every ``stride`` characters (None: 80 and 80).
 
     Example::
 
@@ -67,7 +75,7 @@ class FederatedDataModule(pl.LightningDataModule):
         self,
         dataset: str = "fashion-mnist",
         num_devices: int | None = None,
-        partition: str = "iid",
+        partition: str | None = None,
         partition_params: dict | None = None,
         batch_size: int = 128,
         data_dir=None,
@@ -76,14 +84,20 @@ class FederatedDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         val_size: int | None = None,
         augment: bool = False,
+        window: int | None = None,
+        stride: int | None = None,
     ) -> None:
         super().__init__()
         if dataset not in INFO:
             raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(INFO)}")
+        self.info: DatasetInfo = INFO[dataset]
+        partition = self.info.partition if partition is None else partition
         if partition not in PARTITIONS:
             raise ValueError(f"unknown partition {partition!r}; choose one of {', '.join(PARTITIONS)}")
+        check_text_options(dataset, self.info, partition, window, stride)
+        self.window = 80 if window is None else window
+        self.stride = 80 if stride is None else stride
         self.dataset_name = dataset
-        self.info: DatasetInfo = INFO[dataset]
         self.num_devices = None if num_devices is None else check_count("num_devices", num_devices)
         self.partition_name = partition
         self.partition_params = dict(partition_params or {})
@@ -113,7 +127,10 @@ class FederatedDataModule(pl.LightningDataModule):
         if self._train is None:
             self._load_train()
         if stage in ("test", "predict", None) and self._test is None:
-            self._test = load_dataset(self.dataset_name, self.data_dir, train=False, download=False)
+            if self.info.kind == "text":
+                self._test = self._text_part("test")
+            else:
+                self._test = load_dataset(self.dataset_name, self.data_dir, train=False, download=False)
 
     def _resolve_num_devices(self) -> None:
         trainer = self.trainer
@@ -140,6 +157,8 @@ class FederatedDataModule(pl.LightningDataModule):
         return [trainer.global_rank]
 
     def _load_train(self) -> None:
+        if self.info.kind == "text":
+            return self._load_text()
         full = load_dataset(self.dataset_name, self.data_dir, train=True, download=self.download)
         self.data_source = full.source
         if self.val_size >= len(full.labels):
@@ -157,6 +176,31 @@ class FederatedDataModule(pl.LightningDataModule):
             self.partition_name, self._train.labels.numpy(), self.num_devices, self.seed, **params
         )
         self.check_shard_sizes(full_batches=False)
+
+    def _load_text(self) -> None:
+        """The roles' windows (train, and validation unless ``val_size=0``), the natural partition
+        (or another over the same samples) and the devices' names."""
+        self.roles, self._text = shakespeare(self.window, self.stride, cache=text_cache(self.data_dir))
+        self.data_source = SHAKESPEARE_SOURCE
+        x, y, groups = self._text["train"]
+        self._train = ImageData(x, y)
+        params = (
+            {"groups": groups.numpy()} if self.partition_name == "natural" else dict(self.partition_params)
+        )
+        self.partition = make_partition(self.partition_name, y.numpy(), self.num_devices, self.seed, **params)
+        self._val = self._text_part("val") if self.val_size else None
+        self.check_shard_sizes(full_batches=False)
+
+    def _text_part(self, name: str) -> ImageData:
+        """A text part of the devices trained on (all roles when the partition is not natural)."""
+        if self._train is None:
+            self._load_train()
+        x, y, groups = self._text[name]
+        if self.partition_name == "natural":
+            chosen = torch.from_numpy(np.unique(self.partition.groups[np.concatenate(self.partition.shards)]))
+            keep = torch.isin(groups, chosen)
+            x, y = x[keep], y[keep]
+        return ImageData(x, y)
 
     def check_shard_sizes(self, full_batches: bool = True) -> None:
         """No shard may be empty; with ``full_batches`` (the paper's protocol) none smaller than a batch."""
@@ -237,7 +281,9 @@ class FederatedDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._evaluation_loader(self._test)
 
-    def _batches(self, data: ImageData, augment: bool = False, seed: int = 0) -> ImageBatches:
+    def _batches(self, data: ImageData, augment: bool = False, seed: int = 0) -> ImageBatches | TokenBatches:
+        if self.info.kind == "text":
+            return TokenBatches(data.images, data.labels)
         return ImageBatches(data.images, data.labels, self.info.mean, self.info.std, augment, seed)
 
     def _evaluation_loader(self, data: ImageData) -> DataLoader:

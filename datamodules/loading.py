@@ -5,6 +5,38 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
+class TokenBatches(Dataset):
+    """Windows of character indices and the next character, held once; a batch is two index ops.
+
+    Example::
+
+        >>> data = TokenBatches(torch.arange(12).view(4, 3), torch.arange(4))
+        >>> x, y = data.__getitems__([1, 3])
+        >>> x.tolist(), y.tolist()
+        ([[3, 4, 5], [9, 10, 11]], [1, 3])
+    """
+
+    def __init__(self, windows: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images, self.labels = windows, labels  # ``images``: the name the loaders read
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to reseed: no augmentation."""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fetch(self, indices, key: list[int]):
+        return self.__getitems__(indices)
+
+    def __getitem__(self, index: int):
+        x, y = self.__getitems__([index])
+        return x[0], y[0]
+
+    def __getitems__(self, indices):
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        return self.images[index], self.labels[index]
+
+
 class ImageBatches(Dataset):
     """uint8 images held once; a batch is converted and normalised on the fly, in one op.
 

@@ -1,7 +1,8 @@
 """Partitions of a training set into N non-overlapping device shards.
 
 iid (equal or log-normal sizes), Dirichlet label skew, McMahan's label shards, pathological
-(k classes per device) and size skew (power-law or exponential sizes).
+(k classes per device), size skew (power-law or exponential sizes), and the natural partition of
+a data set whose samples already belong to someone (Shakespeare's speaking roles).
 
 A partition is a small seeded object: it computes the index map once, on first use, and hands
 out the indices of a device by index. Every partition reports its per-device label histogram.
@@ -249,10 +250,52 @@ class SizeSkewPartition(Partition):
         return np.split(rng.permutation(len(self.labels)), np.cumsum(sizes)[:-1])
 
 
+class NaturalPartition(Partition):
+    """The data set's own devices: ``groups[i]`` is the device sample ``i`` belongs to (a speaking
+    role). With fewer devices than groups, a seeded choice of ``num_devices`` groups, in order;
+    the other groups' samples are in no shard.
+
+    Example::
+
+        >>> NaturalPartition(np.zeros(6), 3, groups=[0, 0, 1, 2, 2, 2]).shards
+        [array([0, 1]), array([2]), array([3, 4, 5])]
+        >>> len(NaturalPartition(np.zeros(6), 2, groups=[0, 0, 1, 2, 2, 2]).shards)  # 2 of the 3, seeded
+        2
+    """
+
+    name = "natural"
+
+    def __init__(self, labels, num_devices: int, seed: int = 0, groups=None) -> None:
+        super().__init__(labels, num_devices, seed)
+        if groups is None:
+            raise ValueError("partition 'natural' needs a naturally partitioned dataset (shakespeare)")
+        self.groups = np.asarray(groups)
+        available = int(self.groups.max()) + 1 if len(self.groups) else 0
+        if self.num_devices > available:
+            raise ValueError(
+                f"num_devices={num_devices} exceeds the data set's {available} natural devices; "
+                f"use at most {available} devices"
+            )
+
+    def _build(self, rng):
+        available = int(self.groups.max()) + 1
+        chosen = (
+            range(available)
+            if self.num_devices == available
+            else rng.choice(available, self.num_devices, replace=False)
+        )
+        order = np.argsort(self.groups, kind="stable")
+        starts = np.searchsorted(self.groups[order], np.arange(available + 1))
+        return [order[starts[g] : starts[g + 1]] for g in sorted(chosen)]
+
+
 PARTITIONS = {
     cls.name: cls
-    for cls in (IidPartition, DirichletPartition, ShardPartition, PathologicalPartition, SizeSkewPartition)
-}
+    for cls in (
+        IidPartition, DirichletPartition, ShardPartition, PathologicalPartition, SizeSkewPartition,
+        NaturalPartition,
+    )
+}  # fmt: skip
 
 
 def make_partition(name: str, labels, num_devices: int, seed: int = 0, **params) -> Partition:

@@ -7,4 +7,5 @@ Example::
     True
 """
 
-NETWORK_NAMES = ("cifarnet", "lenet5", "lenet300_100", "resnet18", "vgg_like")
+NETWORK_NAMES = ("char_lstm", "char_lstm_small", "cifarnet", "lenet5", "lenet300_100", "resnet18", "vgg_like")
+TEXT_NETWORKS = ("char_lstm", "char_lstm_small")  # for text data sets only; the others for images

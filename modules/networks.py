@@ -10,6 +10,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lightning_fed.nn import LSTM
+
 
 def _pooled(size: int, times: int, kernel: int = 2, stride: int = 2, padding: int = 0) -> int:
     for _ in range(times):
@@ -144,7 +146,43 @@ def vgg_like(in_channels: int = 3, image_size: int = 32, num_classes: int = 10) 
     return nn.Sequential(*layers)
 
 
+class CharLSTM(nn.Module):
+    """Next-character prediction: an embedding, a stacked :class:`~lightning_fed.nn.LSTM` and a
+    linear head on the last time step's output, logits over ``vocabulary`` characters (LEAF's and
+    the FedAvg paper's model: 8-dimensional embedding, two layers of 256). ``variational()`` makes
+    every part of it sparse variational.
+
+    Example::
+
+        >>> model = CharLSTM(vocabulary=81, embedding=8, hidden=16, layers=2)
+        >>> model(torch.zeros(4, 80, dtype=torch.int64)).shape
+        torch.Size([4, 81])
+    """
+
+    def __init__(self, vocabulary: int, embedding: int = 8, hidden: int = 256, layers: int = 2) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, embedding)
+        self.lstm = LSTM(embedding, hidden, layers)
+        self.head = nn.Linear(hidden, vocabulary)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embedding(x))
+        return self.head(out[:, -1])
+
+
+def char_lstm(in_channels: int, image_size: int, num_classes: int) -> CharLSTM:
+    """The FedAvg paper's character model: embedding 8, two LSTM layers of 256."""
+    return CharLSTM(num_classes, 8, 256, 2)
+
+
+def char_lstm_small(in_channels: int, image_size: int, num_classes: int) -> CharLSTM:
+    """A character model for a CPU: embedding 8, one LSTM layer of 128."""
+    return CharLSTM(num_classes, 8, 128, 1)
+
+
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    "char_lstm": char_lstm,
+    "char_lstm_small": char_lstm_small,
     "cifarnet": cifarnet,
     "lenet5": lenet5,
     "lenet300_100": lenet300_100,

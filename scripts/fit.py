@@ -178,7 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         "else is read (default: ~/.cache/lightning-fed, then /usr/share/datasets/fashion-mnist)",
     )
     g.add_argument("--download", action="store_true", help="let torchvision download missing data")
-    g.add_argument("--partition", default="iid", choices=list(PARTITIONS), help="how data is split")
+    g.add_argument(
+        "--partition", default=None, choices=list(PARTITIONS),
+        help="how data is split (default: natural for shakespeare, its speaking roles; iid otherwise)",
+    )  # fmt: skip
+    g.add_argument(
+        "--window", type=int_at_least(1), default=None, help="shakespeare: characters a sample (80)"
+    )
+    g.add_argument(
+        "--stride", type=int_at_least(1), default=None, help="shakespeare: characters between samples (80)"
+    )
     g.add_argument("--dirichlet-alpha", type=finite_float, default=0.5, help="label skew (dirichlet)")
     g.add_argument("--num-shards", type=int_at_least(1), default=None, help="label shards (shards)")
     g.add_argument("--unequal-sigma", type=finite_float, default=0.0, help="log-normal shard sizes (iid)")
@@ -272,6 +281,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.config:
         parser.set_defaults(**_read_config(parser, args.config))
     args = parser.parse_args(argv)
+    _check_data(parser, args)
     _check_kl_decay(parser, args)
     _check_processes(parser, args)
     _check_rounds(parser, args)
@@ -279,6 +289,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_robustness(parser, args)
     _check_privacy(parser, args)
     return args
+
+
+def _check_data(parser, args) -> None:
+    """The data set's default partition; its network, partition, window and stride fit it."""
+    from datamodules.catalog import INFO
+    from datamodules.shakespeare import check_text_options
+    from modules.catalog import NETWORK_NAMES, TEXT_NETWORKS
+
+    info = INFO[args.dataset]
+    args.partition = args.partition or info.partition
+    text = info.kind == "text"
+    if text != (args.network in TEXT_NETWORKS):
+        allowed = TEXT_NETWORKS if text else [n for n in NETWORK_NAMES if n not in TEXT_NETWORKS]
+        parser.error(
+            f"--network {args.network} does not fit --dataset {args.dataset}; use one of {', '.join(allowed)}"
+        )
+    try:
+        check_text_options(args.dataset, info, args.partition, args.window, args.stride)
+    except ValueError as error:
+        parser.error(
+            str(error)
+            .replace("window and stride", "--window and --stride")
+            .replace("partition ", "--partition ")
+        )
 
 
 def _check_privacy(parser, args) -> None:

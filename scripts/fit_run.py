@@ -99,8 +99,8 @@ def build_datamodule(args) -> FederatedDataModule:
     params["pathological"] = {"classes_per_device": args.classes_per_device}
     params["sizeskew"] = {"distribution": args.size_distribution, "exponent": args.size_exponent}
     dm = FederatedDataModule(
-        args.dataset, args.devices, args.partition, params[args.partition], args.batch_size,
-        args.data_dir, args.seed, args.download, 0, args.val_size, args.augment,
+        args.dataset, args.devices, args.partition, params.get(args.partition, {}), args.batch_size,
+        args.data_dir, args.seed, args.download, 0, args.val_size, args.augment, args.window, args.stride,
     )  # fmt: skip
     dm.setup("fit")  # load and partition now, so bad data fails before any process starts
     dm.check_shard_sizes(full_batches=not sends_rounds(args))

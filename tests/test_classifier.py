@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_fed.nn import kl_divergence, sparsity
+from modules.catalog import TEXT_NETWORKS
 from modules.classifier import SparseVDClassifier
 from modules.networks import NETWORKS, build_network
 
@@ -113,7 +114,9 @@ def test_bad_training_set_size(num_train):
 def test_bad_threshold_and_network_name():
     with pytest.raises(ValueError, match=r"threshold must be a finite number, got nan"):
         SparseVDClassifier("lenet5", num_train=10, threshold=float("nan"))
-    with pytest.raises(ValueError, match=r"unknown network 'alexnet'; choose one of cifarnet"):
+    with pytest.raises(
+        ValueError, match=r"unknown network 'alexnet'; choose one of char_lstm, char_lstm_small, cifarnet"
+    ):
         SparseVDClassifier("alexnet", num_train=10)
     with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got -1"):
         SparseVDClassifier("lenet5", num_train=10, lr=-1)
@@ -151,9 +154,15 @@ def test_learning_rate_schedule_steps_every_group_once_per_epoch(schedule, facto
     )
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+@pytest.mark.parametrize("name", sorted(set(NETWORKS) - set(TEXT_NETWORKS)))
 @pytest.mark.parametrize("shape", [(1, 28), (3, 32)])
 def test_every_network_runs_on_both_input_kinds(name, shape):
     channels, size = shape
     net = build_network(name, channels, size, num_classes=7).eval()
     assert net(torch.zeros(2, channels, size, size)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("name", TEXT_NETWORKS)
+def test_every_text_network_predicts_the_next_character_of_each_window(name):
+    net = build_network(name, 1, 80, num_classes=81).eval()
+    assert net(torch.zeros(2, 80, dtype=torch.int64)).shape == (2, 81)

