@@ -37,8 +37,9 @@ class TokenBatches(Dataset):
         return self.images[index], self.labels[index]
 
 
-class ImageBatches(Dataset):
-    """uint8 images held once; a batch is converted and normalised on the fly, in one op.
+class ImageBatches(TokenBatches):
+    """uint8 images held once, indexed as :class:`TokenBatches` are; a batch is converted and
+    normalised on the fly, in one op.
 
     ``__getitems__`` makes the DataLoader fetch a whole batch at once; ``augment`` applies the
     usual random 4-pixel-padded crop and horizontal flip of the 32x32 datasets.
@@ -63,18 +64,11 @@ class ImageBatches(Dataset):
         """Reseed the augmentation, so that epoch ``epoch`` draws the same crops after a resume."""
         self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
     def fetch(self, indices, key: list[int]):
         """The batch of ``indices``, its augmentation drawn from a stream seeded by ``key`` alone."""
         if self.augment:
             self.generator.manual_seed(int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0]))
         return self.__getitems__(indices)
-
-    def __getitem__(self, index: int):
-        x, y = self.__getitems__([index])
-        return x[0], y[0]
 
     def __getitems__(self, indices):
         index = torch.as_tensor(indices, dtype=torch.int64)
