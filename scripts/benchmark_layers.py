@@ -1,6 +1,10 @@
-"""Forward+backward time and peak memory of variational CifarNet against plain CifarNet.
+"""Forward+backward time and peak memory of a variational network against the plain one.
 
-Usage: python scripts/benchmark_layers.py [--batch-size 128] [--steps 20] [--threads 2]
+Usage: python scripts/benchmark_layers.py [--network cifarnet] [--batch-size 128] [--steps 20] [--threads 2]
+
+``--network char_lstm_small`` (or ``char_lstm``) times the Shakespeare model on windows of 80
+characters: its variational form draws each LSTM matrix once a mini-batch, where CifarNet's uses
+the local reparameterization trick, so the two ratios measure different costs.
 
 Each variant runs in its own process (so peak RSS is its own); the two are interleaved over
 several rounds and the median step time is used. Prints the ratios variational / plain.
@@ -20,20 +24,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
 
 
-def measure(kind: str, batch_size: int, steps: int, threads: int) -> dict:
+def measure(kind: str, network: str, batch_size: int, steps: int, threads: int) -> dict:
     """Time ``steps`` forward+backward passes of one variant; report median time and peak RSS."""
     import torch
     import torch.nn.functional as F
 
     from lightning_fed.nn import variational
-    from modules.networks import cifarnet
+    from modules.catalog import TEXT_NETWORKS
+    from modules.networks import build_network
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = cifarnet(1, 28, 10)
+    text = network in TEXT_NETWORKS
+    classes = 81 if text else 10
+    net = build_network(network, 1, 80 if text else 28, classes)
     if kind == "variational":
         net = variational(net)
-    x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    x = torch.randint(0, classes, (batch_size, 80)) if text else torch.randn(batch_size, 1, 28, 28)
+    y = torch.randint(0, classes, (batch_size,))
     for _ in range(3):  # warm-up
         F.cross_entropy(net(x), y).backward()
     times = []
@@ -47,7 +55,8 @@ def measure(kind: str, batch_size: int, steps: int, threads: int) -> dict:
 
 
 def run_child(kind: str, args) -> dict:
-    command = [sys.executable, __file__, "--child", kind, "--batch-size", str(args.batch_size)]
+    command = [sys.executable, __file__, "--child", kind, "--network", args.network]
+    command += ["--batch-size", str(args.batch_size)]
     command += ["--steps", str(args.steps), "--threads", str(args.threads)]
     return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
 
@@ -56,6 +65,7 @@ def main(argv=None) -> None:
     parser = OneLineParser(
         prog="benchmark_layers.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
+    parser.add_argument("--network", default="cifarnet", choices=["cifarnet", "char_lstm_small", "char_lstm"])
     parser.add_argument("--batch-size", type=int_at_least(1), default=128)
     parser.add_argument("--steps", type=int_at_least(1), default=20)
     parser.add_argument("--threads", type=int_at_least(1), default=2)
@@ -63,7 +73,7 @@ def main(argv=None) -> None:
     parser.add_argument("--child", choices=["plain", "variational"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.child, args.batch_size, args.steps, args.threads)))
+        print(json.dumps(measure(args.child, args.network, args.batch_size, args.steps, args.threads)))
         return
     results = {"plain": [], "variational": []}
     for _ in range(args.rounds):
@@ -73,7 +83,8 @@ def main(argv=None) -> None:
     var_t = statistics.median(r["seconds"] for r in results["variational"])
     plain_m = statistics.median(r["peak_rss_mib"] for r in results["plain"])
     var_m = statistics.median(r["peak_rss_mib"] for r in results["variational"])
-    print(f"CifarNet 28x28, batch {args.batch_size}, {args.threads} threads, forward+backward")
+    what = "28x28 images" if args.network == "cifarnet" else "windows of 80 characters"
+    print(f"{args.network}, {what}, batch {args.batch_size}, {args.threads} threads, forward+backward")
     print(f"{'':12}{'plain':>12}{'variational':>14}{'ratio':>8}")
     print(f"{'time (ms)':12}{plain_t * 1e3:12.1f}{var_t * 1e3:14.1f}{var_t / plain_t:8.2f}")
     print(f"{'peak (MiB)':12}{plain_m:12.0f}{var_m:14.0f}{var_m / plain_m:8.2f}")

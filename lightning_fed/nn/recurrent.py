@@ -48,34 +48,25 @@ class LSTM(nn.Module):
         bound = 1 / math.sqrt(hidden_size)  # nn.LSTM's initialisation
         for parameter in self.parameters():
             nn.init.uniform_(parameter, -bound, bound)
+        # torch's LSTM, not a submodule: only its kernel is used, with the matrices of each pass
+        object.__setattr__(self, "_kernel", nn.LSTM(input_size, hidden_size, num_layers, batch_first=True))
 
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``x`` of shape (batch, time, input_size) -> the last layer's outputs (batch, time,
-        hidden_size) and the final ``(h, c)``, each (num_layers, batch, hidden_size)."""
-        batch = x.shape[0]
+        hidden_size) and the final ``(h, c)``, each (num_layers, batch, hidden_size). The
+        recurrence is torch's fused LSTM kernel, run with this pass's matrices."""
         if state is None:
-            zeros = x.new_zeros(self.num_layers, batch, self.hidden_size)
+            zeros = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
             state = (zeros, zeros)
-        finals_h, finals_c = [], []
-        for layer in range(self.num_layers):
-            x, (h, c) = self._layer(x, layer, state[0][layer], state[1][layer])
-            finals_h.append(h)
-            finals_c.append(c)
-        return x, (torch.stack(finals_h), torch.stack(finals_c))
-
-    def _layer(self, x, layer: int, h, c):
-        ih, hh = self.ih[layer], self.hh[layer]
-        from_input = nn.functional.linear(x, weight_of(ih), ih.bias)  # every time step at once
-        recurrent = weight_of(hh).t()
-        outputs = []
-        for t in range(x.shape[1]):
-            i, f, g, o = (from_input[:, t] + h @ recurrent).chunk(4, dim=1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1), (h, c)
+        weights = {}
+        for layer, (ih, hh) in enumerate(zip(self.ih, self.hh, strict=True)):
+            weights[f"weight_ih_l{layer}"] = weight_of(ih)
+            weights[f"weight_hh_l{layer}"] = weight_of(hh)
+            weights[f"bias_ih_l{layer}"] = ih.bias
+            weights[f"bias_hh_l{layer}"] = torch.zeros_like(ih.bias)  # one bias a gate: ih's
+        return torch.func.functional_call(self._kernel, weights, (x, state))
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first=True"
