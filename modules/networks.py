@@ -159,10 +159,12 @@ class CharLSTM(nn.Module):
         torch.Size([4, 81])
     """
 
-    def __init__(self, vocabulary: int, embedding: int = 8, hidden: int = 256, layers: int = 2) -> None:
+    def __init__(
+        self, vocabulary: int, embedding: int = 8, hidden: int = 256, layers: int = 2, noise: str = "batch"
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocabulary, embedding)
-        self.lstm = LSTM(embedding, hidden, layers)
+        self.lstm = LSTM(embedding, hidden, layers, noise=noise)  # noise: what one weight draw serves
         self.head = nn.Linear(hidden, vocabulary)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

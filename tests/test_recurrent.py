@@ -167,3 +167,23 @@ def test_the_federation_sees_the_recurrent_layers_as_it_sees_the_others():
     model[1](model[0](torch.tensor([[1, 2, 3]])))[0].sum().backward()
     assert (hh.weight.grad[:8] == 0).all() and (hh.weight.grad[8:] != 0).any()
     masker.remove()
+
+
+def test_noise_per_sequence_gives_each_sequence_its_own_draw_shared_by_its_time_steps():
+    """noise="sequence" equals running each sequence alone, one draw each, in the order of the batch."""
+    torch.manual_seed(0)
+    lstm = variational(LSTM(3, 4, num_layers=2, noise="sequence"), init_log_sigma2=-2.0).train()
+    x = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(8)
+    out, (h, c) = lstm(x)
+    torch.manual_seed(8)
+    alone = [lstm(x[b : b + 1]) for b in range(3)]
+    assert torch.equal(out, torch.cat([o for o, _ in alone]))
+    assert torch.equal(h, torch.cat([s[0] for _, s in alone], 1)) and torch.equal(
+        c, torch.cat([s[1] for _, s in alone], 1)
+    )
+    torch.manual_seed(8)
+    lstm.noise = "batch"
+    assert not torch.equal(out, lstm(x)[0])  # one draw for all three is another computation
+    with pytest.raises(ValueError, match=r"^noise must be one of batch, sequence, got 'step'$"):
+        LSTM(3, 4, noise="step")

@@ -7,8 +7,12 @@ hidden-to-hidden ``hh[l]`` (``4H x H``) matrix, gates in PyTorch's order (input,
 output). Plain, it computes what ``nn.LSTM`` does. Variational, every matrix carries
 log_sigma2, KL, ``M(alpha)`` and ``keep_mask()`` like the other layers, and what is sampled when
 is the paper's: the local reparameterization trick does not apply to weights used at every time
-step, so a forward pass in training draws each matrix once, ``theta + sigma * eps``, and that draw
-serves every sequence and every time step of the mini-batch; evaluation uses ``theta * M(alpha)``.
+step, so a forward pass in training draws each matrix ``theta + sigma * eps`` once a sequence
+(``noise="sequence"``: each sequence its own draw, shared by its time steps, as Lobacheva et al.
+describe) or once a mini-batch (``noise="batch"``, the default: one draw shared by every sequence
+and time step of it, one fused kernel call instead of one a sequence, noisier gradients);
+evaluation uses ``theta * M(alpha)``. An :class:`~lightning_fed.nn.EmbeddingSVD` before it draws
+its table once a mini-batch.
 
 Example::
 
@@ -25,6 +29,8 @@ from torch import nn
 
 from lightning_fed.nn.layers import SparseVDMixin
 
+NOISE = ("batch", "sequence")  # what one draw of the matrices serves in training
+
 
 def weight_of(layer: nn.Linear) -> torch.Tensor:
     """The matrix a forward pass uses: one draw of a variational layer's weights, else the weights."""
@@ -34,14 +40,17 @@ def weight_of(layer: nn.Linear) -> torch.Tensor:
 class LSTM(nn.Module):
     """A batch-first LSTM of ``num_layers`` layers; see the module docstring."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, noise: str = "batch") -> None:
         super().__init__()
         if min(input_size, hidden_size, num_layers) < 1:
             raise ValueError(
                 f"LSTM sizes must be >= 1, got input_size={input_size}, hidden_size={hidden_size}, "
                 f"num_layers={num_layers}"
             )
+        if noise not in NOISE:
+            raise ValueError(f"noise must be one of {', '.join(NOISE)}, got {noise!r}")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.noise = noise
         sizes = [input_size] + [hidden_size] * (num_layers - 1)
         self.ih = nn.ModuleList(nn.Linear(size, 4 * hidden_size) for size in sizes)
         self.hh = nn.ModuleList(nn.Linear(hidden_size, 4 * hidden_size, bias=False) for _ in sizes)
@@ -60,6 +69,13 @@ class LSTM(nn.Module):
         if state is None:
             zeros = x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
             state = (zeros, zeros)
+        variational = any(isinstance(m, SparseVDMixin) for m in [*self.ih, *self.hh])
+        if self.noise == "sequence" and self.training and variational and x.shape[0] > 1:
+            runs = [
+                self(x[b : b + 1], (state[0][:, b : b + 1], state[1][:, b : b + 1])) for b in range(len(x))
+            ]
+            outputs = torch.cat([out for out, _ in runs])
+            return outputs, (torch.cat([h for _, (h, _) in runs], 1), torch.cat([c for _, (_, c) in runs], 1))
         weights = {}
         for layer, (ih, hh) in enumerate(zip(self.ih, self.hh, strict=True)):
             weights[f"weight_ih_l{layer}"] = weight_of(ih)
@@ -69,4 +85,4 @@ class LSTM(nn.Module):
         return torch.func.functional_call(self._kernel, weights, (x, state))
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first=True"
+        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, noise={self.noise}"
