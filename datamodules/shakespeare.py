@@ -36,6 +36,7 @@ Example::
 
 import hashlib
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -144,9 +145,11 @@ def shakespeare(window: int = 80, stride: int = 80, folder: Path | None = None, 
             pieces[name][2].append(torch.full((len(y),), len(devices), dtype=torch.int64))
         devices.append(f"{play}/{role}")
     parts = {name: tuple(torch.cat(p) for p in pieces[name]) for name in PARTS}
-    if cached is not None:
+    if cached is not None:  # written aside and renamed: processes parsing at once never read half a file
         cached.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"devices": devices, "parts": parts}, cached)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+        torch.save({"devices": devices, "parts": parts}, partial)
+        os.replace(partial, cached)
     return devices, parts
 
 
