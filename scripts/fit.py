@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         help="the folder that holds the data set (or that --download fills); it must exist, and nothing "
-        "else is read (default: ~/.cache/lightning-fed, then /usr/share/datasets/fashion-mnist)",
+        "else is read (default: ~/.cache/lightning-fed, then /usr/share/datasets/fashion-mnist); for "
+        "shakespeare, where the parsed plays are cached",
     )
     g.add_argument("--download", action="store_true", help="let torchvision download missing data")
     g.add_argument(
