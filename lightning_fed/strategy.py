@@ -136,7 +136,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         )  # fmt: skip
         # a download codec not given is decided at setup (lossless in FedAvg rounds)
         download_codec = self.compression if self.compression.download_given else None
-        check_download(self.config.download, self.config.every_device(), False, download_codec)
+        every = self.config.every_device()
+        check_download(self.config.download, every, False, download_codec, self.config.share_log_sigma2)
         self._given_algorithm = algorithm
         self.algorithm: FederatedAlgorithm | None = algorithm
         self.num_devices = self.config.num_devices

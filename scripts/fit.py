@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="FedAvg rounds with every device: download the model's change, not the model",
     )
+    g.add_argument(
+        "--download-sparse",
+        action="store_true",
+        help="FedAvg rounds under Algorithm 1: download the kept weights of the public M(alpha) and their "
+        "positions; a device holds the rest pruned",
+    )
     g = p.add_argument_group("robustness (devices that lie, and a server that does not trust them)")
     g.add_argument(
         "--aggregator", default=None, metavar="SPEC",
@@ -380,6 +386,7 @@ def _check_codecs(parser, args) -> None:
     """Each codec spec parses, and error feedback is asked only of a codec that drops something."""
     feedback = (args.error_feedback, args.download_error_feedback, args.error_feedback_momentum)
     _check_download_delta(parser, args)
+    _check_download_sparse(parser, args)
     if not any((args.codec, args.download_codec, *feedback)):
         return
     from lightning_fed.communication import default_download, make_codec
@@ -439,6 +446,27 @@ def _check_download_delta(parser, args) -> None:
         parser.error(
             f"--download-delta with --download-codec {args.download_codec} needs --download-error-feedback, "
             "else the devices' copy drifts from the model round after round"
+        )
+
+
+def _check_download_sparse(parser, args) -> None:
+    """``--download-sparse``: FedAvg rounds of a sparse model under Algorithm 1 (at argparse speed)."""
+    if not args.download_sparse:
+        return
+    if args.download_delta:
+        parser.error("--download-sparse and --download-delta are two forms of the download; give one")
+    if args.dense:
+        parser.error("--download-sparse sends the kept weights of M(alpha); --dense has no M(alpha)")
+    if not args.share_log_sigma2:
+        parser.error(
+            "--download-sparse needs --share-log-sigma2 (Algorithm 1): in the paper's variant each device's "
+            "M(alpha) depends on its own log_sigma2, which the server does not hold"
+        )
+    sampled = args.devices_per_round not in (None, args.devices) or args.local_steps not in (None, 1)
+    if not (sampled or args.local_epochs or args.failure_rate):
+        parser.error(
+            "--download-sparse applies to FedAvg rounds (--devices-per-round, --local-steps, --local-epochs "
+            "or --failure-rate); the paper's protocol downloads the averaged gradient, already sparse"
         )
 
 

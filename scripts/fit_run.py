@@ -126,7 +126,7 @@ def round_options(args) -> dict:
         "codec": args.codec, "download_codec": args.download_codec,
         "error_feedback": args.error_feedback, "error_feedback_momentum": args.error_feedback_momentum,
         "download_error_feedback": args.download_error_feedback,
-        "download": "delta" if args.download_delta else "model",
+        "download": "delta" if args.download_delta else "sparse" if args.download_sparse else "model",
         "aggregator": args.aggregator, "enforce_mask": args.enforce_mask, "attack": args.attack,
         "malicious_fraction": args.malicious_fraction, "dp_clip": args.dp_clip,
         "dp_noise_multiplier": args.dp_noise_multiplier, "target_epsilon": args.target_epsilon,

@@ -8,8 +8,9 @@ from torch import nn
 
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation.compression import Compression
-from lightning_fed.federation.downlink import ModelDownlink
+from lightning_fed.federation.downlink import ModelDownlink, pruned_log_sigma2, unsent_pairs
 from lightning_fed.federation.saving import FederatedCheckpointing
+from lightning_fed.federation.sharing import SharingPlan
 from lightning_fed.nn import variational
 from tests.helpers.small_fit import small_fit
 
@@ -66,14 +67,16 @@ def test_a_quantised_delta_with_the_server_s_residual_keeps_held_plus_residual_e
     assert devices.values[-1] == 300
 
 
-def _fit(data_dir, root, max_steps=6, resume=None, every=None, **strategy_options):
-    def network():
-        net = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)))
-        with torch.no_grad():
-            net[1].log_sigma2.fill_(10.0)  # log alpha >> 3: M(alpha) prunes the whole first layer
-        return net
+def _network():
+    net = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10)))
+    with torch.no_grad():
+        net[1].log_sigma2.fill_(10.0)  # log alpha >> 3: M(alpha) prunes the whole first layer
+    return net
 
-    return small_fit(data_dir, root, network, FederatedStrategy(**strategy_options), max_steps, resume, every)
+
+def _fit(data_dir, root, max_steps=6, resume=None, every=None, **strategy_options):
+    strategy = FederatedStrategy(**strategy_options)
+    return small_fit(data_dir, root, _network, strategy, max_steps, resume, every)
 
 
 FEDAVG = {"local_steps": 2, "codec": "qsgd:8", "error_feedback": True}
@@ -103,7 +106,7 @@ def test_a_pruned_layer_costs_nothing_on_the_way_back_and_a_resume_is_exact(data
         ({"devices_per_round": 2, "local_steps": 2}, r"^download='delta' needs every device in every round"),
         ({}, r"^download='delta' applies to FedAvg rounds"),
         ({"local_steps": 2, "download_codec": "qsgd:8"}, r"^download='delta' with the lossy download codec"),
-        ({"download": "both"}, r"^download must be one of model, delta, got 'both'"),
+        ({"download": "both"}, r"^download must be one of model, delta, sparse, got 'both'"),
     ],
 )
 def test_a_download_delta_that_cannot_work_is_a_one_line_error(data_dir, tmp_path, options, message):
@@ -136,3 +139,101 @@ def test_a_resumed_server_state_moves_to_the_model_s_device():
     FederatedCheckpointing.restore_devices(resuming)
     moved = [*downlink.sent, *downlink.held, *compression.server_residual]
     assert [t.device.type for t in moved] == ["meta"] * 3
+
+
+def _alg1_model(pruned_rows: int = 3):
+    """A variational 6 -> 4 -> 2 model whose first layer has its first ``pruned_rows`` rows pruned."""
+    torch.manual_seed(0)
+    model = variational(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)))
+    with torch.no_grad():
+        model[0].log_sigma2[:pruned_rows] = 5.0  # log alpha > 3 for weights of norm under 1
+        model[0].weight[:pruned_rows] = torch.rand(pruned_rows, 6) * 0.5 + 0.1  # non-zero, pruned
+    return model
+
+
+def _sparse_download(model):
+    plan = SharingPlan(model, share_log_sigma2=True)
+    compression = Compression()
+    compression.for_sampled_rounds("sparse")
+    downlink = ModelDownlink("sparse")
+    downlink.pairs = unsent_pairs(plan, model)
+    carried = []
+
+    def deliver(payload, codec):
+        tensors, values = codec.read(payload, [t.numel for t in plan.shared])
+        carried.append((len(payload), values))
+        return tensors
+
+    keeps = plan.keeps(plan.masks(model))
+    held = downlink.send(plan.values(model), compression, deliver, step=0, seed=0, keeps=keeps)
+    return plan, held, carried[0]
+
+
+def test_a_sparse_download_carries_the_kept_weights_and_the_device_holds_the_rest_pruned():
+    model = _alg1_model()
+    plan, held, (size, values) = _sparse_download(model)
+    kept = int(model[0].keep_mask().sum()) + int(model[2].keep_mask().sum())
+    assert kept == 4 * 6 - 3 * 6 + 8  # the pruned rows are all the first layer prunes
+    assert values == 2 * kept + 4 + 2  # theta and log_sigma2 where kept, the biases whole
+    device = _alg1_model()
+    plan.write_parameters(device, held)
+    for server_layer, device_layer in ((model[0], device[0]), (model[2], device[2])):
+        assert torch.equal(device_layer.keep_mask(), server_layer.keep_mask())  # the public M(alpha)
+        masked = device_layer.weight * device_layer.keep_mask()
+        assert torch.equal(masked, server_layer.weight * server_layer.keep_mask())
+    assert not device[0].weight[:3].any()  # held pruned: theta 0 ...
+    assert torch.equal(device[0].log_sigma2[:3], torch.full((3, 6), pruned_log_sigma2(3.0)))  # ... quiet
+    x = torch.randn(5, 6)
+    model.eval(), device.eval()
+    assert torch.equal(device(x), model(x))  # the device evaluates the server's model exactly
+
+
+def test_with_nothing_pruned_the_sparse_download_is_the_model_itself():
+    model = _alg1_model(pruned_rows=0)
+    plan, held, (size, values) = _sparse_download(model)
+    assert values == sum(t.numel for t in plan.shared)
+    assert all(torch.equal(h, v) for h, v in zip(held, plan.values(model), strict=True))
+
+
+SPARSE = {"devices_per_round": 2, "local_steps": 2, "share_log_sigma2": True}
+
+
+def test_a_sparse_download_is_cheaper_and_the_server_s_pruned_weights_stay_frozen(data_dir, tmp_path):
+    """The whole first layer is pruned (log_sigma2 10): under the paper's masking and the FedAvg
+    server step no update reaches it, so the server's copy never moves, and it is never sent."""
+    _, whole = _fit(data_dir, tmp_path / "model", **SPARSE)
+    module, sparse = _fit(data_dir, tmp_path / "sparse", download="sparse", **SPARSE)
+    torch.manual_seed(0)  # as small_fit builds the network
+    initial, trained = _network(), module.network
+    assert torch.equal(trained[1].weight, initial[1].weight)
+    assert torch.equal(trained[1].log_sigma2, initial[1].log_sigma2)
+    assert not torch.equal(trained[3].weight, initial[3].weight)  # the kept layer trained
+    # 784 x 32 theta and log_sigma2 unsent: what is left is the second layer's two tensors of 320
+    # floats and the biases (42), under 3 KB to each of the round's two devices, against 200 KB
+    sparse_bytes = [r.download_bytes for r in sparse.ledger.history]
+    assert max(sparse_bytes) < 2 * 3000 < 0.03 * min(r.download_bytes for r in whole.ledger.history)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"share_log_sigma2": False}, r"^download='sparse' needs share_log_sigma2=True \(Algorithm 1\)"),
+        ({"devices_per_round": None, "local_steps": 1}, r"^download='sparse' applies to FedAvg rounds"),
+    ],
+)
+def test_a_sparse_download_that_cannot_work_is_a_one_line_error(data_dir, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        _fit(data_dir, tmp_path, max_steps=1, **{**SPARSE, "download": "sparse", **options})
+
+
+def test_a_sparse_download_of_a_dense_model_is_refused():
+    from lightning_fed.federation.config import FederationConfig
+    from lightning_fed.federation.fedavg import FedAvg
+
+    dense = nn.Linear(3, 2)
+    host = SimpleNamespace(
+        config=FederationConfig(num_devices=4, download="sparse", **SPARSE), compression=Compression(),
+        num_devices=4, plan=SharingPlan(dense, share_log_sigma2=True), lightning_module=dense,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^download='sparse' needs a sparse variational model"):
+        FedAvg().setup(host)

@@ -161,6 +161,13 @@ BAD_INPUT = [
         r"--download-delta with --download-codec qsgd:8 needs --download-error-feedback",
     ),
     (
+        ["--download-sparse", "--download-delta", "--share-log-sigma2", "--local-steps", "2"],
+        r"--download-sparse and --download-delta are two forms of the download; give one",
+    ),
+    (["--download-sparse", "--dense", "--local-steps", "2"], r"--download-sparse sends the kept weights"),
+    (["--download-sparse", "--local-steps", "2"], r"--download-sparse needs --share-log-sigma2 \(Alg"),
+    (["--download-sparse", "--share-log-sigma2"], r"--download-sparse applies to FedAvg rounds \("),
+    (
         ["--aggregator", "krum:x"],
         r"^fit.py: error: --aggregator 'krum:x': 'krum:x' has a value that is not a number$",
     ),

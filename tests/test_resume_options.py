@@ -70,3 +70,18 @@ def test_a_resume_with_the_same_options_and_more_steps_goes_on(saved_run, data_d
     )
     assert strategy.lightning_module.trainer.global_step == 4
     assert len(strategy.ledger.history) == 4
+
+
+@pytest.mark.parametrize(
+    "saved, now, message",
+    [
+        ("sparse", "model", "with --download-sparse"),
+        ("model", "delta", "without --download-delta"),
+        ("delta", "sparse", "with --download-delta, not --download-sparse"),
+    ],
+)
+def test_a_resume_with_another_download_names_its_flag(saved, now, message):
+    from lightning_fed.federation.config import check_same_trajectory
+
+    with pytest.raises(ValueError, match=f"^checkpoint last.ckpt was trained {message}; resume it with"):
+        check_same_trajectory({"download": saved}, {"download": now}, "last.ckpt")

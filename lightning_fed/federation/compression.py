@@ -85,6 +85,7 @@ class Compression:
         self.upload_way = Way(*self._upload)
         self._clip = self._attack = None
         self._download_stages = list(download_stages)
+        self._download_masked = False  # a sparse download: the model masked by M(alpha) on its way
         self._download_way()
 
     def set_attack(self, attack) -> None:
@@ -105,9 +106,10 @@ class Compression:
         self.upload_way = Way([*stages, *last], writer)
 
     def _download_way(self) -> None:
+        masking = [MaskByAlpha()] if self._download_masked else []
         server_feedback = [ServerErrorFeedback()] if self.download_error_feedback else []
         filters, writer = codec_stages(self.download_codec)
-        self.download_way = Way([*server_feedback, *filters, *self._download_stages], writer)
+        self.download_way = Way([*masking, *server_feedback, *filters, *self._download_stages], writer)
 
     @property
     def server_residual(self) -> list[torch.Tensor] | None:
@@ -120,19 +122,21 @@ class Compression:
         if residual is not None:
             self.server_state["residual"] = residual
 
-    def for_sampled_rounds(self, download_delta: bool = False) -> None:
+    def for_sampled_rounds(self, download: str = "model") -> None:
         """Rounds of sampled devices download the model itself: losslessly unless a download codec
         was given, and without a server residual (a device that missed rounds has no use for it);
-        with ``download_delta`` (every device in every round) they download the model's change, with
-        the server's residual if asked (:mod:`lightning_fed.federation.downlink`)."""
-        if self.download_error_feedback and not download_delta:
+        ``"delta"`` (every device in every round): the model's change, with the server's residual if
+        asked; ``"sparse"``: the model masked by the server's public ``M(alpha)`` first
+        (:mod:`lightning_fed.federation.downlink`)."""
+        if self.download_error_feedback and download != "delta":
             raise ValueError(
                 "download_error_feedback applies to the paper's protocol (every device, every round, "
                 "one step) and to download='delta': in sampled rounds the download is the model itself"
             )
         if not self.download_given:
             self.download_codec = make_codec(None)
-            self._download_way()
+        self._download_masked = download == "sparse"
+        self._download_way()
 
     @property
     def feedback_kinds(self) -> tuple[str, ...]:
@@ -156,9 +160,12 @@ class Compression:
         masks it."""
         return self.upload_way.send(update, Sending(state, step, seed, keeps, sender)).payload
 
-    def encode_download(self, average: list[torch.Tensor], *, step: int, seed) -> Payload:
-        """The server's payload of ``average`` through the download way."""
-        return self.download_way.send(average, Sending(self.server_state, step, seed)).payload
+    def encode_download(
+        self, average: list[torch.Tensor], *, step: int, seed, keeps: list[torch.Tensor | None] | None = None
+    ) -> Payload:
+        """The server's payload of ``average`` through the download way; ``keeps``: per tensor, the
+        flat public ``M(alpha)`` that masks it (a sparse download)."""
+        return self.download_way.send(average, Sending(self.server_state, step, seed, keeps)).payload
 
 
 def _check_error_feedback(option: str, asked: bool, codec: Codec) -> bool:

@@ -85,9 +85,10 @@ class FederationConfig:
             with ``server_optimizer="fedavg"``, as the momentum is then on the devices).
         download_error_feedback: the server does the same for its download (the paper's protocol,
             and ``download="delta"``: in sampled rounds the download is the model itself).
-        download: in FedAvg-family rounds, ``"model"`` (the model itself) or ``"delta"`` (its
+        download: in FedAvg-family rounds, ``"model"`` (the model itself), ``"delta"`` (its
             change since the last round, zero where no update moved a weight; needs every device
-            in every round; :mod:`lightning_fed.federation.downlink`).
+            in every round) or ``"sparse"`` (the kept weights of the public ``M(alpha)`` with their
+            positions; needs ``share_log_sigma2``; :mod:`lightning_fed.federation.downlink`).
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
         mask: mask theta by ``M(alpha)`` before it is sent.
         devices_per_round: K, the devices sampled per round (default: all N).
@@ -293,8 +294,11 @@ def check_same_trajectory(saved: dict, now: dict, path) -> None:
 
 def _as_flag(name: str, saved, now) -> str:
     """How fit.py's flags say that option ``name`` was ``saved`` and is now ``now``."""
-    if name == "download":  # fit.py's --download-delta
-        name, saved, now = "download_delta", saved == "delta", now == "delta"
+    if name == "download":  # fit.py's --download-delta and --download-sparse
+        if "model" in (saved, now):
+            other = now if saved == "model" else saved
+            return f"{'without' if saved == 'model' else 'with'} --download-{other}"
+        return f"with --download-{saved}, not --download-{now}"
     if name in ("upload_stages", "download_stages"):  # FederatedStrategy's, no fit.py flag
         return f"with {name} [{', '.join(saved)}], not [{', '.join(now)}]"
     flag = "--devices" if name == "num_devices" else "--" + name.replace("_", "-")

@@ -13,7 +13,7 @@ import torch
 from lightning_fed.federation.algorithm import ClientUpdate, FederatedAlgorithm
 from lightning_fed.federation.compression import DOWNLOAD
 from lightning_fed.federation.config import FederationConfig
-from lightning_fed.federation.downlink import ModelDownlink, check_download
+from lightning_fed.federation.downlink import ModelDownlink, check_download, unsent_pairs
 from lightning_fed.federation.messages import MODEL, SERVER, Message
 from lightning_fed.federation.paper_protocol import configured_server_optimizer, one_step_update
 from lightning_fed.federation.rounds import Round
@@ -31,9 +31,13 @@ class FedAvg(FederatedAlgorithm):
     def setup(self, host) -> None:
         self.config: FederationConfig = host.config
         self.downlink = ModelDownlink(self.config.download)
-        host.compression.for_sampled_rounds(download_delta=self.config.download == "delta")
+        host.compression.for_sampled_rounds(self.config.download)
         every = self.config.every_device(host.num_devices)
-        check_download(self.config.download, every, False, host.compression)
+        check_download(self.config.download, every, False, host.compression, self.config.share_log_sigma2)
+        if self.config.download == "sparse":
+            if not any(t.mask_of for t in host.plan.shared):
+                raise ValueError("download='sparse' needs a sparse variational model: no layer has M(alpha)")
+            self.downlink.pairs = unsent_pairs(host.plan, host.lightning_module)
 
     def local_step_count(self, source, device: int) -> int:
         """H, or the batches of ``local_epochs`` passes over ``device``'s shard."""
@@ -52,14 +56,16 @@ class FedAvg(FederatedAlgorithm):
         module = host.lightning_module
         step = module.trainer.global_step
         exact = host.plan.values(module)
+        sparse = self.config.download == "sparse"
+        keeps = host.plan.keeps(host.plan.masks(module)) if sparse else None  # the public M(alpha)
 
         def deliver(payload, codec):
             return host.deliver(Message(MODEL, SERVER, step, payload), codec, len(this_round.sampled))
 
         received = self.downlink.send(
-            exact, host.compression, deliver, step=step, seed=(host.seed, DOWNLOAD, step)
+            exact, host.compression, deliver, step=step, seed=(host.seed, DOWNLOAD, step), keeps=keeps
         )
-        lossy = host.compression.download_codec.lossy or self.config.download == "delta"
+        lossy = host.compression.download_codec.lossy or self.config.download != "model"
         self._server_model = exact if lossy else None  # the server steps its own
         host.plan.write_parameters(module, received)
         return [t.to(host.root_device) for t in received]
