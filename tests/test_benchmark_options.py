@@ -50,6 +50,22 @@ import pytest
             "--layouts 8,plain: '8' not allowed; give 'plain' or process counts P with 1 <= P <= "
             "--devices (4)",
         ),
+        (
+            "benchmark_scale",
+            ["--devices", "1000,x"],
+            "--devices '1000,x': give whole numbers separated by commas, e.g. 1000,10000",
+        ),
+        (
+            "benchmark_scale",
+            ["--devices", "1000,20"],
+            "--devices 1000,20: every N must be at least --per-round 50",
+        ),
+        ("benchmark_scale", ["--forms", "alg1,fedavg"], "--forms 'alg1,fedavg': 'fedavg' is not one of alg1"),
+        (
+            "benchmark_scale",
+            ["--rounds", "0"],
+            "argument --rounds: 0 is not allowed (must be an integer >= 1)",
+        ),
     ],
 )
 def test_a_bad_option_is_one_line_naming_it_and_writes_nothing(script, args, message, tmp_path, capsys):
@@ -61,3 +77,18 @@ def test_a_bad_option_is_one_line_naming_it_and_writes_nothing(script, args, mes
     assert stop.value.code == 2 and out.out == ""
     assert out.err.startswith(f"{script}.py: error: {message}") and out.err.count("\n") == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_the_scale_table_gives_each_form_s_seconds_against_its_smallest_n():
+    from scripts.benchmark_scale import table
+
+    row = {"setup_seconds": 3.0, "peak_rss_gib": 1.5, "disk_bytes": 2**20}
+    rows = [
+        {**row, "form": "alg1", "devices": 1000, "round_seconds": 2.0},
+        {**row, "form": "alg1", "devices": 50000, "round_seconds": 3.0},
+        {**row, "form": "variant", "devices": 1000, "round_seconds": 4.0},
+        {**row, "form": "variant", "devices": 50000, "round_seconds": 2.0},
+    ]
+    lines = table(rows).splitlines()[2:]
+    assert [line.split(" | ")[3] for line in lines] == ["1.00x", "1.50x", "1.00x", "0.50x"]
+    assert lines[1] == "| alg1 | 50,000 | 3.00 | 1.50x | 3 | 1.50 GiB | 1 MiB |"
