@@ -1,5 +1,7 @@
 """Figure 2's data: per-epoch fractions of dense communication, by each measure the ledger counts."""
 
+import json
+
 import pytest
 import torch
 
@@ -116,3 +118,41 @@ def test_accuracy_against_epsilon_draws_each_run_and_the_ceilings_and_a_private_
     assert "accuracy_against_epsilon.png" not in [
         p.name for p in write_run_plots(tmp_path, state, [], epochs=plain)
     ]
+
+
+def _run_folder(root, name: str, accuracies: list[float]):
+    """A fit.py run folder of one 10-round epoch per accuracy: its ledger and CSV log."""
+    folder = root / name
+    (folder / "csv" / "version_0").mkdir(parents=True)
+    traffic = {"steps": 10, "upload_bytes": 100, "download_bytes": 100}
+    epochs = {str(e): traffic for e in range(len(accuracies))}
+    (folder / "ledger.json").write_text(json.dumps({"epochs": epochs}))
+    rows = "".join(f"{e},{a}\n" for e, a in enumerate(accuracies))
+    (folder / "csv" / "version_0" / "metrics.csv").write_text("epoch,val/acc\n" + rows)
+    return folder
+
+
+def test_a_comparison_draws_each_run_against_rounds_and_bytes(monkeypatch, tmp_path):
+    from scripts.plot_comparison import main
+
+    dense, sparse = _run_folder(tmp_path, "dense", [0.5, 0.7]), _run_folder(tmp_path, "sparse", [0.4, 0.6])
+    figures = _captured(monkeypatch)
+    main(["--run", f"dense={dense}", "--run", f"sparse={sparse}", "--out", str(tmp_path / "plots")])
+    rounds, sent = (figure.axes[0] for figure in figures)
+    assert [list(line.get_xdata()) for line in rounds.get_lines()] == [[10.0, 20.0]] * 2
+    assert [list(line.get_ydata()) for line in sent.get_lines()] == [[0.5, 0.7], [0.4, 0.6]]
+    assert [t.get_text() for t in rounds.get_legend().get_texts()] == ["dense", "sparse"]
+
+
+@pytest.mark.parametrize(
+    "run, message",
+    [("dense", "'dense' is not LABEL=RUN_DIR"), ("dense=/nowhere", "/nowhere has no ledger.json")],
+)
+def test_a_comparison_of_a_bad_run_is_one_line_naming_it(run, message, tmp_path, capsys):
+    from scripts.plot_comparison import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--run", run, "--out", str(tmp_path / "plots")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "plots").exists()

@@ -183,6 +183,44 @@ def plot_accuracy_against_bytes(runs: dict[str, tuple[dict, dict]], path) -> Pat
     return _save(figure, path)
 
 
+def accuracy_against_rounds(ledger_state: dict, epochs: dict[int, dict[str, float]]) -> dict[str, np.ndarray]:
+    """Per epoch that has a validation accuracy: the rounds run up to its end, and the accuracy.
+
+    Example::
+
+        >>> state = {"epochs": {"0": {"steps": 20}, "1": {"steps": 20}, "2": {"steps": 20}}}
+        >>> points = accuracy_against_rounds(state, {0: {"val/acc": 0.5}, 2: {"val/acc": 0.75}})
+        >>> {k: v.tolist() for k, v in points.items()}
+        {'rounds': [20.0, 60.0], 'accuracy': [0.5, 0.75]}
+    """
+    rows = sorted((int(e), t.get("steps", 0)) for e, t in ledger_state.get("epochs", {}).items())
+    rounds = np.cumsum(np.array([steps for _, steps in rows], dtype=float))
+    kept = [
+        (r, epochs[e]["val/acc"])
+        for (e, _), r in zip(rows, rounds, strict=True)
+        if "val/acc" in epochs.get(e, {})
+    ]
+    return {
+        "rounds": np.array([r for r, _ in kept], dtype=float),
+        "accuracy": np.array([a for _, a in kept], dtype=float),
+    }
+
+
+def plot_accuracy_against_rounds(runs: dict[str, tuple[dict, dict]], path) -> Path:
+    """Validation accuracy against the rounds run, one line per run (``runs`` as for
+    :func:`plot_accuracy_against_bytes`)."""
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    axes = figure.add_subplot()
+    for index, (label, (state, epochs)) in enumerate(runs.items()):
+        points = accuracy_against_rounds(state, epochs)
+        axes.plot(points["rounds"], points["accuracy"], label=label, **_line_style(index))
+    count_axis(axes, "rounds")
+    axes.set_ylabel("validation accuracy")
+    axes.set_title("Accuracy against rounds")
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def accuracy_against_epsilon(epochs: dict[int, dict[str, float]]) -> dict[str, np.ndarray]:
     """Per epoch with both: the privacy budget spent by its end (``privacy/epsilon``, logged by
     ``callbacks.PrivacyMonitor``) and the validation accuracy.
