@@ -1,0 +1,186 @@
+"""SecAgg+ (lightning_fed.secure): the unmasked sum is the plain sum bit for bit, drop-outs at every
+point of the round, the server never holding an unmasked upload or both secrets of one device."""
+
+import numpy as np
+import pytest
+
+from lightning_fed.secure import SecAggAborted, SecAggPlus, check_secagg, neighbour_graph
+from lightning_fed.secure import secagg as protocol
+
+LENGTH = 1000
+
+
+def _inputs(devices, seed=0):
+    rng = np.random.default_rng(seed)
+    return {d: rng.integers(0, 2**32, LENGTH, dtype=np.uint32) for d in devices}
+
+
+def _plain_sum(inputs, devices):
+    return np.sum([inputs[d].astype(np.uint64) for d in devices], axis=0) % 2**32
+
+
+def _silent_apart(graph, count: int, spare: int) -> list[int]:
+    """``count`` devices of ``graph`` such that none has more than ``spare`` of them as neighbours."""
+    chosen, silent_neighbours = [], dict.fromkeys(graph, 0)
+    for device in graph:
+        if len(chosen) < count and all(silent_neighbours[n] < spare for n in graph[device]):
+            chosen.append(device)
+            for n in graph[device]:
+                silent_neighbours[n] += 1
+    assert len(chosen) == count
+    return chosen
+
+
+@pytest.mark.parametrize("neighbours, threshold", [(4, 3), (6, 4), (11, 7)])
+def test_the_unmasked_sum_is_the_plain_sum_with_devices_silent_at_every_point(neighbours, threshold):
+    devices = list(range(100, 124))
+    inputs = _inputs(devices)
+    graph = neighbour_graph(devices, neighbours, seed=(7, 3, 1))  # the round's, as the protocol draws it
+    early, after_sharing, after_masking = (
+        [d] for d in _silent_apart(graph, 3, neighbours - threshold)
+    )  # fmt: skip
+    reporting = {d: inputs[d] for d in devices if d not in early + after_sharing}
+    outcome = SecAggPlus(neighbours, threshold, seed=7).run(
+        devices, reporting, step=3, silent_before_sharing=early, silent_after_masking=after_masking
+    )
+    assert outcome.reported == sorted(reporting) and outcome.silent == after_sharing
+    assert np.array_equal(outcome.total, _plain_sum(inputs, reporting))
+
+
+def test_without_drop_outs_the_complete_graph_is_classic_secagg():
+    devices = [1, 2, 3, 4, 5]
+    inputs = _inputs(devices, seed=1)
+    outcome = SecAggPlus(neighbours=4, threshold=3, seed=0).run(devices, inputs, step=0)
+    assert np.array_equal(outcome.total, _plain_sum(inputs, devices))
+    keys = 4 + 32 + 32
+    assert outcome.bytes["keys/up"] == 5 * keys and outcome.bytes["keys/down"] == 5 * 4 * keys
+
+
+def test_every_message_is_counted_by_kind_at_its_length():
+    devices = list(range(8))
+    inputs = _inputs(devices)
+    outcome = SecAggPlus(neighbours=4, threshold=3, seed=0).run(devices, inputs, step=0)
+    pairs = 8 * 4  # each device's shares to its 4 neighbours
+    share = 8 + 12 + (8 + 33 + 33) + 16  # route, nonce, (sender, receiver, two shares), GCM tag
+    assert outcome.bytes["shares/up"] == outcome.bytes["shares/down"] == pairs * share
+    assert outcome.bytes["masked/up"] == 8 * 4 * LENGTH
+    assert outcome.bytes["unmasking/up"] == pairs * (4 + 1 + 33)  # owner, kind, share
+    assert outcome.bytes["unmasking/down"] == 8 * 8 * 4  # the reported ids, to each device
+
+
+def test_too_few_answers_stop_the_round_naming_the_device_and_the_option():
+    devices = list(range(6))
+    graph = neighbour_graph(devices, 2, seed=(0, 0, 1))
+    owner = 0
+    quiet = graph[owner]  # both of device 0's neighbours send their input, then fall silent
+    with pytest.raises(
+        SecAggAborted, match=r"^round 0: device 0's self-mask seed needs 2 shares \(--secagg-threshold\)"
+    ):
+        SecAggPlus(neighbours=2, threshold=2, seed=0).run(
+            devices, _inputs(devices), step=0, silent_after_masking=quiet
+        )
+
+
+def test_a_round_too_small_for_the_threshold_stops_before_any_key_is_drawn():
+    with pytest.raises(
+        SecAggAborted, match=r"^a round of 3 devices gives each 2 neighbours, under the threshold 3"
+    ):
+        SecAggPlus(neighbours=4, threshold=3, seed=0).run([1, 2, 3], _inputs([1, 2, 3]), step=0)
+
+
+def _spied(monkeypatch):
+    """What leaves each device for the server: masked uploads and unmasking answers."""
+    sent = {"masked": {}, "unmask": {}}
+    masked, unmask = protocol._Device.masked, protocol._Device.unmask
+
+    def spy_masked(self, words):
+        sent["masked"][self.ident] = out = masked(self, words)
+        return out
+
+    def spy_unmask(self, reported, silent):
+        sent["unmask"][self.ident] = out = unmask(self, reported, silent)
+        return out
+
+    monkeypatch.setattr(protocol._Device, "masked", spy_masked)
+    monkeypatch.setattr(protocol._Device, "unmask", spy_unmask)
+    return sent
+
+
+def test_the_server_never_holds_an_unmasked_upload_nor_both_secrets_of_a_device(monkeypatch):
+    devices = list(range(10))
+    inputs = _inputs(devices)
+    sent = _spied(monkeypatch)
+    reporting = {d: inputs[d] for d in devices if d != 4}
+    SecAggPlus(neighbours=4, threshold=3, seed=0).run(devices, reporting, step=0)
+    for device, message in sent["masked"].items():
+        words = np.frombuffer(message, dtype="<u4")
+        assert not np.any(words == inputs[device])  # 1,000 words: a match has odds 2**-32 each
+    kinds = {}
+    for message in sent["unmask"].values():
+        for offset in range(0, len(message), 38):
+            owner = int.from_bytes(message[offset : offset + 4], "little")
+            kinds.setdefault(owner, set()).add(chr(message[offset + 4]))
+    assert kinds[4] == {"s"} and all(kinds[d] == {"b"} for d in reporting)
+
+
+def test_one_device_s_masked_upload_is_uniform_words(monkeypatch):
+    """A chi-square test on the top 4 bits of 40,000 masked words of an all-zero input (15 degrees
+    of freedom: mean 15, sd 5.5; 60 is 8 sd out). Seeded, so the verdict is the same every run."""
+    devices = list(range(6))
+    sent = _spied(monkeypatch)
+    zeros = {d: np.zeros(40_000, dtype=np.uint32) for d in devices}
+    SecAggPlus(neighbours=2, threshold=2, seed=11).run(devices, zeros, step=0)
+    words = np.frombuffer(sent["masked"][0], dtype="<u4")
+    counts = np.bincount(words >> 28, minlength=16)
+    expected = words.size / 16
+    assert ((counts - expected) ** 2 / expected).sum() < 60
+
+
+def test_the_same_seed_gives_the_same_messages_and_another_seed_other_masks(monkeypatch):
+    devices = list(range(6))
+    inputs = _inputs(devices)
+    runs = []
+    for seed in (5, 5, 6):
+        sent = _spied(monkeypatch)
+        outcome = SecAggPlus(neighbours=2, threshold=2, seed=seed).run(devices, inputs, step=1)
+        runs.append((sent["masked"][0], outcome.bytes, outcome.total))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    assert runs[0][0] != runs[2][0] and np.array_equal(runs[0][2], runs[2][2])
+
+
+def test_a_tampered_share_is_refused():
+    from cryptography.exceptions import InvalidTag
+
+    from lightning_fed.secure.primitives import KeySource
+
+    source = KeySource(seed=0)
+    a, b = protocol._Device(1, source), protocol._Device(2, source)
+    keys = {1: (a.advertise()[4:36], a.advertise()[36:]), 2: (b.advertise()[4:36], b.advertise()[36:])}
+    message = a.share({2: keys[2]}, threshold=1)[2]
+    b.keys = {1: keys[1]}
+    tampered = message[:-1] + bytes([message[-1] ^ 1])
+    with pytest.raises(InvalidTag):
+        b.receive(1, tampered)
+
+
+@pytest.mark.parametrize(
+    "neighbours, threshold, message",
+    [
+        (1, 1, r"secagg neighbours must be a whole number >= 2, got 1"),
+        (256, 200, r"secagg neighbours must be at most 255, got 256"),
+        (4, 5, r"secagg threshold 5 must be a whole number of the 4 neighbours' shares \(3 to 4\)"),
+        (4, 2, r"secagg threshold 2 must be above half of the 4 neighbours \(3 to 4\)"),
+        (5, 2.5, r"secagg threshold 2.5 must be a whole number"),
+    ],
+)
+def test_bad_secagg_settings_are_one_line_errors(neighbours, threshold, message):
+    with pytest.raises(ValueError, match=f"^{message}"):
+        check_secagg(neighbours, threshold)
+
+
+@pytest.mark.parametrize("n, k", [(10, 4), (10, 3), (11, 3), (11, 4), (7, 6), (50, 12)])
+def test_the_graph_is_regular_and_symmetric(n, k):
+    graph = neighbour_graph(list(range(n)), k, seed=0)
+    degree = k if (k % 2 == 0 or n % 2 == 0) else k + 1
+    assert {len(v) for v in graph.values()} == {min(degree, n - 1)}
+    assert all(a in graph[b] and a != b for a in graph for b in graph[a])
