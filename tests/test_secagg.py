@@ -166,11 +166,11 @@ def test_a_tampered_share_is_refused():
 @pytest.mark.parametrize(
     "neighbours, threshold, message",
     [
-        (1, 1, r"secagg neighbours must be a whole number >= 2, got 1"),
-        (256, 200, r"secagg neighbours must be at most 255, got 256"),
-        (4, 5, r"secagg threshold 5 must be a whole number of the 4 neighbours' shares \(3 to 4\)"),
-        (4, 2, r"secagg threshold 2 must be above half of the 4 neighbours \(3 to 4\)"),
-        (5, 2.5, r"secagg threshold 2.5 must be a whole number"),
+        (1, 1, r"secagg_neighbours=1 must be a whole number >= 2"),
+        (256, 200, r"secagg_neighbours=256 must be at most 255"),
+        (4, 5, r"secagg_threshold=5 must be a whole number of the 4 neighbours' shares \(3 to 4\)"),
+        (4, 2, r"secagg_threshold=2 must be above half of the 4 neighbours \(3 to 4\)"),
+        (5, 2.5, r"secagg_threshold=2.5 must be a whole number"),
     ],
 )
 def test_bad_secagg_settings_are_one_line_errors(neighbours, threshold, message):
@@ -184,3 +184,85 @@ def test_the_graph_is_regular_and_symmetric(n, k):
     degree = k if (k % 2 == 0 or n % 2 == 0) else k + 1
     assert {len(v) for v in graph.values()} == {min(degree, n - 1)}
     assert all(a in graph[b] and a != b for a in graph for b in graph[a])
+
+
+# ---------------------------------------------------------------- in a federation
+
+
+def _network():
+    import torch
+    from torch import nn
+
+    from lightning_fed.nn import variational
+
+    net = variational(nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10)))
+    with torch.no_grad():
+        net[1].log_sigma2[:8] = 10.0  # log alpha >> 3: half the first layer is pruned
+    return net
+
+
+def _fit(data_dir, root, max_steps=4, **options):
+    from lightning_fed import FederatedStrategy
+    from tests.helpers.small_fit import small_fit
+
+    return small_fit(data_dir, root, _network, FederatedStrategy(**options), max_steps)
+
+
+FEDAVG = {"local_steps": 2, "client_optimizer": "sgd", "client_lr": 0.05}
+
+
+@pytest.mark.parametrize("options", [{}, {"share_log_sigma2": True}, {"failure_rate": 0.3}])
+def test_a_secure_run_trains_the_model_of_the_plain_run_within_the_fixed_point_step(
+    data_dir, tmp_path, options
+):
+    import torch
+
+    plain, _ = _fit(data_dir, tmp_path / "plain", **FEDAVG, **options)
+    secure, strategy = _fit(
+        data_dir, tmp_path / "secure", secure_aggregation=True, secagg_range=100.0, **FEDAVG, **options
+    )
+    assert strategy.transport_of_round.point.clipped == 0  # the KL's pull on small theta stays in range
+    # each round's average is off by under one step of the words (100 / (2**31 // 4) = 1.9e-7) per
+    # value; 4 rounds and the trajectories' own amplification of it stay under 1e-5
+    for (name, a), b in zip(plain.state_dict().items(), secure.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-5), name
+    sent = strategy.transport_of_round.bytes_by_kind
+    ledger = strategy.ledger.total
+    assert ledger.upload_bytes == sum(v for k, v in sent.items() if k.endswith("/up"))
+    assert sent["keys/up"] > 0 and sent["shares/up"] > 0 and sent["unmasking/up"] > 0
+
+
+def test_under_algorithm_1_only_the_public_mask_s_kept_coordinates_are_summed(data_dir, tmp_path):
+    _, strategy = _fit(
+        data_dir, tmp_path, max_steps=1, secure_aggregation=True, share_log_sigma2=True, **FEDAVG
+    )
+    import torch
+
+    torch.manual_seed(0)  # as small_fit builds the network: the model the round's devices received
+    net = _network()
+    kept = int(net[1].keep_mask().sum() + net[3].keep_mask().sum())
+    assert kept < 784 * 8 + 160  # the pruned half and the init's smallest weights
+    words = 2 * kept + 16 + 10  # theta and log_sigma2 where kept, and the biases
+    assert strategy.transport_of_round.bytes_by_kind["masked/up"] == 4 * 4 * words  # 4 devices
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"codec": "qsgd:8"}, r"^secure_aggregation does not go with a codec"),
+        ({"aggregator": "median"}, r"^secure_aggregation does not go with aggregator='median'"),
+        ({"aggregation": "weighted"}, r"^secure_aggregation does not go with aggregation='weighted'"),
+        ({"secagg_range": 0.0}, r"^secagg_range must be a finite number above 0, got 0.0"),
+        ({"secagg_neighbours": 8, "secagg_threshold": 5}, r"^secagg_threshold=5 exceeds the 3 neighbours"),
+    ],
+)
+def test_a_secure_run_that_cannot_work_is_a_one_line_error(data_dir, tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        _fit(data_dir, tmp_path, max_steps=1, secure_aggregation=True, **{**FEDAVG, **options})
+
+
+def test_secagg_settings_without_secure_aggregation_are_refused():
+    from lightning_fed import FederatedStrategy
+
+    with pytest.raises(ValueError, match=r"^secagg_neighbours needs secure_aggregation=True$"):
+        FederatedStrategy(secagg_neighbours=4)

@@ -29,6 +29,7 @@ from lightning_fed.federation.server_optimizers import SERVER_OPTIMIZERS
 from lightning_fed.federation.stages import Stage
 from lightning_fed.federation.transport import TRANSPORTS
 from lightning_fed.privacy.options import check_privacy
+from lightning_fed.secure.options import check_secure_aggregation
 
 AGGREGATIONS = ("mean", "weighted")
 CLIENT_OPTIMIZERS = ("module", "sgd")
@@ -167,12 +168,17 @@ class FederationConfig:
     dp_target_quantile: float | None = None
     dp_clip_lr: float = 0.2
     dp_count_noise: float | None = None
+    secure_aggregation: bool = False
+    secagg_neighbours: int | None = None
+    secagg_threshold: int | None = None
+    secagg_range: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("upload_stages", "download_stages"):
             object.__setattr__(self, name, _checked_stages(name, getattr(self, name)))
         self._check_robustness()
         check_privacy(self)
+        check_secure_aggregation(self)
         _check_choice("transport", self.transport, TRANSPORTS)
         _check_choice("aggregation", self.aggregation, AGGREGATIONS)
         _check_choice("download", self.download, DOWNLOADS)

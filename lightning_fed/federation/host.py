@@ -54,11 +54,15 @@ class RoundHost:
     def devices_of_round(self, this_round, step: int) -> list[int]:
         """The round's reporting devices hosted here, in the order they run (honest first for an
         attack that sees them, :mod:`lightning_fed.federation.attacks`); the public ``M(alpha)``
-        noted first for the server's mask check and DP's noise."""
+        noted first for the server's mask check, DP's noise and the secure sum's coordinates."""
         config = self.config
-        if config.enforce_mask or (config.dp_clip is not None and config.share_log_sigma2 and config.mask):
+        public = config.share_log_sigma2 and config.mask
+        if config.enforce_mask or (public and (config.dp_clip is not None or config.secure_aggregation)):
             # M(alpha) of the model the devices received: public
             self._public_keeps = self.plan.keeps(self.plan.masks(self.lightning_module))
+        if config.secure_aggregation:  # the round's sampled devices share their keys
+            keeps = self._public_keeps if public else None
+            self.transport_of_round.begin_round(this_round.sampled, keeps, step, self.seed)
         hosted = set(self.hosted_devices)
         devices = [d for d in this_round.reporting if d in hosted]
         if self.attack is None:

@@ -6,10 +6,10 @@ The names below are imported on first use (the cryptography libraries are needed
 from lightning_fed._lazy import lazy_exports
 
 _EXPORTS = {
-    "SecAggAborted": "lightning_fed.secure.secagg",
+    "SecAggAborted": "lightning_fed.secure.aborted",
     "SecAggOutcome": "lightning_fed.secure.secagg",
     "SecAggPlus": "lightning_fed.secure.secagg",
-    "check_secagg": "lightning_fed.secure.secagg",
+    "check_secagg": "lightning_fed.secure.options",
     "neighbour_graph": "lightning_fed.secure.graph",
 }
 __all__ = sorted(_EXPORTS)

@@ -41,7 +41,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lightning_fed.secure.aborted import SecAggAborted
 from lightning_fed.secure.graph import neighbour_graph
+from lightning_fed.secure.options import check_secagg
 from lightning_fed.secure.primitives import (
     NONCE_BYTES,
     KeySource,
@@ -58,12 +60,7 @@ from lightning_fed.secure.primitives import (
 
 IDS = struct.Struct("<II")  # sender, receiver (or owner, index)
 ID = struct.Struct("<I")
-MAX_NEIGHBOURS = 255  # a share's index is one byte
 SECRET_SHARE_BYTES = 1 + 32  # a share of a 32-byte secret: its index and two 16-byte halves
-
-
-class SecAggAborted(RuntimeError):
-    """A round the protocol cannot finish: too few answers to rebuild a device's secret."""
 
 
 @dataclass
@@ -75,34 +72,6 @@ class SecAggOutcome:
     reported: list[int]
     silent: list[int]
     bytes: dict[str, int] = field(default_factory=dict)
-
-
-def check_secagg(neighbours: int, threshold: int) -> None:
-    """One line where ``neighbours`` (k) or ``threshold`` (t of k shares) cannot give a secure round.
-
-    Example::
-
-        >>> try:
-        ...     check_secagg(neighbours=4, threshold=2)
-        ... except ValueError as error:
-        ...     print(str(error).split(":")[0])
-        secagg threshold 2 must be above half of the 4 neighbours (3 to 4)
-    """
-    if not isinstance(neighbours, int) or isinstance(neighbours, bool) or neighbours < 2:
-        raise ValueError(f"secagg neighbours must be a whole number >= 2, got {neighbours!r}")
-    if neighbours > MAX_NEIGHBOURS:
-        raise ValueError(f"secagg neighbours must be at most {MAX_NEIGHBOURS}, got {neighbours}")
-    low = neighbours // 2 + 1
-    if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold > neighbours:
-        raise ValueError(
-            f"secagg threshold {threshold!r} must be a whole number of the {neighbours} neighbours' "
-            f"shares ({low} to {neighbours})"
-        )
-    if threshold < low:
-        raise ValueError(
-            f"secagg threshold {threshold} must be above half of the {neighbours} neighbours ({low} to "
-            f"{neighbours}): at half or below the server could rebuild both of a device's secrets"
-        )
 
 
 class _Device:

@@ -1,0 +1,88 @@
+"""The transport of a round under secure aggregation: the server gets the sum, never an upload.
+
+Each device's update leaves it as float32 through the upload way (masked by ``M(alpha)``, clipped
+under DP) and is read on the device's side into fixed-point words (:mod:`.fixed_point`); the round's
+sampled devices then run SecAgg+ (:mod:`.secagg`) and the server reads the sum of the words of those
+that reported. What the ledger counts is what SecAgg+ sent, every kind of message at its length:
+the masked words up, and the keys, the encrypted shares and the unmasking, both ways. The round's
+devices that did not report (``failure_rate``) shared their keys and fell silent: their masks are
+removed. The downloads travel as without it.
+
+Example::
+
+    >>> import torch
+    >>> from lightning_fed.communication import SparseCodec
+    >>> from lightning_fed.federation.messages import UPDATE, Message
+    >>> from lightning_fed.secure.secagg import SecAggPlus
+    >>> codec = SparseCodec()
+    >>> transport = SecureTransport(codec, [2], SecAggPlus(3, 2, seed=0), value_range=4.0, max_devices=4)
+    >>> transport.begin_round([0, 1, 2, 3], keeps=None, step=0, seed=0)
+    >>> for device in (0, 1, 2):  # device 3 fell silent
+    ...     transport.upload(Message(UPDATE, device, 0, codec.encode([torch.tensor([device, -1.0])])))
+    >>> total, reported = transport.server_sum()
+    >>> [round(v, 5) for v in total[0].tolist()], reported
+    ([3.0, -3.0], 3.0)
+    >>> sorted(transport.bytes_by_kind)[:3]
+    ['keys/down', 'keys/up', 'masked/up']
+"""
+
+import torch
+
+from lightning_fed.communication import Traffic
+from lightning_fed.federation.transport import InProcess
+from lightning_fed.secure.fixed_point import FixedPoint
+from lightning_fed.secure.secagg import SecAggPlus
+
+
+class SecureTransport(InProcess):
+    """One process's round, summed by ``protocol`` over words of ``FixedPoint(value_range, max_devices)``."""
+
+    def __init__(
+        self,
+        codec,
+        numels: list[int],
+        protocol: SecAggPlus,
+        value_range: float,
+        max_devices: int,
+        ledger=None,
+    ) -> None:
+        super().__init__(codec, numels, ledger)
+        self.protocol = protocol
+        self.point = FixedPoint(value_range, max_devices)
+        self.bytes_by_kind: dict[str, int] = {}  # every round's SecAgg+ messages, by kind and direction
+        self._devices: list[int] = []
+        self._words: dict = {}
+
+    def begin_round(self, devices: list[int], keeps, step: int, seed) -> None:
+        """Round ``step``'s sampled ``devices``; ``keeps``: the public ``M(alpha)`` (Algorithm 1)
+        whose kept coordinates alone are summed, or None (every coordinate)."""
+        self._devices, self._keeps, self._step, self._seed = list(devices), keeps, step, seed
+        self._words = {}
+
+    def upload(self, message) -> None:
+        """A device's update, read on its side into words (the server never reads it)."""
+        if message.weight != 1.0:
+            raise ValueError("secure aggregation sums updates of weight 1 (aggregation='mean')")
+        tensors = self.codec.decode(message.payload, self.numels)
+        seed = (self._seed, message.sender, self._step)
+        self._words[message.sender] = self.point.encode(tensors, self._keeps, seed)
+
+    def server_sum(self) -> tuple[list[torch.Tensor] | None, float]:
+        """SecAgg+ among the round's devices: the sum of the reported updates and their count."""
+        if not self._words:
+            return None, 0.0
+        outcome = self.protocol.run(self._devices, self._words, step=self._step)
+        for kind, size in outcome.bytes.items():
+            self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + size
+        words = next(iter(self._words.values())).size
+        up = sum(size for kind, size in outcome.bytes.items() if kind.endswith("/up"))
+        down = sum(size for kind, size in outcome.bytes.items() if kind.endswith("/down"))
+        self.ledger.record(
+            Traffic(upload=words * len(outcome.reported), upload_bytes=up, download_bytes=down)
+        )
+        total = self.point.decode(outcome.total, self._keeps, self.numels)
+        self._words = {}
+        return total, float(len(outcome.reported))
+
+    def server_updates(self):
+        raise ValueError("under secure aggregation the server holds no single update (only their sum)")
