@@ -501,3 +501,18 @@ def test_a_secure_round_that_cannot_finish_stops_the_run_in_one_line(tmp_path):
         "its 3 neighbours answered; the round is not applied; no checkpoint was written yet"
     )
     assert not (out / "checkpoints").exists()
+
+
+def test_a_secure_run_writes_secagg_s_bytes_by_kind_into_its_summary(tmp_path):
+    out = tmp_path / "run"
+    done = fit(
+        *BASE, "--devices", "6", "--devices-per-round", "4", "--local-steps", "2", "--secure-aggregation",
+        "--share-log-sigma2", "--max-rounds", "2", "--output-dir", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    kinds = {f"{kind}/{way}" for kind in ("keys", "shares", "unmasking") for way in ("up", "down")}
+    assert set(summary["secagg_bytes"]) == kinds | {"masked/up"} and summary["secagg_clipped"] >= 0
+    ledger = json.loads((out / "ledger.json").read_text())["total"]
+    up = sum(v for k, v in summary["secagg_bytes"].items() if k.endswith("/up"))
+    assert ledger["upload_bytes"] == up  # every upload byte is SecAgg+'s

@@ -44,7 +44,25 @@ def run_summary(
         "aggregator": repr(aggregation.aggregator) if aggregation is not None else "mean",
         "rejected_values": aggregation.total_rejected if aggregation is not None else 0,
         **privacy_figures(getattr(aggregation, "privacy", None)),
+        **secure_figures(getattr(trainer.strategy, "transport_of_round", None)),
     }
+
+
+def secure_figures(transport) -> dict:
+    """Secure aggregation's figures for the summary: SecAgg+'s bytes by kind and direction, and the
+    values its fixed point clipped (empty without it).
+
+    Example::
+
+        >>> from types import SimpleNamespace
+        >>> secure_figures(SimpleNamespace(bytes_by_kind={"keys/up": 68}, point=SimpleNamespace(clipped=0)))
+        {'secagg_bytes': {'keys/up': 68}, 'secagg_clipped': 0}
+        >>> secure_figures(object())
+        {}
+    """
+    if not hasattr(transport, "bytes_by_kind"):
+        return {}
+    return {"secagg_bytes": dict(transport.bytes_by_kind), "secagg_clipped": transport.point.clipped}
 
 
 def privacy_figures(privacy) -> dict:
