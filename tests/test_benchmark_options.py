@@ -60,6 +60,17 @@ import pytest
             ["--devices", "1000,20"],
             "--devices 1000,20: every N must be at least --per-round 50",
         ),
+        (
+            "benchmark_secagg",
+            ["--per-round", "2,50"],
+            "--per-round 2,50: a secure round needs at least 3 devices",
+        ),
+        (
+            "benchmark_secagg",
+            ["--per-round", "10,x"],
+            "--per-round '10,x': give whole numbers separated by commas, e.g. 10,50",
+        ),
+        ("benchmark_secagg", ["--kept", "0"], "--kept 0.0: give a fraction in (0, 1]"),
         ("benchmark_scale", ["--forms", "alg1,fedavg"], "--forms 'alg1,fedavg': 'fedavg' is not one of alg1"),
         (
             "benchmark_scale",
