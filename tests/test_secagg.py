@@ -211,7 +211,10 @@ def _fit(data_dir, root, max_steps=4, **options):
 FEDAVG = {"local_steps": 2, "client_optimizer": "sgd", "client_lr": 0.05}
 
 
-@pytest.mark.parametrize("options", [{}, {"share_log_sigma2": True}, {"failure_rate": 0.3}])
+DP = {"share_log_sigma2": True, "dp_clip": 0.5, "dp_noise_multiplier": 0.3}
+
+
+@pytest.mark.parametrize("options", [{}, {"share_log_sigma2": True}, {"failure_rate": 0.3}, DP])
 def test_a_secure_run_trains_the_model_of_the_plain_run_within_the_fixed_point_step(
     data_dir, tmp_path, options
 ):
