@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--secagg-range", type=finite_float, default=None, metavar="R",
         help="uploads clipped to [-R, R] as fixed point (default: --dp-clip, else 1)",
     )  # fmt: skip
+    g.add_argument(
+        "--secagg-late-failure-rate", type=finite_float, default=0.0, metavar="RATE",
+        help="chance a device that sent its masked upload is silent in the unmasking (default: 0)",
+    )  # fmt: skip
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument(
@@ -373,7 +377,8 @@ def _check_privacy(parser, args) -> None:
 def _check_secure(parser, args) -> None:
     """Secure aggregation's options and what they go with (the library's checks, in fit.py's flags)."""
     given = (args.secagg_neighbours, args.secagg_threshold, args.secagg_range)
-    if not args.secure_aggregation and all(option is None for option in given):
+    late = args.secagg_late_failure_rate
+    if not args.secure_aggregation and all(option is None for option in given) and not late:
         return
     from fit_run import as_flags, federation_config
 

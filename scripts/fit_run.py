@@ -69,7 +69,7 @@ _FLAGS = {
     "dp_target_quantile": "--dp-target-quantile", "dp_clip_lr": "--dp-clip-lr",
     "dp_count_noise": "--dp-count-noise", "secure_aggregation": "--secure-aggregation",
     "secagg_neighbours": "--secagg-neighbours", "secagg_threshold": "--secagg-threshold",
-    "secagg_range": "--secagg-range",
+    "secagg_range": "--secagg-range", "secagg_late_failure_rate": "--secagg-late-failure-rate",
 }  # fmt: skip
 # a library argument set to True is a flag given
 _SWITCHES = {"download=True": "--download", "secure_aggregation=True": "--secure-aggregation"}
@@ -138,7 +138,7 @@ def round_options(args) -> dict:
         "dp_target_quantile": args.dp_target_quantile, "dp_clip_lr": args.dp_clip_lr,
         "dp_count_noise": args.dp_count_noise, "secure_aggregation": args.secure_aggregation,
         "secagg_neighbours": args.secagg_neighbours, "secagg_threshold": args.secagg_threshold,
-        "secagg_range": args.secagg_range,
+        "secagg_range": args.secagg_range, "secagg_late_failure_rate": args.secagg_late_failure_rate,
     }  # fmt: skip
 
 

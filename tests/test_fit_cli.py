@@ -171,6 +171,11 @@ BAD_INPUT = [
     (["--secure-aggregation", "--aggregation", "weighted"], r"with --aggregation 'weighted' \(every update"),
     (["--secagg-threshold", "3"], r"^fit.py: error: --secagg-threshold needs --secure-aggregation$"),
     (
+        ["--secure-aggregation", "--secagg-late-failure-rate", "1"],
+        r"--secagg-late-failure-rate must be in \[0, 1\), got 1.0$",
+    ),
+    (["--secagg-late-failure-rate", "0.1"], r"error: --secagg-late-failure-rate needs --secure-aggregation$"),
+    (
         ["--secure-aggregation", "--devices", "8", "--secagg-neighbours", "4", "--secagg-threshold", "2"],
         r"--secagg-threshold 2 must be above half of the 4 neighbours \(3 to 4\)",
     ),

@@ -269,3 +269,33 @@ def test_secagg_settings_without_secure_aggregation_are_refused():
 
     with pytest.raises(ValueError, match=r"^secagg_neighbours needs secure_aggregation=True$"):
         FederatedStrategy(secagg_neighbours=4)
+
+
+def test_devices_silent_after_masking_still_count_and_the_sum_stays_exact():
+    """The transport's late drop-outs: their masked words are in the sum, their self masks are
+    rebuilt from their neighbours' shares; with 12 neighbours and T = 7 half the round can go."""
+    import torch
+
+    from lightning_fed.communication import SparseCodec
+    from lightning_fed.federation.messages import UPDATE, Message
+    from lightning_fed.secure.transport import SecureTransport
+
+    codec, devices = SparseCodec(), list(range(20))
+    transport = SecureTransport(codec, [3], SecAggPlus(12, 7, seed=0), 4.0, 20, late_failure_rate=0.3)
+    transport.begin_round(devices, keeps=None, step=5, seed=1)
+    for d in devices:
+        transport.upload(Message(UPDATE, d, 5, codec.encode([torch.tensor([0.125, -0.25, float(d % 3)])])))
+    total, reported = transport.server_sum()
+    assert reported == 20.0 and total[0].tolist() == [2.5, -5.0, 19.0]  # 0.125 a step of 2**31 // 20
+    draws = np.random.default_rng((1, 5, 7)).random(20)
+    assert 0 < sum(draws < 0.3) < 20  # some, not all, were silent in the unmasking
+    assert transport.bytes_by_kind["unmasking/up"] < 20 * 12 * 38  # fewer answers than devices x K
+
+
+def test_a_late_failure_rate_out_of_range_or_without_secure_aggregation_is_refused():
+    from lightning_fed import FederatedStrategy
+
+    with pytest.raises(ValueError, match=r"^secagg_late_failure_rate must be in \[0, 1\), got 1.0$"):
+        FederatedStrategy(secure_aggregation=True, secagg_late_failure_rate=1.0)
+    with pytest.raises(ValueError, match=r"^secagg_late_failure_rate needs secure_aggregation=True$"):
+        FederatedStrategy(secagg_late_failure_rate=0.1)

@@ -130,6 +130,15 @@ class FederationConfig:
             quantile of the update norms the clip follows, ``dp_clip`` its start (None: fixed).
         dp_clip_lr: adaptive clipping's learning rate eta (default 0.2).
         dp_count_noise: the noise sigma_b on the clip count (None: the expected count over 20).
+        secure_aggregation: sum each round's uploads with SecAgg+ (:mod:`lightning_fed.secure`):
+            the server learns the sum, no single upload.
+        secagg_neighbours: K, the devices each one masks with and shares its secrets among (None:
+            2 ceil(log2 of a round's devices); at least the round's devices - 1: classic SecAgg).
+        secagg_threshold: T of K shares rebuild a secret, K / 2 < T <= K (None: K // 2 + 1).
+        secagg_range: uploads are clipped to [-range, range] as 32-bit fixed point (None:
+            ``dp_clip``, else 1).
+        secagg_late_failure_rate: the chance that a device that sent its masked upload falls
+            silent before the unmasking (its input counts; its shares of others are missing).
     """
 
     num_devices: int | None = None
@@ -172,6 +181,7 @@ class FederationConfig:
     secagg_neighbours: int | None = None
     secagg_threshold: int | None = None
     secagg_range: float | None = None
+    secagg_late_failure_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("upload_stages", "download_stages"):

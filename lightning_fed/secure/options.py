@@ -48,10 +48,15 @@ def check_secure_aggregation(config) -> None:
     """The secure sum's settings, and what cannot go with it: a server that needs each update
     (robust aggregators, the mask check), weights other than 1, codecs and error feedback (the
     fixed-point words are the upload's code)."""
+    late = config.secagg_late_failure_rate
+    if not (isinstance(late, numbers.Real) and not isinstance(late, bool) and 0 <= late < 1):
+        raise ValueError(f"secagg_late_failure_rate must be in [0, 1), got {late!r}")
     if not config.secure_aggregation:
         for name in _SETTINGS:
             if getattr(config, name) is not None:
                 raise ValueError(f"{name} needs secure_aggregation=True")
+        if late:
+            raise ValueError("secagg_late_failure_rate needs secure_aggregation=True")
         return
     refusals = [
         (config.codec is not None, "a codec (the fixed-point words are the upload's code)"),

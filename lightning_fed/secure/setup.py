@@ -19,4 +19,7 @@ def secure_transport(strategy, numels: list[int], num_devices: int):
     k, t = resolved_secagg(config, per_round)
     most = num_devices if config.sampling == "poisson" else per_round
     protocol = SecAggPlus(k, t, seed=strategy.seed)
-    return SecureTransport(strategy.codec, numels, protocol, secagg_range(config), most, strategy.ledger)
+    return SecureTransport(
+        strategy.codec, numels, protocol, secagg_range(config), most, strategy.ledger,
+        late_failure_rate=config.secagg_late_failure_rate,
+    )  # fmt: skip

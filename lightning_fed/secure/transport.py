@@ -6,7 +6,9 @@ sampled devices then run SecAgg+ (:mod:`.secagg`) and the server reads the sum o
 that reported. What the ledger counts is what SecAgg+ sent, every kind of message at its length:
 the masked words up, and the keys, the encrypted shares and the unmasking, both ways. The round's
 devices that did not report (``failure_rate``) shared their keys and fell silent: their masks are
-removed. The downloads travel as without it.
+removed. With ``late_failure_rate`` each device that sent its masked words falls silent before the
+unmasking with that chance (seeded by the round): its input counts, its shares of others are
+missing. The downloads travel as without it.
 
 Example::
 
@@ -26,6 +28,7 @@ Example::
     ['keys/down', 'keys/up', 'masked/up']
 """
 
+import numpy as np
 import torch
 
 from lightning_fed.communication import Traffic
@@ -45,9 +48,10 @@ class SecureTransport(InProcess):
         value_range: float,
         max_devices: int,
         ledger=None,
+        late_failure_rate: float = 0.0,
     ) -> None:
         super().__init__(codec, numels, ledger)
-        self.protocol = protocol
+        self.protocol, self.late_failure_rate = protocol, late_failure_rate
         self.point = FixedPoint(value_range, max_devices)
         self.bytes_by_kind: dict[str, int] = {}  # every round's SecAgg+ messages, by kind and direction
         self._devices: list[int] = []
@@ -71,7 +75,11 @@ class SecureTransport(InProcess):
         """SecAgg+ among the round's devices: the sum of the reported updates and their count."""
         if not self._words:
             return None, 0.0
-        outcome = self.protocol.run(self._devices, self._words, step=self._step)
+        late = []
+        if self.late_failure_rate:
+            draws = np.random.default_rng((self._seed, self._step, 7)).random(len(self._devices))
+            late = [d for d, u in zip(self._devices, draws, strict=True) if u < self.late_failure_rate]
+        outcome = self.protocol.run(self._devices, self._words, step=self._step, silent_after_masking=late)
         for kind, size in outcome.bytes.items():
             self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + size
         words = next(iter(self._words.values())).size
