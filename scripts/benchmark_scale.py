@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser, int_at_least, whole_numbers  # noqa: E402
 
 FORMS = {"alg1": ["--share-log-sigma2"], "variant": []}
 
@@ -92,19 +92,19 @@ def main(argv=None) -> None:
     parser = OneLineParser(
         prog="benchmark_scale.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--devices", default="1000,10000,50000", help="the N to run, comma-separated")
+    parser.add_argument(
+        "--devices", type=whole_numbers, default=[1000, 10000, 50000], help="the N to run, comma-separated"
+    )
     parser.add_argument("--per-round", type=int_at_least(1), default=50)
     parser.add_argument("--rounds", type=int_at_least(1), default=8, help="rounds timed (after 2)")
     parser.add_argument("--forms", default="alg1,variant", help=f"from {', '.join(FORMS)}")
     parser.add_argument("--network", default="lenet300_100")
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
-    try:
-        devices = [int(n) for n in args.devices.split(",")]
-    except ValueError:
-        parser.error(f"--devices {args.devices!r}: give whole numbers separated by commas, e.g. 1000,10000")
+    devices = args.devices
     if min(devices) < args.per_round:
-        parser.error(f"--devices {args.devices}: every N must be at least --per-round {args.per_round}")
+        shown = ",".join(map(str, devices))
+        parser.error(f"--devices {shown}: every N must be at least --per-round {args.per_round}")
     forms = args.forms.split(",")
     if unknown := [f for f in forms if f not in FORMS]:
         parser.error(f"--forms {args.forms!r}: {unknown[0]!r} is not one of {', '.join(FORMS)}")

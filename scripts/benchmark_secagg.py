@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lightning_fed.runs.cli import OneLineParser, int_at_least  # noqa: E402
+from lightning_fed.runs.cli import OneLineParser, int_at_least, whole_numbers  # noqa: E402
 
 
 def updates(count: int, numel: int, kept: float | None, seed: int):
@@ -114,18 +114,17 @@ def main(argv=None) -> None:
     parser = OneLineParser(
         prog="benchmark_secagg.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--per-round", default="10,50", help="K, the devices of a round, comma-separated")
+    parser.add_argument(
+        "--per-round", type=whole_numbers, default=[10, 50], help="K, the devices of a round, comma-separated"
+    )
     parser.add_argument("--numel", type=int_at_least(1), default=1_384_586, help="values of an update")
     parser.add_argument("--kept", type=float, default=0.03, help="the sparse form's kept fraction")
     parser.add_argument("--repeats", type=int_at_least(1), default=3)
     parser.add_argument("--out", default=None, help="also write the rows as JSON here")
     args = parser.parse_args(argv)
-    try:
-        sizes = [int(k) for k in args.per_round.split(",")]
-    except ValueError:
-        parser.error(f"--per-round {args.per_round!r}: give whole numbers separated by commas, e.g. 10,50")
+    sizes = args.per_round
     if min(sizes) < 3:
-        parser.error(f"--per-round {args.per_round}: a secure round needs at least 3 devices")
+        parser.error(f"--per-round {','.join(map(str, sizes))}: a secure round needs at least 3 devices")
     if not 0 < args.kept <= 1:
         parser.error(f"--kept {args.kept}: give a fraction in (0, 1]")
     rows = []

@@ -53,7 +53,7 @@ import pytest
         (
             "benchmark_scale",
             ["--devices", "1000,x"],
-            "--devices '1000,x': give whole numbers separated by commas, e.g. 1000,10000",
+            "argument --devices: '1000,x' is not whole numbers separated by commas (e.g. 10,50)",
         ),
         (
             "benchmark_scale",
@@ -68,7 +68,7 @@ import pytest
         (
             "benchmark_secagg",
             ["--per-round", "10,x"],
-            "--per-round '10,x': give whole numbers separated by commas, e.g. 10,50",
+            "argument --per-round: '10,x' is not whole numbers separated by commas (e.g. 10,50)",
         ),
         ("benchmark_secagg", ["--kept", "0"], "--kept 0.0: give a fraction in (0, 1]"),
         ("benchmark_scale", ["--forms", "alg1,fedavg"], "--forms 'alg1,fedavg': 'fedavg' is not one of alg1"),

@@ -114,3 +114,23 @@ def finite_float_at_least_0(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is not allowed (must be a finite number >= 0)")
     return value
+
+
+def whole_numbers(text: str) -> list[int]:
+    """An argparse ``type``: whole numbers separated by commas (a benchmark's settings).
+
+    Example::
+
+        >>> whole_numbers("1000,10000")
+        [1000, 10000]
+        >>> whole_numbers("10,x")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: '10,x' is not whole numbers separated by commas (e.g. 10,50)
+    """
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not whole numbers separated by commas (e.g. 10,50)"
+        ) from None
