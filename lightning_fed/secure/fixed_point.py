@@ -24,8 +24,6 @@ Example::
 import numpy as np
 import torch
 
-WORD = 2**32
-
 
 class FixedPoint:
     """The words of ``value_range``-clipped values, for sums of up to ``max_devices`` of them."""
@@ -52,9 +50,12 @@ class FixedPoint:
             [_kept(t, keep) for t, keep in zip(tensors, keeps or [None] * len(tensors), strict=True)]
         )
         self.clipped += int(np.count_nonzero(np.abs(flat) > self.range))
-        scaled = np.clip(flat, -self.range, self.range).astype(np.float64) * self.scale
-        rounded = np.floor(scaled + np.random.default_rng(seed).random(scaled.size))
-        return (rounded.astype(np.int64) % WORD).astype(np.uint32)
+        scaled = flat.astype(np.float64)  # the words' 31 bits need more than float32's 24
+        np.clip(scaled, -self.range, self.range, out=scaled)
+        scaled *= self.scale
+        scaled += np.random.default_rng(seed).random(scaled.size)
+        np.floor(scaled, out=scaled)
+        return scaled.astype(np.int64).astype(np.uint32)  # two's complement: modulo 2^32
 
     def decode(self, total: np.ndarray, keeps, numels: list[int]) -> list[torch.Tensor]:
         """The float sum of the words ``total``, placed back in tensors of ``numels`` (zeros where

@@ -116,7 +116,7 @@ class _Device:
                 masked += pairwise
             else:
                 masked -= pairwise
-        return masked.astype("<u4").tobytes()
+        return masked.astype("<u4", copy=False).tobytes()  # no copy where words are little-endian
 
     def unmask(self, reported: set[int], silent: set[int]) -> bytes:
         """Per neighbour that shared: the share of its ``b`` if it reported, of its mask key if not."""
