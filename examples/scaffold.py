@@ -15,7 +15,7 @@ Run it as any algorithm::
     )
 
 It needs the client SGD (the control variates' rule assumes it); a device's ``c_i`` lives in its
-own state (``extra["scaffold_c"]``), checkpointed with it.
+own state (its ``algorithm`` part, ``["scaffold_c"]``), checkpointed with it.
 """
 
 import torch
@@ -67,7 +67,7 @@ class Scaffold(FederatedAlgorithm):
 
     def client_update(self, host, device, batches, start):
         module, plan, optimizer = host.lightning_module, host.plan, host.client_optimizer
-        state = host.devices.states[device].extra
+        state = host.devices.states[device].algorithm
         c_i = state.get("scaffold_c") or [torch.zeros(n) for n in plan.numels]
         correction = [c - ci for c, ci in zip(self._received_c, c_i, strict=True)]
         keeps = plan.keeps(plan.masks(module))  # M(alpha) at the round's start

@@ -235,7 +235,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
             self.lightning_module, self.plan, self.hosted_devices, self.seed, self.client_optimizer,
             keep_optimizer_state=getattr(self.algorithm, "keeps_client_optimizer_state", False),
             rows_path=device_rows_folder(self, trainer), rank=self.global_rank,
-            feedback=self.compression.feedback_kinds,
+            stage_names=self.compression.feedback_kinds,
         )  # fmt: skip
         self.restore_devices()
         numels = self.server_aggregation.numels = self.algorithm.upload_numels(self)

@@ -21,7 +21,6 @@ from lightning_fed.communication import (
 )
 from lightning_fed.communication.codecs import HEADER
 from lightning_fed.federation.compression import UPLOAD, Compression
-from lightning_fed.federation.device_state import split_row
 from lightning_fed.federation.error_feedback import ErrorFeedback, MomentumCorrection, ServerErrorFeedback
 from lightning_fed.federation.sharing import SharingPlan
 from lightning_fed.federation.stages import Sending, Way
@@ -306,7 +305,7 @@ def test_a_compressed_run_sends_fewer_bytes_and_keeps_residuals_on_both_sides(da
     assert packed_total.upload_bytes < plain_total.upload_bytes / 8  # 5 % of entries, a byte each
     assert packed_total.download_bytes < plain_total.download_bytes / 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    residuals = [packed.devices.states[d].extra["residual"] for d in range(4)]
+    residuals = [packed.devices.row(d)[1]["residual"] for d in range(4)]
     assert all(len(r) == len(packed.plan.shared) and any(t.any() for t in r) for r in residuals)
     assert packed.compression.server_residual is not None
     assert any(t.any() for t in packed.compression.server_residual)
@@ -322,8 +321,8 @@ def test_a_resumed_compressed_run_ends_as_the_run_that_never_stopped(data_dir, t
     assert all(torch.equal(first[k], second[k]) for k in first)
     for device in range(4):
         for a, b in zip(
-            whole_strategy.devices.states[device].extra["residual"],
-            resumed_strategy.devices.states[device].extra["residual"],
+            whole_strategy.devices.row(device)[1]["residual"],
+            resumed_strategy.devices.row(device)[1]["residual"],
             strict=True,
         ):
             assert torch.equal(a, b)
@@ -337,7 +336,7 @@ def test_dgc_with_momentum_correction_and_server_sgd_trains_and_keeps_velocities
         data_dir, tmp_path, max_steps=4, server_optimizer="fedavg", server_lr=0.1, **options
     )
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    velocities = [strategy.devices.states[d].extra["velocity"] for d in range(4)]
+    velocities = [strategy.devices.row(d)[1]["velocity"] for d in range(4)]
     assert all(len(v) == len(strategy.plan.shared) and any(t.any() for t in v) for v in velocities)
 
 
@@ -352,7 +351,7 @@ def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data
     assert strategy.algorithm._server_model is None and all(
         torch.isfinite(p).all() for p in module.parameters()
     )
-    sent = [strategy.devices.states[d].extra.get("residual") for d in range(4)]
+    sent = [strategy.devices.row(d)[1].get("residual") for d in range(4)]
     assert any(r is not None for r in sent)  # the sampled devices hold residuals, the others none yet
     with pytest.raises(ValueError, match=r"^download_error_feedback applies to the paper's protocol"):
         _fit(
@@ -367,11 +366,7 @@ def test_sampled_rounds_with_a_lossy_download_step_the_server_s_exact_model(data
 
 def _feedback_of(strategy, device: int) -> list[torch.Tensor] | None:
     """A device's residual, wherever its store keeps it (memory, or its row on disk)."""
-    states = strategy.devices
-    if states.rows is None:
-        return states.states[device].extra.get("residual")
-    row = states.rows.read(device)
-    return None if row is None else split_row(row)[1]["residual"]
+    return strategy.devices.row(device)[1].get("residual")
 
 
 def test_residuals_in_the_devices_rows_on_disk_train_and_resume_as_in_memory(data_dir, tmp_path):
@@ -383,8 +378,8 @@ def test_residuals_in_the_devices_rows_on_disk_train_and_resume_as_in_memory(dat
     disk, on_disk = _fit(
         data_dir, tmp_path / "disk", max_steps=6, resume=resume, device_store="disk", **options
     )
-    assert on_disk.devices.rows is not None and in_memory.devices.rows is None
-    assert not any("residual" in on_disk.devices.states[d].extra for d in range(4))  # not in memory
+    assert on_disk.devices.on_disk and not in_memory.devices.on_disk
+    assert not any(on_disk.devices.states[d].stages for d in range(4))  # not in memory between rounds
     first, second = memory.state_dict(), disk.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     trained = 0

@@ -79,9 +79,9 @@ def test_device_states_swap_parameters_buffers_optimizer_state_and_random_stream
     states.rest()
     zero, one = states.states[0], states.states[1]
     assert not torch.equal(zero.buffers["1.running_mean"], one.buffers["1.running_mean"])
-    assert not torch.equal(zero.params["0.log_sigma2"], one.params["0.log_sigma2"])
+    assert not torch.equal(states.row(0)[0]["0.log_sigma2"], states.row(1)[0]["0.log_sigma2"])
     assert torch.equal(model[1].running_mean, zero.buffers["1.running_mean"])  # device 0 rests in the model
-    assert torch.equal(model[0].log_sigma2, zero.params["0.log_sigma2"])
+    assert torch.equal(model[0].log_sigma2, states.row(0)[0]["0.log_sigma2"])
     assert optimizer.state[model[0].log_sigma2] is zero.optimizer["0.log_sigma2"]
     assert not torch.equal(draws[0], draws[1])
     again = DeviceStates(small_model(), plan, devices=[1], seed=7)  # another process hosting device 1
@@ -97,47 +97,90 @@ def test_device_states_round_trip_through_a_state_dict():
         model[0].log_sigma2.data.fill_(-4.0)
     restored = DeviceStates(small_model(), plan, devices=[3], seed=1)
     restored.load_state_dict(states.state_dict())
-    assert torch.equal(restored.states[3].params["0.log_sigma2"], states.states[3].params["0.log_sigma2"])
+    assert torch.equal(restored.row(3)[0]["0.log_sigma2"], states.row(3)[0]["0.log_sigma2"])
     with pytest.raises(ValueError, match=r"no state for devices \[4\]"):
         DeviceStates(small_model(), plan, devices=[4], seed=0).load_state_dict(states.state_dict())
 
 
-@pytest.mark.parametrize("same_layout", [True, False])
-def test_rows_on_disk_resume_from_a_checkpoint_s_copy_file_to_file(same_layout, tmp_path, monkeypatch):
-    """A resume takes each saved row into the new rows file: copied inside the kernel when the
-    layouts agree (no row passes through memory, so a resume of many devices stays as small as the
-    fresh run), read and written otherwise; devices that never trained stay holes either way."""
+@pytest.mark.parametrize("saved_as", ["with its header", "without a header", "of another layout"])
+def test_rows_on_disk_resume_from_a_checkpoint_s_copy_file_to_file(saved_as, tmp_path, monkeypatch):
+    """A resume takes each saved row into the new store: copied inside the kernel when the saved
+    rows are of the store's layout (the folder's schema header says so, or the checkpoint's layout
+    for a folder of lightning-fed <= 0.3 without one): no row passes through memory, so a resume of
+    many devices stays as small as the fresh run; read and written otherwise (a stage's state the
+    new store does not keep in rows stays in memory). Devices that never trained stay holes."""
     import lightning_fed.federation.device_state as device_state
 
     model = small_model()
     plan = SharingPlan(model)
-    states = DeviceStates(model, plan, devices=[0, 1, 2], seed=0, rows_path=tmp_path / "live.f32")
-    with states.hosting(1):
+    stage_names = ("residual",) if saved_as == "of another layout" else ()
+    live = tmp_path / "live"
+    states = DeviceStates(model, plan, devices=[0, 1, 2], seed=0, rows_path=live, stage_names=stage_names)
+    with states.hosting(1) as state:
         model[0].log_sigma2.data.fill_(-4.0)
         model[3].log_sigma2.data.fill_(-5.0)
+        state.stages["residual"] = [torch.full((n,), 0.5) for n in plan.numels]
     states.rest()
-    states.rows.copy_to(tmp_path / "saved.f32")
-    saved = states.state_dict()
-    if same_layout:
+    states.rows.copy_to(tmp_path / "saved")
+    saved, layout = states.state_dict(), [(name, list(shape)) for name, shape in states.layout]
+    if saved_as == "without a header":
+        (tmp_path / "saved" / "schema.json").unlink()
+    if saved_as != "of another layout":
         never = lambda *args, **kwargs: pytest.fail("a row was read into memory")  # noqa: E731
         monkeypatch.setattr(device_state, "read_row", never)
-    layout = states.layout if same_layout else [(name, list(shape)) for name, shape in states.layout]
-    restored = DeviceStates(small_model(), plan, devices=[0, 1, 2], seed=0, rows_path=tmp_path / "new.f32")
-    restored.load_state_dict(saved, rows_file=lambda rank: tmp_path / "saved.f32", rows_layout=layout)
-    row = restored.rows.read(1)
+    restored = DeviceStates(small_model(), plan, devices=[0, 1, 2], seed=0, rows_path=tmp_path / "new")
+    restored.load_state_dict(saved, rows_file=lambda rank: tmp_path / "saved", rows_layout=layout)
+    row = restored.rows.read(1)[0]
     assert torch.equal(row["0.log_sigma2"], torch.full_like(row["0.log_sigma2"], -4.0))
     assert torch.equal(row["3.log_sigma2"], torch.full_like(row["3.log_sigma2"], -5.0))
     assert restored.rows.row_of(0) is None and restored.rows.row_of(2) is None
+    in_memory = restored.states[1].stages.get("residual")
+    assert (in_memory is not None) == (saved_as == "of another layout")
+    assert in_memory is None or all(torch.equal(t, torch.full_like(t, 0.5)) for t in in_memory)
+
+
+def test_a_checkpoint_s_rows_of_another_layout_than_their_header_are_refused(tmp_path):
+    """The header names what the bytes are; a checkpoint that names another layout is refused."""
+    from lightning_fed.federation.device_rows import DiskRows, RowSchema, read_row
+
+    rows = DiskRows(tmp_path / "live", devices=[0], schema=RowSchema([("w", (2,))]))
+    rows.write(0, {"w": torch.tensor([1.0, 2.0])}, {})
+    rows.copy_to(tmp_path / "saved")
+    assert read_row(tmp_path / "saved", 0)["w"].tolist() == [1.0, 2.0]  # the header is enough
+    with pytest.raises(ValueError, match="rows of another layout"):
+        read_row(tmp_path / "saved", 0, [("w", (1,)), ("v", (1,))])
+
+
+def test_device_state_keeps_each_part_by_name_and_reads_a_checkpoint_s_extra_of_0_3(tmp_path):
+    """A stage's state and the algorithm's are named parts of a device's state, checkpointed by
+    name; a checkpoint of lightning-fed <= 0.3 kept both in one ``extra`` dict and resumes the same."""
+    model = small_model()
+    plan = SharingPlan(model)
+    states = DeviceStates(model, plan, devices=[0, 1], seed=0)
+    with states.hosting(1) as state:
+        state.stages["residual"] = [torch.full((n,), 2.0) for n in plan.numels]
+        state.algorithm["scaffold_c"] = [torch.ones(n) for n in plan.numels]
+    saved = states.state_dict()
+    assert set(saved[1]) == {"params", "buffers", "optimizer", "rng", "stages", "algorithm", "drawn"}
+    assert list(saved[1]["stages"]) == ["residual"] and list(saved[1]["algorithm"]) == ["scaffold_c"]
+    old = {d: {k: v for k, v in s.items() if k not in ("stages", "algorithm")} for d, s in saved.items()}
+    old[1]["extra"] = {**saved[1]["stages"], **saved[1]["algorithm"]}
+    for checkpoint in (saved, old):
+        restored = DeviceStates(small_model(), plan, devices=[0, 1], seed=0)
+        restored.load_state_dict(checkpoint)
+        assert torch.equal(restored.row(1)[1]["residual"][0], saved[1]["stages"]["residual"][0])
+        assert restored.states[1].algorithm["scaffold_c"][0].tolist() == [1.0] * plan.numels[0]
+        assert restored.row(0)[1] == {}
 
 
 def test_a_save_at_the_step_already_saved_keeps_those_rows_in_either_format(tmp_path):
     """A session resumed at a step saves again at that step (an epoch end): the rows saved then are
     the rows now, whether a folder or a file of rows of lightning-fed <= 0.2."""
-    from lightning_fed.federation.device_rows import DiskRows, read_row
+    from lightning_fed.federation.device_rows import DiskRows, RowSchema, read_row
 
     layout = [("w", (2,))]
-    rows = DiskRows(tmp_path / "live", devices=[0, 1], layout=layout)
-    rows.write(1, {"w": torch.tensor([1.0, 2.0])})
+    rows = DiskRows(tmp_path / "live", devices=[0, 1], schema=RowSchema(layout))
+    rows.write(1, {"w": torch.tensor([1.0, 2.0])}, {})
     old_format = tmp_path / "last.ckpt.rows-0.step-20"
     old_format.write_bytes(torch.tensor([0.0, 0.0, 1.0, 2.0]).numpy().tobytes())  # rows 0 and 1
     rows.copy_to(old_format)

@@ -1,6 +1,7 @@
 """Rounds of the FedAvg family: sampling, failures, local steps, server optimizers, counted traffic."""
 
 import copy
+import json
 import math
 
 import numpy as np
@@ -347,7 +348,7 @@ def _variant_run(data_dir, root, max_steps, store, resume=None, save=None):
     if save:
         trainer.save_checkpoint(save)
     states = strategy.devices.state_dict()
-    params = {d: strategy.devices._params_of(d) for d in range(4)}
+    params = {d: strategy.devices.row(d)[0] for d in range(4)}
     return module.state_dict(), params, states, [vars(t) for t in strategy.ledger.history]
 
 
@@ -356,7 +357,10 @@ def test_device_rows_on_disk_train_and_resume_as_in_memory(data_dir, tmp_path):
     whole = _variant_run(data_dir, tmp_path / "memory", 7, "memory")
     ckpt = tmp_path / "disk" / "half.ckpt"
     _variant_run(data_dir, tmp_path / "disk", 3, "disk", save=ckpt)
-    saved = sorted(ckpt.with_name("half.ckpt.rows-0.step-3").iterdir())  # a file per device that trained
+    folder = ckpt.with_name("half.ckpt.rows-0.step-3")
+    saved = sorted(folder.glob("*.f32"))  # a file per device that trained, beside the schema header
+    header = json.loads((folder / "schema.json").read_text())
+    assert header["layout"] == [["network.1.log_sigma2", [10, 784]]]
     assert 1 <= len(saved) <= 4 and all(f.stat().st_size == 7840 * 4 for f in saved)  # its log_sigma2
     live = tmp_path / "disk" / "device-states" / "process-0"
     assert all(f.samefile(live / f.name) for f in saved)  # a save copies nothing: hard links to the rows

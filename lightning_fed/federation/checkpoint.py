@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 from pytorch_lightning.plugins import TorchCheckpointIO
 
-from lightning_fed.federation.device_rows import read_row
-from lightning_fed.federation.device_state import split_row
+from lightning_fed.federation.device_state import saved_state
 from lightning_fed.federation.files import write_aside
 from lightning_fed.nn.init_from import network_state
 
@@ -103,7 +102,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def device_states_of(checkpoint: dict, checkpoint_path) -> dict[int, dict]:
-    """Every device's saved state, ``{device: DeviceState.state_dict()}``; sidecars are memory-mapped.
+    """Every device's saved state (``DeviceStates.state_dict()``'s entries, each device's row read:
+    :func:`~lightning_fed.federation.device_state.saved_state`); sidecars are memory-mapped.
 
     Raises:
         ValueError: a sidecar is missing or of another step than the checkpoint.
@@ -123,14 +123,8 @@ def device_states_of(checkpoint: dict, checkpoint_path) -> dict[int, dict]:
     for rank in range(1, federated.get("processes", 1)):
         states.update(read_sidecar(checkpoint, checkpoint_path, rank))
     layout, step = federated.get("rows_layout"), federated.get("files_step")
-    for state in states.values():
-        if state.get("params") is None and state.get("params_at") is not None:
-            rank, row = state["params_at"]
-            state["params"], feedback = split_row(
-                read_row(rows_path(checkpoint_path, rank, step), row, layout)
-            )
-            state["extra"] = {**(state.get("extra") or {}), **feedback}
-    return states
+    rows_file = lambda rank: rows_path(checkpoint_path, rank, step)  # noqa: E731
+    return {device: saved_state(state, (), rows_file, layout) for device, state in states.items()}
 
 
 def read_sidecar(checkpoint: dict, checkpoint_path, rank: int) -> dict[int, dict]:

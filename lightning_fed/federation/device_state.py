@@ -1,10 +1,17 @@
-"""A device's own state, and the store that swaps it into the one model a process trains.
+"""A device's own state in named parts, and the store that swaps it into the one model a process trains.
 
-A device is data, not a process: its local parameters (log_sigma2 in the paper's variant), its
-local buffers (batch-norm statistics), the optimizer state of its local parameters, its random
-streams and ``extra`` (room for error-feedback residuals) live in a :class:`DeviceState`. A process
-hosts several devices in turn: :meth:`DeviceStates.hosting` loads a device's state into the model
-and the optimizer, and stores it back when the device is done.
+A device is data, not a process. Its state (:class:`DeviceState`) has named parts: its local
+parameters (log_sigma2 in the paper's variant), its local buffers (batch-norm statistics), the
+optimizer state of its local parameters, its random stream, each upload stage's state (error
+feedback's residual, DGC's velocity: ``stages``), what the algorithm keeps on it (SCAFFOLD's
+control variate: ``algorithm``) and how far it has read its shard. What is as large as the model
+(the local parameters and the stages' state) is the device's row, kept between its rounds by one
+of two stores of one interface (:mod:`~lightning_fed.federation.device_rows`: in memory, or one
+file a device on disk under a schema header); the rest stays in memory. A process hosts several
+devices in turn: :meth:`DeviceStates.hosting` loads a device's state into the model and the
+optimizer, and stores it back when the device is done. A checkpoint holds
+:meth:`DeviceStates.state_dict`, and :func:`saved_state` reads one device's back, the one reader of
+both a resume and :mod:`~lightning_fed.federation.checkpoint`.
 """
 
 from collections.abc import Callable, Iterator
@@ -16,7 +23,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from lightning_fed.federation.device_rows import DiskRows, Layout, read_row
+from lightning_fed.federation.device_rows import (
+    DiskRows,
+    Layout,
+    MemoryRows,
+    RowSchema,
+    read_row,
+    same_layout,
+    saved_layout,
+    unpack,
+)
 from lightning_fed.federation.sharing import SharingPlan
 
 
@@ -33,36 +49,43 @@ def device_seed(seed: int, device: int) -> int:
 
 @dataclass
 class DeviceState:
-    """Everything that is one device's own; tensors on the CPU or the model's device."""
+    """The parts of a device's state kept in memory (its row is in the store; tensors on the CPU or
+    the model's device). ``stages`` holds the upload stages' state while the device computes."""
 
-    params: dict[str, torch.Tensor]
     buffers: dict[str, torch.Tensor]
     optimizer: dict[str, dict[str, Any]] = field(default_factory=dict)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    algorithm: dict[str, Any] = field(default_factory=dict)
     drawn: int = 0  # batches of its shard stream taken so far
 
-    def state_dict(self) -> dict:
-        return {
-            "params": self.params, "buffers": self.buffers, "optimizer": self.optimizer,
-            "rng": self.rng, "extra": self.extra, "drawn": self.drawn,
-        }  # fmt: skip
 
-    @classmethod
-    def from_state_dict(cls, state: dict, like: "DeviceState") -> "DeviceState":
-        """A state read from a checkpoint, copied onto the tensors' devices and dtypes of ``like``."""
+def saved_state(state: dict, stage_names: tuple[str, ...] = (), rows_file=None, layout=None) -> dict:
+    """One device's saved state (an entry of :meth:`DeviceStates.state_dict`) with its row read:
+    ``params`` and ``stages`` filled from the file of rows that holds them (``rows_file(rank)``),
+    and a checkpoint of lightning-fed <= 0.3's ``extra`` split into ``stages`` (``stage_names``,
+    and error feedback's residual and DGC's velocity) and ``algorithm`` (the rest).
 
-        def onto(values: dict | None, reference: dict) -> dict:
-            if values is None or not reference:  # kept in a file of rows, not in the state
-                return {}
-            return {k: v.to(reference[k].device, reference[k].dtype).clone() for k, v in values.items()}
+    Example::
 
-        return cls(
-            onto(state["params"], like.params), onto(state["buffers"], like.buffers),
-            {n: {k: _clone(v) for k, v in s.items()} for n, s in state.get("optimizer", {}).items()},
-            {k: v.clone() for k, v in state.get("rng", {}).items()}, dict(state.get("extra", {})),
-            int(state.get("drawn", 0)),
-        )  # fmt: skip
+        >>> old = {"params": {}, "buffers": {}, "extra": {"residual": [torch.ones(1)], "c": 1}}
+        >>> state = saved_state(old)
+        >>> list(state["stages"]), state["algorithm"]
+        (['residual'], {'c': 1})
+    """
+    state = dict(state)
+    if "extra" in state:
+        extra, known = dict(state.pop("extra") or {}), (*stage_names, "residual", "velocity")
+        state["stages"] = {k: v for k, v in extra.items() if k in known}
+        state["algorithm"] = {k: v for k, v in extra.items() if k not in known}
+    state["stages"] = dict(state.get("stages") or {})  # the caller's checkpoint stays as it is
+    if state.get("params") is None and state.get("params_at") is not None:
+        rank, row = state["params_at"]
+        if rows_file is None:
+            raise ValueError(f"the device's parameters are in process {rank}'s rows file")
+        state["params"], stages = unpack(read_row(rows_file(rank), row, layout))
+        state["stages"] = {**state["stages"], **stages}
+    return state
 
 
 def _clone(value):
@@ -89,32 +112,6 @@ def _seeded_rng(seed: int, device: torch.device) -> dict[str, torch.Tensor]:
     return state
 
 
-FEEDBACK = "feedback:"  # row entries of error-feedback tensors: "feedback:KIND:I", I-th shared tensor
-
-
-def feedback_layout(kinds: tuple[str, ...], numels: list[int]) -> Layout:
-    """The row entries of the error-feedback tensors ``kinds`` (e.g. residual) of every shared tensor."""
-    return [(f"{FEEDBACK}{kind}:{i}", (numel,)) for kind in kinds for i, numel in enumerate(numels)]
-
-
-def split_row(row: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
-    """A row's local parameters, and its error-feedback tensors as ``{kind: [tensor per shared one]}``.
-
-    Example::
-
-        >>> params, feedback = split_row({"w": torch.zeros(2), "feedback:residual:0": torch.ones(3)})
-        >>> list(params), {k: [t.tolist() for t in v] for k, v in feedback.items()}
-        (['w'], {'residual': [[1.0, 1.0, 1.0]]})
-    """
-    params = {k: v for k, v in row.items() if not k.startswith(FEEDBACK)}
-    feedback: dict[str, list[torch.Tensor]] = {}
-    for key, value in row.items():
-        if key.startswith(FEEDBACK):
-            kind = key[len(FEEDBACK) :].rsplit(":", 1)[0]
-            feedback.setdefault(kind, []).append(value.reshape(-1))
-    return params, feedback
-
-
 class DeviceStates:
     """The states of the devices one process hosts, swapped in and out of ``model``.
 
@@ -131,12 +128,11 @@ class DeviceStates:
         keep_optimizer_state: keep that state from round to round (the paper's protocol, where
             every device steps every round); without it a device starts every round with a fresh
             optimizer state, as clients of FedAvg do.
-        rows_path: keep the local parameters in a folder of per-device files there
+        rows_path: keep the devices' rows in a folder of per-device files there
             (:class:`~lightning_fed.federation.device_rows.DiskRows`) instead of in memory: 1,000
             devices of CifarNet's log_sigma2 are 5.5 GB.
         rank: the process's rank, recorded with each row (where a checkpoint finds it).
-        feedback: the error-feedback tensors a device keeps in ``extra`` (``("residual",)``); with
-            rows on disk they live in each device's row too, out of memory between its rounds.
+        stage_names: what the upload stages keep on a device (``("residual",)``); part of its row.
 
     Example::
 
@@ -146,7 +142,7 @@ class DeviceStates:
         >>> with states.hosting(1):
         ...     _ = model[0].log_sigma2.data.fill_(-3.0)
         >>> states.rest()
-        >>> model[0].log_sigma2.tolist(), states.states[1].params["0.log_sigma2"].tolist()
+        >>> model[0].log_sigma2.tolist(), states.row(1)[0]["0.log_sigma2"].tolist()
         ([[-10.0, -10.0]], [[-3.0, -3.0]])
     """
 
@@ -160,7 +156,7 @@ class DeviceStates:
         keep_optimizer_state: bool = True,
         rows_path: Path | None = None,
         rank: int = 0,
-        feedback: tuple[str, ...] = (),
+        stage_names: tuple[str, ...] = (),
     ) -> None:
         self.model, self.plan, self.optimizer = model, plan, optimizer
         self.keep_optimizer_state = keep_optimizer_state
@@ -168,41 +164,42 @@ class DeviceStates:
         self.rank = rank
         self.where = next((p.device for p in model.parameters()), torch.device("cpu"))
         self.initial = {n: model.get_parameter(n).detach().clone() for n in plan.local_parameters}
-        self.layout: Layout = [(n, tuple(t.shape)) for n, t in self.initial.items()]
-        self.feedback = tuple(feedback)
+        self.stage_names = tuple(stage_names)
+        self.schema = RowSchema([(n, tuple(t.shape)) for n, t in self.initial.items()])
         if rows_path:
-            self.layout += feedback_layout(self.feedback, plan.numels)
-        self.rows = DiskRows(rows_path, self.devices, self.layout) if rows_path and self.layout else None
+            self.schema = RowSchema(self.schema.params, self.stage_names, tuple(plan.numels))
+        self.layout: Layout = self.schema.layout
+        on_disk = rows_path and self.layout
+        self.rows = DiskRows(rows_path, self.devices, self.schema) if on_disk else MemoryRows(self.devices)
         self.states: dict[int, DeviceState] = {d: self._initial(seed, d) for d in self.devices}
         self.resident = self.devices[0]  # the device whose state the model holds between rounds
         self.current: int | None = None  # the device the model computes as, inside ``hosting``
 
-    def _initial(self, seed: int, device: int) -> DeviceState:
-        params = {} if self.rows else {n: t.clone() for n, t in self.initial.items()}
-        buffers = {n: self.model.get_buffer(n).detach().clone() for n in self.plan.local_buffers}
-        return DeviceState(params, buffers, rng=_seeded_rng(device_seed(seed, device), self.where))
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.rows, DiskRows)
 
-    def _params_of(self, device: int, feedback: bool = False) -> dict[str, torch.Tensor]:
-        """``device``'s local parameters; with ``feedback``, its error-feedback tensors from its row
-        go into its ``extra`` as well."""
-        if self.rows is None:
-            return self.states[device].params
-        row = self.rows.read(device)
-        if row is None:
-            return self.initial
-        params, kept = split_row(row)
-        if feedback:
-            self.states[device].extra.update(kept)
-        return params
+    def _initial(self, seed: int, device: int) -> DeviceState:
+        buffers = {n: self.model.get_buffer(n).detach().clone() for n in self.plan.local_buffers}
+        return DeviceState(buffers, rng=_seeded_rng(device_seed(seed, device), self.where))
+
+    def row(self, device: int) -> tuple[dict[str, torch.Tensor], dict[str, list[torch.Tensor]]]:
+        """``device``'s local parameters and upload stages' state as stored (the initial parameters
+        and no stage state if it never trained)."""
+        return self.rows.read(device) or (self.initial, {})
 
     @torch.no_grad()
-    def load(self, device: int, feedback: bool = True) -> None:
-        """Put ``device``'s parameters, buffers and optimizer state into the model and optimizer."""
+    def load(self, device: int, stages: bool = True) -> None:
+        """Put ``device``'s parameters, buffers and optimizer state into the model and optimizer;
+        with ``stages``, its stages' state goes into its ``stages`` (it is about to compute)."""
         state = self.states[device]
-        for name, value in self._params_of(device, feedback).items():
+        params, kept = self.row(device)
+        for name, value in params.items():
             self.model.get_parameter(name).copy_(value)
         for name, value in state.buffers.items():
             self.model.get_buffer(name).copy_(value)
+        if stages:
+            state.stages.update(kept)
         if self.optimizer is not None:
             for name in self.plan.local_parameters:
                 param = self.model.get_parameter(name)
@@ -213,14 +210,12 @@ class DeviceStates:
 
     @torch.no_grad()
     def store(self, device: int) -> None:
-        """Copy the model's local parameters, buffers and optimizer state back into ``device``'s state."""
+        """Copy the model's local parameters, buffers and optimizer state back into ``device``'s
+        state; its row (with its stages' state, taken out of its ``stages``) into the store."""
         state = self.states[device]
-        if self.rows is not None:
-            self.rows.write(
-                device, self._row_from({n: self.model.get_parameter(n) for n in self.initial}, state.extra)
-            )
-        for name, value in state.params.items():
-            value.copy_(self.model.get_parameter(name))
+        params = {n: self.model.get_parameter(n) for n in self.initial}
+        stages = {n: state.stages.pop(n) for n in list(state.stages) if self._in_row(n)}
+        self.rows.write(device, params, stages)
         for name, value in state.buffers.items():
             value.copy_(self.model.get_buffer(name))
         if self.optimizer is not None:
@@ -229,38 +224,9 @@ class DeviceStates:
                 if entry and self.keep_optimizer_state:
                     state.optimizer[name] = entry
 
-    def _row_from(self, params: dict[str, torch.Tensor], extra: dict) -> dict[str, torch.Tensor]:
-        """The row to write: local parameters, and the feedback tensors taken out of ``extra``
-        (zeros where the device has none yet)."""
-        row = dict(params)
-        for kind in self.feedback:
-            tensors = extra.pop(kind, None)
-            for i, numel in enumerate(self.plan.numels):
-                row[f"{FEEDBACK}{kind}:{i}"] = tensors[i] if tensors is not None else torch.zeros(numel)
-        return row
-
-    def _restore_params(self, device: int, state: dict, extra: dict, rows_file, rows_layout) -> dict | None:
-        """``device``'s saved local parameters, put where this store keeps them: the tensors to keep
-        in memory, or None once its row is on disk (a saved row of the same layout is adopted file
-        to file; any other is read, and its feedback tensors go into ``extra``)."""
-        params = state.get("params")
-        if params is None and state.get("params_at") is not None:
-            rank, row = state["params_at"]
-            if rows_file is None:
-                raise ValueError(f"device {device}'s parameters are in process {rank}'s rows file")
-            layout = rows_layout or self.layout
-            if self.rows is not None and layout == self.layout:
-                self.rows.adopt(device, rows_file(rank), row)  # nothing of it passes through memory
-                return None
-            params, kept = split_row(read_row(rows_file(rank), row, layout))
-            extra.update(kept)
-        if params is None:
-            params = self.initial
-        if self.rows is None:
-            return params
-        if params is not self.initial or any(k in extra for k in self.feedback):
-            self.rows.write(device, self._row_from(params, extra))
-        return None
+    def _in_row(self, name: str) -> bool:
+        """Whether the store keeps stage state ``name`` in the row (memory: any; disk: its schema's)."""
+        return not self.on_disk or name in self.schema.stage_names
 
     @contextmanager
     def hosting(self, device: int) -> Iterator[DeviceState]:
@@ -279,17 +245,26 @@ class DeviceStates:
 
     def rest(self) -> None:
         """Between rounds the model holds the resident device's state (what is evaluated and saved)."""
-        self.load(self.resident, feedback=False)
+        self.load(self.resident, stages=False)
 
     def state_dict(self) -> dict[int, dict]:
-        """Every hosted device's state; with rows on disk, ``params`` is None and ``params_at`` says
-        which process's file and row hold them (None: never trained, still the initial ones)."""
-        states = {d: s.state_dict() for d, s in self.states.items()}
-        if self.rows is not None:
-            for device, state in states.items():
+        """Every hosted device's state, its parts by name; with rows on disk, ``params`` is None and
+        ``params_at`` says which process's file and row hold its row (None: never trained, still
+        the initial parameters)."""
+        states = {}
+        for device, state in self.states.items():
+            saved = {
+                "buffers": state.buffers, "optimizer": state.optimizer, "rng": state.rng,
+                "algorithm": state.algorithm, "drawn": state.drawn,
+            }  # fmt: skip
+            if self.on_disk:
                 row = self.rows.row_of(device)
-                state["params"] = None
-                state["params_at"] = None if row is None else (self.rank, row)
+                saved.update(params=None, params_at=None if row is None else (self.rank, row), stages={})
+            else:
+                params, stages = self.row(device)
+                saved.update(params=params, stages=stages)
+            saved["stages"] = {**saved["stages"], **state.stages}
+            states[device] = saved
         return states
 
     def load_state_dict(
@@ -301,17 +276,49 @@ class DeviceStates:
         """Restore the hosted devices' states (others in ``states`` are ignored).
 
         ``rows_file(rank)`` is where process ``rank`` saved its rows, for states whose ``params``
-        were kept on disk, in ``rows_layout`` (default: this store's own).
+        were kept on disk, in ``rows_layout`` (the checkpoint's; a folder's schema header wins).
         """
         missing = [d for d in self.devices if d not in states]
         if missing:
             raise ValueError(f"the checkpoint holds no state for devices {missing}")
-        restored = {}
         for device in self.devices:
-            state = dict(states[device])
-            extra = dict(state.get("extra") or {})
-            state["params"] = self._restore_params(device, state, extra, rows_file, rows_layout)
-            state["extra"] = extra
-            restored[device] = DeviceState.from_state_dict(state, self.states[device])
-        self.states = restored
-        self.load(self.resident, feedback=False)
+            state = states[device]
+            if self._adopt(device, state, rows_file, rows_layout):
+                state = {**state, "params": None, "params_at": None}
+            state = saved_state(state, self.stage_names, rows_file, rows_layout)
+            self.states[device] = self._restored(state, self.states[device])
+            if state.get("params") is not None:
+                stages = {n: state["stages"].pop(n) for n in list(state["stages"]) if self._in_row(n)}
+                params = {n: v.to(self.where, self.initial[n].dtype) for n, v in state["params"].items()}
+                self.rows.write(device, params, stages)
+                self.states[device].stages = state["stages"]
+        self.load(self.resident, stages=False)
+
+    def _adopt(self, device: int, state: dict, rows_file, rows_layout: Layout | None) -> bool:
+        """Take ``device``'s saved row file to file when it is of this store's layout (the saved
+        folder's schema header, else the checkpoint's ``rows_layout``): nothing of it passes
+        through memory, so a resume of many devices stays as small as the fresh run."""
+        if not self.on_disk or state.get("params") is not None or state.get("params_at") is None:
+            return False
+        rank, row = state["params_at"]
+        path = Path(rows_file(rank)) if rows_file is not None else None
+        if path is None:
+            return False
+        layout = (saved_layout(path) if path.is_dir() else None) or rows_layout or self.layout
+        if not same_layout(layout, self.layout):
+            return False
+        self.rows.adopt(device, path, row)
+        return True
+
+    def _restored(self, state: dict, like: DeviceState) -> DeviceState:
+        """The memory parts of a saved state, on the tensors' devices and dtypes of ``like``."""
+        buffers = {k: v.to(like.buffers[k].device, like.buffers[k].dtype).clone()
+                   for k, v in (state.get("buffers") or {}).items()}  # fmt: skip
+        return DeviceState(
+            buffers,
+            {n: {k: _clone(v) for k, v in s.items()} for n, s in state.get("optimizer", {}).items()},
+            {k: v.clone() for k, v in state.get("rng", {}).items()},
+            {},
+            dict(state.get("algorithm") or {}),
+            int(state.get("drawn", 0)),
+        )

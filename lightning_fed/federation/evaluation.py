@@ -48,7 +48,7 @@ def evaluate_devices(strategy, devices: list[int], batches) -> dict[int, float]:
     try:
         for device in devices:
             if device in hosted:
-                strategy.devices.load(device, feedback=False)  # its local parameters and buffers
+                strategy.devices.load(device, stages=False)  # its local parameters and buffers
             if strategy.world_size > 1 and dist.is_initialized():
                 owner = next(r for r in range(strategy.world_size) if device in _hosted(strategy, r))
                 for tensor in tensors:

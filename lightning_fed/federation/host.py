@@ -76,7 +76,7 @@ class RoundHost:
             self._non_finite = (device, kind)
         step = self.lightning_module.trainer.global_step
         payload = self.compression.encode_upload(
-            result.update, self.devices.states[device].extra, result.keeps,
+            result.update, self.devices.states[device].stages, result.keeps,
             step=step, seed=(self.seed, UPLOAD, device, step), sender=device,
         )  # fmt: skip
         self.transport_of_round.upload(Message(UPDATE, device, step, payload, self.weights[device]))

@@ -33,7 +33,7 @@ class FederatedCheckpointing:
         are there (module docstring of :mod:`lightning_fed.federation.checkpoint`)."""
         step = checkpoint.get("global_step")
         states = self.devices.state_dict() if self.devices is not None else {}
-        rows = self.devices.rows if self.devices is not None else None
+        rows = self.devices.rows if self.devices is not None and self.devices.on_disk else None
         checkpoint[CHECKPOINT_KEY] = {
             "ledger": self.ledger.state_dict(),
             "num_devices": self.num_devices,

@@ -100,7 +100,7 @@ def fingerprint(module, strategy) -> dict:
         state = states[device]
         devices += [(f"{device}.params.{k}", v) for k, v in sorted(state["params"].items())]
         devices += [(f"{device}.buffers.{k}", v) for k, v in sorted(state["buffers"].items())]
-        devices += list(_tensors(f"{device}.residuals", state.get("extra", {})))
+        devices += list(_tensors(f"{device}.residuals", state.get("stages", {})))
         devices.append((f"{device}.drawn", torch.tensor(state["drawn"])))
     model = sorted(module.state_dict().items())
     return {
