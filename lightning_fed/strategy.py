@@ -10,25 +10,23 @@ from pytorch_lightning.trainer.states import TrainerFn
 from typing_extensions import override
 
 from lightning_fed.communication import Codec, CommunicationLedger
-from lightning_fed.federation import DeviceStates, SharingPlan, hosted_devices, make_transport
+from lightning_fed.federation import DeviceStates, SharingPlan, hosted_devices
 from lightning_fed.federation.adapter import batch_source, check_supported, checked_ddp_options, round_output
 from lightning_fed.federation.algorithm import FederatedAlgorithm, dense_traffic
-from lightning_fed.federation.attacks import Attack, attack_of
+from lightning_fed.federation.assembly import assemble
+from lightning_fed.federation.attacks import Attack
 from lightning_fed.federation.checkpoint import AtomicCheckpointIO
 from lightning_fed.federation.compression import Compression
 from lightning_fed.federation.config import FederationConfig
 from lightning_fed.federation.downlink import check_download
-from lightning_fed.federation.fedavg import FedAvg
 from lightning_fed.federation.host import RoundHost
-from lightning_fed.federation.hosting import checked_device_store, device_rows_folder, device_weights
+from lightning_fed.federation.hosting import checked_device_store
 from lightning_fed.federation.node_watch import NodeWatching, checked_node_timeout
-from lightning_fed.federation.paper_protocol import PaperProtocol
 from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.saving import FederatedCheckpointing
-from lightning_fed.federation.server_aggregation import ServerAggregation, checked_server_aggregation
+from lightning_fed.federation.server_aggregation import ServerAggregation
 from lightning_fed.federation.watchdog import ProcessWatching
-from lightning_fed.privacy.dp_fedavg import BIT_CODEC, dp_fedavg_of, stop_when_privacy_spent
-from lightning_fed.secure.setup import secure_transport
+from lightning_fed.privacy.dp_fedavg import stop_when_privacy_spent
 
 
 class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheckpointing, DDPStrategy):
@@ -213,54 +211,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
             return
         check_supported(self, trainer)
         self.seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed() % 2**63)) % 2**63
-        config, num_devices = self.config, self._resolve_num_devices()
-        if self._given_algorithm is None:
-            self.algorithm = PaperProtocol() if self.synchronous else FedAvg()
-        self.algorithm.setup(self)
-        self.weights = device_weights(config.aggregation, num_devices, trainer.datamodule)
-        sizes = getattr(trainer.datamodule, "device_sizes", None)
-        weights = sizes() if config.sampling == "weighted" and sizes is not None else None
-        self.schedule = RoundSchedule(
-            num_devices, config.devices_per_round, config.sampling, config.failure_rate, self.seed, weights
-        )
-        self._set_up_optimizers()
-        privacy = dp_fedavg_of(config, num_devices, self.seed, trainer, self.plan)
-        self.server_aggregation = checked_server_aggregation(
-            config, config.devices_per_round or num_devices, privacy
-        )
-        self.compression.set_clip(privacy.upload_stage if privacy is not None else None)
-        self.attack = attack_of(config, num_devices, self.seed, self.world_size, trainer)
-        self.compression.set_attack(self.attack)
-        self.devices = DeviceStates(
-            self.lightning_module, self.plan, self.hosted_devices, self.seed, self.client_optimizer,
-            keep_optimizer_state=getattr(self.algorithm, "keeps_client_optimizer_state", False),
-            rows_path=device_rows_folder(self, trainer), rank=self.global_rank,
-            stage_names=self.compression.feedback_kinds,
-        )  # fmt: skip
-        self.restore_devices()
-        numels = self.server_aggregation.numels = self.algorithm.upload_numels(self)
-        self.transport_of_round = make_transport(
-            self.config.transport, self.codec, numels, self.world_size, self.ledger,
-            keep_updates=self.server_aggregation.needs_updates,
-        )  # fmt: skip
-        if config.secure_aggregation:
-            self.transport_of_round = secure_transport(self, numels, num_devices)
-        if privacy is not None and privacy.adaptive is not None:  # the clip bits travel on their own
-            privacy.bits = make_transport(self.config.transport, BIT_CODEC, [1], self.world_size, self.ledger)
-
-    def _set_up_optimizers(self) -> None:
-        """The module's optimizer is the devices' (client) one, or SGD with ``client_lr``; the
-        algorithm's server optimizer, if it has one, steps the shared parameters."""
-        module_optimizer = self.client_optimizer = self.optimizers[0]
-        if self.config.client_optimizer == "sgd":
-            groups = module_optimizer.param_groups
-            lr = self.config.client_lr
-            self.client_optimizer = torch.optim.SGD(
-                [{"params": g["params"], "lr": lr or g["lr"]} for g in groups]
-            )
-        server = self.algorithm.server_optimizer(self, module_optimizer)
-        if server is not None:
-            self.optimizers = [server]
+        assemble(self, trainer)
 
     # -------------------------------------------------------------------- rounds
     @override
