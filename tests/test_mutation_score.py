@@ -1,0 +1,66 @@
+"""scripts/mutation_score.py: the score from mutmut's result files, the sample, bad input."""
+
+import json
+
+import pytest
+
+from scripts.mutation_score import main
+
+
+def _meta(root, source, codes):
+    path = root / f"{source}.meta"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"exit_code_by_key": codes}))
+
+
+@pytest.fixture
+def mutants(tmp_path):
+    root = tmp_path / "mutants"
+    _meta(
+        root, "pkg/a.py", {"a.f__mutmut_1": 1, "a.f__mutmut_2": 0, "a.f__mutmut_3": 36, "a.g__mutmut_1": 33}
+    )
+    _meta(root, "pkg/b.py", {"b.h__mutmut_1": 0, "b.h__mutmut_2": None})
+    return root
+
+
+def test_the_score_is_killed_over_killed_and_survived_per_file_and_for_all(mutants, capsys):
+    assert main(["--mutants", str(mutants)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "pkg/a.py: score 66.7 % (2 killed, 1 survived, 1 no tests, 0 not run, 0 equivalent)"
+    assert lines[1] == "pkg/b.py: score 0.0 % (0 killed, 1 survived, 0 no tests, 1 not run, 0 equivalent)"
+    assert lines[2] == "all: score 50.0 % (2 killed, 2 survived, 1 no tests, 1 not run, 0 equivalent)"
+    assert lines[3:] == ["survived: a.f__mutmut_2", "survived: b.h__mutmut_1"]
+
+
+def test_equivalent_mutants_leave_the_denominator(mutants, tmp_path, capsys):
+    listed = tmp_path / "equivalent.txt"
+    listed.write_text("# reason on each line\nb.h__mutmut_1  # adds zero\n")
+    main(["--mutants", str(mutants), "--equivalent", str(listed), "pkg/b.py"])
+    assert capsys.readouterr().out.splitlines() == [
+        "pkg/b.py: score - (0 killed, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
+        "all: score - (0 killed, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
+    ]
+
+
+def test_the_sample_is_a_function_of_the_seed(mutants, capsys):
+    main(["--mutants", str(mutants), "--sample", "3", "--seed", "1"])
+    first = capsys.readouterr().out.split()
+    main(["--mutants", str(mutants), "--sample", "3", "--seed", "1"])
+    assert capsys.readouterr().out.split() == first and len(set(first)) == 3
+    main(["--mutants", str(mutants), "--sample", "99"])
+    assert len(capsys.readouterr().out.split()) == 6  # every mutant, once
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mutants", "{tmp}/none"], "--mutants {tmp}/none is not a folder"),
+        (["--sample", "0"], "--sample 0: give a whole number >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message, mutants, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        main(["--mutants", str(mutants), *args] if args[0] != "--mutants" else args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1
