@@ -2,8 +2,9 @@
 
 mutmut (``[tool.mutmut]`` in pyproject.toml) writes each mutated file's results beside it,
 ``mutants/PATH.meta`` (``exit_code_by_key``: mutant name -> the test run's exit code). This
-script reads them: per file, the mutants killed (a test failed, or it timed out), survived, not
-covered by a quick test, and not run yet; the score is killed / (killed + survived), and with
+script reads them: per file, the mutants killed (a test failed), timed out (over their CPU-time
+limit: killed for mutmut), survived, not covered by a quick test, and not run yet; the score is
+(killed + timed out) / (killed + timed out + survived), and with
 ``--equivalent FILE`` (one mutant name a line, ``#`` comments: mutants that cannot change
 behaviour, each with its reason) those leave the denominator. ``--sample N --seed S`` prints N
 mutant names drawn without replacement by the seed, for ``python -m mutmut run NAMES`` (docs/testing.md).
@@ -20,7 +21,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-KILLED = {1, 3, 24, -24, 36, 152, 255}  # a failing test, pytest's internal error, a timeout
+KILLED = {1, 3}  # a failing test, pytest's internal error
+TIMED_OUT = {24, -24, 36, 152, 255}  # over its CPU-time limit (mutmut counts it as killed)
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
@@ -30,13 +32,15 @@ def status(exit_code: int | None) -> str:
 
     Example::
 
-        >>> [status(c) for c in (1, 0, 33, None, 36)]
-        ['killed', 'survived', 'no tests', 'not run', 'killed']
+        >>> [status(c) for c in (1, 0, 33, None, -24)]
+        ['killed', 'survived', 'no tests', 'not run', 'timed out']
     """
     if exit_code is None:
         return "not run"
     if exit_code in KILLED:
         return "killed"
+    if exit_code in TIMED_OUT:
+        return "timed out"
     if exit_code in SURVIVED:
         return "survived"
     return "no tests" if exit_code in NO_TESTS else "other"
@@ -53,15 +57,15 @@ def results(root: Path, files: list[str]) -> dict[str, dict[str, int | None]]:
 
 
 def score(counts: Counter) -> float | None:
-    """Killed over killed and survived (None when neither).
+    """Killed (a test failed, or it timed out) over those and the survivors (None when none).
 
     Example::
 
-        >>> score(Counter(killed=17, survived=3, **{"no tests": 5}))
+        >>> score(Counter(killed=15, survived=3, **{"timed out": 2, "no tests": 5}))
         0.85
     """
-    decided = counts["killed"] + counts["survived"]
-    return counts["killed"] / decided if decided else None
+    caught = counts["killed"] + counts["timed out"]
+    return caught / (caught + counts["survived"]) if caught + counts["survived"] else None
 
 
 def equivalent_names(path: Path | None) -> set[str]:
@@ -90,7 +94,8 @@ def report(found: dict, equivalent: set[str]) -> list[str]:
 def _line(label: str, counts: Counter) -> str:
     value = score(counts)
     shown = "-" if value is None else f"{100 * value:.1f} %"
-    parts = ", ".join(f"{counts[k]} {k}" for k in ("killed", "survived", "no tests", "not run", "equivalent"))
+    kinds = ("killed", "timed out", "survived", "no tests", "not run", "equivalent")
+    parts = ", ".join(f"{counts[k]} {k}" for k in kinds)
     return f"{label}: score {shown} ({parts})"
 
 

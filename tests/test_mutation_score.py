@@ -26,9 +26,18 @@ def mutants(tmp_path):
 def test_the_score_is_killed_over_killed_and_survived_per_file_and_for_all(mutants, capsys):
     assert main(["--mutants", str(mutants)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "pkg/a.py: score 66.7 % (2 killed, 1 survived, 1 no tests, 0 not run, 0 equivalent)"
-    assert lines[1] == "pkg/b.py: score 0.0 % (0 killed, 1 survived, 0 no tests, 1 not run, 0 equivalent)"
-    assert lines[2] == "all: score 50.0 % (2 killed, 2 survived, 1 no tests, 1 not run, 0 equivalent)"
+    assert (
+        lines[0]
+        == "pkg/a.py: score 66.7 % (1 killed, 1 timed out, 1 survived, 1 no tests, 0 not run, 0 equivalent)"
+    )
+    assert (
+        lines[1]
+        == "pkg/b.py: score 0.0 % (0 killed, 0 timed out, 1 survived, 0 no tests, 1 not run, 0 equivalent)"
+    )
+    assert (
+        lines[2]
+        == "all: score 50.0 % (1 killed, 1 timed out, 2 survived, 1 no tests, 1 not run, 0 equivalent)"
+    )
     assert lines[3:] == ["survived: a.f__mutmut_2", "survived: b.h__mutmut_1"]
 
 
@@ -37,8 +46,8 @@ def test_equivalent_mutants_leave_the_denominator(mutants, tmp_path, capsys):
     listed.write_text("# reason on each line\nb.h__mutmut_1  # adds zero\n")
     main(["--mutants", str(mutants), "--equivalent", str(listed), "pkg/b.py"])
     assert capsys.readouterr().out.splitlines() == [
-        "pkg/b.py: score - (0 killed, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
-        "all: score - (0 killed, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
+        "pkg/b.py: score - (0 killed, 0 timed out, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
+        "all: score - (0 killed, 0 timed out, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
     ]
 
 
