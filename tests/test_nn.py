@@ -174,6 +174,18 @@ def test_mask_log_sigma2_for_algorithm_1():
     assert layer.log_sigma2.grad[0, 1] == 0 and layer.log_sigma2.grad[0, 0] != 0
 
 
+def test_removed_hooks_let_gradients_flow_unmasked_and_a_second_remove_is_harmless():
+    """remove() is idempotent: called again (by a user's teardown, say) it leaves the masker without hooks."""
+    layer = LinearSVD(2, 1)
+    _set_log_alpha(layer, torch.tensor([[-5.0, 5.0]]))
+    masker = GradientMasker(layer)
+    masker.refresh()
+    masker.remove()
+    masker.remove()
+    layer.train()(torch.ones(3, 2)).sum().backward()
+    assert torch.all(layer.weight.grad != 0)  # the pruned weight's gradient too: no hook is left
+
+
 def test_variational_resnet18_with_tiny_sigma_matches_original():
     from torchvision.models import resnet18
 
