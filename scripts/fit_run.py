@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Timer
+from pytorch_lightning.callbacks import ModelSummary, Timer
 from pytorch_lightning.loggers import CSVLogger
 
 from callbacks import (
@@ -194,6 +194,7 @@ def build_callbacks(args, output: Path) -> list[pl.Callback]:
     callbacks = [
         run_checkpoint(args, output),
         RunProgressBar(),
+        ModelSummary(),  # through logging into fit.log; Lightning's default where rich is installed prints it
         Timer(),  # its state is checkpointed: train time adds up over resumed sessions
         CommunicationMonitor(logging_interval=args.log_every_n_steps),
         SparsityMonitor(log_histograms=not args.dense),
