@@ -214,8 +214,7 @@ class DeviceStates:
         state; its row (with its stages' state, taken out of its ``stages``) into the store."""
         state = self.states[device]
         params = {n: self.model.get_parameter(n) for n in self.initial}
-        stages = {n: state.stages.pop(n) for n in list(state.stages) if self._in_row(n)}
-        self.rows.write(device, params, stages)
+        self.rows.write(device, params, self._row_stages(state.stages))
         for name, value in state.buffers.items():
             value.copy_(self.model.get_buffer(name))
         if self.optimizer is not None:
@@ -224,9 +223,11 @@ class DeviceStates:
                 if entry and self.keep_optimizer_state:
                     state.optimizer[name] = entry
 
-    def _in_row(self, name: str) -> bool:
-        """Whether the store keeps stage state ``name`` in the row (memory: any; disk: its schema's)."""
-        return not self.on_disk or name in self.schema.stage_names
+    def _row_stages(self, stages: dict) -> dict:
+        """Take out of ``stages`` the state the store keeps in a device's row (memory: all of it;
+        disk: its schema's names); what is left stays in memory with the device."""
+        kept = [n for n in stages if not self.on_disk or n in self.schema.stage_names]
+        return {n: stages.pop(n) for n in kept}
 
     @contextmanager
     def hosting(self, device: int) -> Iterator[DeviceState]:
@@ -288,9 +289,8 @@ class DeviceStates:
             state = saved_state(state, self.stage_names, rows_file, rows_layout)
             self.states[device] = self._restored(state, self.states[device])
             if state.get("params") is not None:
-                stages = {n: state["stages"].pop(n) for n in list(state["stages"]) if self._in_row(n)}
                 params = {n: v.to(self.where, self.initial[n].dtype) for n, v in state["params"].items()}
-                self.rows.write(device, params, stages)
+                self.rows.write(device, params, self._row_stages(state["stages"]))
                 self.states[device].stages = state["stages"]
         self.load(self.resident, stages=False)
 
