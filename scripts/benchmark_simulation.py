@@ -13,6 +13,13 @@ skipped with a line saying so. Printed per setting and engine: the median second
 (the first round, a warm-up, left out), its ratio to the plain loop, and the peak memory of the
 engine's whole process tree (sum of PSS, sampled every 0.5 s).
 
+An engine of ours may be given a layout, ``NAME:PxT``: P processes hosting the clients (ours only;
+the sampled clients of a round split between them by who hosts them) of T torch threads each
+(``ours:2x1``, ``plain:1x2``; without one, one process at torch's default thread count). The ratio
+printed is to the fastest layout of the plain loop in the same repeat: ``--engines
+ours:1x2,ours:2x1,plain:1x1,plain:1x2`` puts each layout of ours beside the plain loop at its best
+thread count. The peers run as their packages set themselves up.
+
 ``batched`` (not run unless asked for: ``--engines ours,plain,batched``) is the plain loop's
 clients trained as one computation, ``torch.func.vmap`` over their stacked models: whether that
 pays off, on the CPU and (``--device cuda``, where the peers are skipped) on a GPU.
@@ -25,6 +32,7 @@ over repeats of each repeat's ratio, and the seconds the median over repeats.
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -39,6 +47,33 @@ ENGINES = {
     "flower": "flower.py",
 }  # fmt: skip
 PEER_PACKAGE = {"pfl": "pfl", "flower": "flwr"}
+
+
+def parse_engine(spec: str) -> tuple[str, int | None, int | None]:
+    """``NAME`` or ``NAME:PxT`` as (name, processes, threads); None where no layout is given.
+
+    Example::
+
+        >>> parse_engine("ours:2x1"), parse_engine("plain")
+        (('ours', 2, 1), ('plain', None, None))
+        >>> parse_engine("plain:2x1")
+        Traceback (most recent call last):
+        ...
+        ValueError: only ours hosts its clients in several processes; give plain:1xT
+    """
+    name, _, layout = spec.partition(":")
+    if name not in ENGINES:
+        raise ValueError(f"unknown {name!r}; choose from {', '.join(ENGINES)}")
+    if not layout:
+        return name, None, None
+    processes, _, threads = layout.partition("x")
+    if not (processes.isdigit() and threads.isdigit() and int(processes) >= 1 and int(threads) >= 1):
+        raise ValueError(f"a layout is PxT, processes x threads, each at least 1 (ours:2x1), got {layout!r}")
+    if name in PEER_PACKAGE:
+        raise ValueError(f"{name} runs as its package sets itself up; give it no layout")
+    if int(processes) > 1 and name != "ours":
+        raise ValueError(f"only ours hosts its clients in several processes; give {name}:1xT")
+    return name, int(processes), int(threads)
 
 
 def write_clients(path: Path, num_clients: int, seed: int) -> None:
@@ -61,7 +96,7 @@ def write_clients(path: Path, num_clients: int, seed: int) -> None:
 
 
 def python_of(engine: str, args) -> str | None:
-    """The interpreter of ``engine``, or None (with the reason printed) when it cannot run."""
+    """The interpreter of ``engine`` (a name), or None (with the reason printed) when it cannot run."""
     if engine not in PEER_PACKAGE:
         return sys.executable
     if args.device != "cpu":
@@ -100,14 +135,28 @@ def device_problem(device: str) -> str | None:
     return None
 
 
-def measure(python: str, engine: str, data: Path, per_round: int, rounds: int, device: str = "cpu") -> dict:
+def engine_command(python: str, spec: str, data: Path, per_round: int, rounds: int, device: str) -> list[str]:
+    """The command line of one engine (``spec``: a name, or ``NAME:PxT``)."""
+    engine, processes, threads = parse_engine(spec)
+    script = ROOT / "scripts" / "simulation" / ENGINES[engine]
+    command = [python, str(script), str(data), "--rounds", str(rounds), "--per-round", str(per_round)]
+    if engine in PEER_PACKAGE:
+        return command
+    command += ["--device", device]
+    command += [] if threads is None else ["--threads", str(threads)]
+    return command + ([] if processes is None or engine != "ours" else ["--processes", str(processes)])
+
+
+def measure(python: str, spec: str, data: Path, per_round: int, rounds: int, device: str = "cpu") -> dict:
     """One engine's run in its own process tree: its round times and the tree's peak PSS."""
     from process_tree import tree_pss_bytes
 
-    script = ROOT / "scripts" / "simulation" / ENGINES[engine]
-    command = [python, str(script), str(data), "--rounds", str(rounds), "--per-round", str(per_round)]
-    command += [] if engine in PEER_PACKAGE else ["--device", device]
-    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = engine_command(python, spec, data, per_round, rounds, device)
+    threads = parse_engine(spec)[2]
+    env = dict(os.environ, **({} if threads is None else {"OMP_NUM_THREADS": str(threads)}))
+    child = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     peak = 0
     while child.poll() is None:
         peak = max(peak, tree_pss_bytes(child.pid))
@@ -115,7 +164,7 @@ def measure(python: str, engine: str, data: Path, per_round: int, rounds: int, d
     out, err = child.communicate()
     lines = [line for line in out.splitlines() if line.startswith("ROUNDS ")]
     if child.returncode != 0 or not lines:
-        raise SystemExit(f"benchmark_simulation: {engine} failed:\n{(err or out)[-3000:]}")
+        raise SystemExit(f"benchmark_simulation: {spec} failed:\n{(err or out)[-3000:]}")
     seconds = json.loads(lines[-1].removeprefix("ROUNDS "))["round_seconds"]
     return {"round_s": statistics.median(seconds[1:] or seconds), "rounds": seconds, "peak_gib": peak / 2**30}
 
@@ -128,7 +177,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--settings", default="100/10,1000/50", help="N/K pairs: clients / sampled per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds per engine (the first is left out)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of every engine, in turn")
-    parser.add_argument("--engines", default="ours,plain,pfl,flower", help=f"of {', '.join(ENGINES)}")
+    parser.add_argument(
+        "--engines", default="ours,plain,pfl,flower", help=f"of {', '.join(ENGINES)}, each NAME or NAME:PxT"
+    )
     parser.add_argument(
         "--flower-python", default=None, help="Python of a venv with flwr[simulation]==1.42.0"
     )
@@ -139,9 +190,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.engines.split(",")) - set(ENGINES))
-    if unknown:
-        parser.error(f"--engines {args.engines}: unknown {unknown}; choose from {', '.join(ENGINES)}")
+    for spec in args.engines.split(","):
+        try:
+            parse_engine(spec)
+        except ValueError as error:
+            parser.error(f"--engines {args.engines}: {error}")
     for name in ("rounds", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} {getattr(args, name)}: must be at least 1")
@@ -152,6 +205,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     problem = device_problem(args.device)
     if problem:
         parser.error(f"--device {args.device}: {problem}")
+    if args.device != "cpu" and any((parse_engine(s)[1] or 1) > 1 for s in args.engines.split(",")):
+        parser.error(
+            f"--engines {args.engines}: several processes run on the CPU only, not --device {args.device}"
+        )
     return args
 
 
@@ -188,7 +245,7 @@ def main(argv=None) -> None:
         for clients, per_round in args.settings:
             data = Path(folder) / f"clients-{clients}.pt"
             write_clients(data, clients, args.seed)
-            pythons = {engine: python_of(engine, args) for engine in engines}
+            pythons = {spec: python_of(parse_engine(spec)[0], args) for spec in engines}
             for repeat in range(args.repeats):
                 for engine, python in pythons.items():
                     if python is not None:
@@ -206,7 +263,7 @@ def main(argv=None) -> None:
 
 def summarise(results: list[dict]) -> list[dict]:
     """One row per setting and engine: the median seconds over repeats, and the median over repeats
-    of the repeat's ratio to the plain loop (None without a plain run).
+    of the repeat's ratio to the plain loop's fastest layout in it (None without a plain run).
 
     Example::
 
@@ -223,7 +280,10 @@ def summarise(results: list[dict]) -> list[dict]:
     rows = []
     for clients, per_round, engine in dict.fromkeys(map(key, results)):
         mine = [r for r in results if key(r) == (clients, per_round, engine)]
-        plain = {r["repeat"]: r["round_s"] for r in results if key(r) == (clients, per_round, "plain")}
+        plain = {}
+        for r in results:
+            if key(r)[:2] == (clients, per_round) and parse_engine(r["engine"])[0] == "plain":
+                plain[r["repeat"]] = min(plain.get(r["repeat"], r["round_s"]), r["round_s"])
         ratios = [r["round_s"] / plain[r["repeat"]] for r in mine if r["repeat"] in plain]
         rows.append({
             "clients": clients, "per_round": per_round, "engine": engine, "repeats": len(mine),
@@ -235,14 +295,13 @@ def summarise(results: list[dict]) -> list[dict]:
 
 
 def print_table(results: list[dict]) -> None:
-    print(
-        f"\n{'clients/round':>13}  {'engine':<7} {'s/round':>8} {'x plain':>8} {'peak GiB':>9} {'repeats':>8}"
-    )
+    head = f"{'clients/round':>13}  {'engine':<10} {'s/round':>8} {'x plain':>8} {'peak GiB':>9}"
+    print(f"\n{head} {'repeats':>8}")
     for row in summarise(results):
         ratio = "-" if row["x_plain"] is None else f"{row['x_plain']:.2f}"
         setting = f"{row['clients']}/{row['per_round']}"
         print(
-            f"{setting:>13}  {row['engine']:<7} {row['round_s']:>8.2f} {ratio:>8} {row['peak_gib']:>9.2f}"
+            f"{setting:>13}  {row['engine']:<10} {row['round_s']:>8.2f} {ratio:>8} {row['peak_gib']:>9.2f}"
             f" {row['repeats']:>8}"
         )
 

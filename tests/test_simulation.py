@@ -72,7 +72,10 @@ def test_a_step_of_padding_only_leaves_a_client_as_it_was():
         (["--device", "tpu"], "--device tpu: give cpu, cuda or cuda:N"),
         (["--settings", "100/x"], "--settings 100/x: give N/K pairs with 1 <= K <= N"),
         (["--settings", "10/20"], "--settings 10/20: give N/K pairs with 1 <= K <= N"),
-        (["--engines", "ours,fedml"], "--engines ours,fedml: unknown ['fedml']; choose from ours, plain"),
+        (["--engines", "ours,fedml"], "--engines ours,fedml: unknown 'fedml'; choose from ours, plain"),
+        (["--engines", "plain:2x1"], "--engines plain:2x1: only ours hosts its clients in several processes"),
+        (["--engines", "ours:0x1"], "--engines ours:0x1: a layout is PxT, processes x threads, each at"),
+        (["--engines", "pfl:1x1"], "--engines pfl:1x1: pfl runs as its package sets itself up"),
         (["--repeats", "0"], "--repeats 0: must be at least 1"),
     ],
 )
@@ -84,3 +87,40 @@ def test_bad_benchmark_options_are_one_line_and_write_nothing(tmp_path, capsys, 
     error = capsys.readouterr().err
     assert stop.value.code == 2 and f"benchmark_simulation.py: error: {message}" in error
     assert len(error.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
+
+
+def test_the_ratio_is_to_the_plain_loops_fastest_layout_of_the_same_repeat():
+    import benchmark_simulation
+
+    seconds = {(0, "ours:2x1"): 3.0, (0, "plain:1x1"): 2.0, (0, "plain:1x2"): 2.5,
+               (1, "ours:2x1"): 3.0, (1, "plain:1x1"): 4.0, (1, "plain:1x2"): 1.5}  # fmt: skip
+    rows = [
+        {"clients": 10, "per_round": 2, "repeat": r, "engine": e, "round_s": s, "peak_gib": 1.0}
+        for (r, e), s in seconds.items()
+    ]
+    ratios = {row["engine"]: row["x_plain"] for row in benchmark_simulation.summarise(rows)}
+    assert ratios["ours:2x1"] == (3.0 / 2.0 + 3.0 / 1.5) / 2  # each repeat's best plain: 2.0, then 1.5
+    assert ratios["plain:1x2"] == (2.5 / 2.0 + 1.5 / 1.5) / 2
+
+
+def test_a_layout_reaches_the_engine_as_its_threads_and_processes():
+    import benchmark_simulation
+
+    def command(spec):
+        return benchmark_simulation.engine_command("py", spec, Path("c.pt"), 50, 4, "cpu")
+
+    assert command("ours:2x1")[-4:] == ["--threads", "1", "--processes", "2"]
+    assert command("plain:1x2")[-2:] == ["--threads", "2"]
+    assert "--threads" not in command("ours") and "--processes" not in command("ours")
+    assert "--device" not in command("pfl")  # a peer runs as its package sets itself up
+
+
+def test_several_processes_on_a_gpu_are_a_one_line_error(monkeypatch, capsys):
+    import benchmark_simulation
+
+    monkeypatch.setattr(benchmark_simulation, "device_problem", lambda device: None)  # as if it had one
+    with pytest.raises(SystemExit) as stop:
+        benchmark_simulation.parse_args(["--engines", "ours:2x1", "--device", "cuda"])
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(error.splitlines()) == 1
+    assert error.endswith("--engines ours:2x1: several processes run on the CPU only, not --device cuda")

@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def arguments(device: bool = False) -> argparse.Namespace:
-    """The engines' options; ``device``: also ``--device`` (cpu, cuda), for the engines that move
-    the clients' work onto it (``ours.py``, ``plain.py``, ``batched.py``)."""
+    """The engines' options; ``device``: also ``--device`` (cpu, cuda), ``--threads`` (set here) and
+    ``--processes``, for the engines whose layout the benchmark chooses (``ours.py``, ``plain.py``,
+    ``batched.py``; only ours hosts its clients in several processes)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("data", help="clients.pt written by benchmark_simulation.py")
     parser.add_argument("--rounds", type=int, default=4)
@@ -28,7 +29,12 @@ def arguments(device: bool = False) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     if device:
         parser.add_argument("--device", default="cpu", help="where the clients train: cpu, cuda, cuda:1")
-    return parser.parse_args()
+        parser.add_argument("--threads", type=int, default=None, help="torch's threads (default: its own)")
+        parser.add_argument("--processes", type=int, default=1, help="processes hosting the clients (ours)")
+    args = parser.parse_args()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def load_clients(path) -> dict:

@@ -2,7 +2,9 @@
 
 The same FedAvg as ``plain.py`` (K sampled, one local epoch of SGD, server average), with
 everything the framework does per round: the model encoded and counted to each sampled device,
-each update encoded, counted and decoded, device state swapped in and out.
+each update encoded, counted and decoded, device state swapped in and out. ``--processes P``
+hosts the clients in P processes on the CPU (Lightning's launcher starts the others), each
+training the round's sampled clients it hosts.
 """
 
 import sys
@@ -45,14 +47,16 @@ def main() -> None:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     trainer = pl.Trainer(
-        accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else 1, strategy=strategy,
+        accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else args.processes,
+        strategy=strategy,
         max_steps=args.rounds, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, callbacks=[RoundTimer(clock)],
     )  # fmt: skip
     trainer.fit(model, dm)
-    total = strategy.ledger.total
-    clock.report(wire_bytes=total.wire_bytes, dense_bytes=total.dense_bytes)
+    if trainer.global_rank == 0:  # every process steps the same rounds in lock-step; one reports them
+        total = strategy.ledger.total
+        clock.report(wire_bytes=total.wire_bytes, dense_bytes=total.dense_bytes)
 
 
 if __name__ == "__main__":
