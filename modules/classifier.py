@@ -62,6 +62,9 @@ class SparseVDClassifier(pl.LightningModule):
         lr_schedule: ``"constant"`` (the paper) or ``"cosine"``: every learning rate decays per
             epoch along a half cosine to ``min_lr_ratio`` times its start over ``max_epochs``.
         min_lr_ratio: the cosine schedule's last learning rate as a fraction of the first.
+        recurrent_noise: what one draw of a variational LSTM's weights serves in training,
+            ``"batch"`` (the default) or ``"sequence"`` (Lobacheva et al.); for the character
+            networks given by name (:mod:`lightning_fed.nn.recurrent`).
 
     Example::
 
@@ -89,6 +92,7 @@ class SparseVDClassifier(pl.LightningModule):
         pretrained: bool = False,
         lr_schedule: str = "constant",
         min_lr_ratio: float = 0.01,
+        recurrent_noise: str = "batch",
     ) -> None:
         super().__init__()
         if isinstance(num_train, bool) or not isinstance(num_train, int) or num_train <= 0:
@@ -107,7 +111,12 @@ class SparseVDClassifier(pl.LightningModule):
             ignore=["network", "init_from"] if isinstance(network, nn.Module) else ["init_from"]
         )
         if isinstance(network, str):
-            network = build_network(network, in_channels, image_size, num_classes, pretrained=pretrained)
+            network = build_network(
+                network, in_channels, image_size, num_classes, pretrained=pretrained,
+                recurrent_noise=recurrent_noise,
+            )  # fmt: skip
+        elif recurrent_noise != "batch":
+            raise ValueError("recurrent_noise applies to a network given by name; set noise= on your LSTM")
         if init_from is not None and dense:
             load_theta(network, init_from)
         self.network = network if dense else variational(network, threshold, init_log_sigma2)

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from lightning_fed.nn import LSTM
+from lightning_fed.nn.recurrent import NOISE
+from modules.catalog import TEXT_NETWORKS
 
 
 def _pooled(size: int, times: int, kernel: int = 2, stride: int = 2, padding: int = 0) -> int:
@@ -172,14 +174,14 @@ class CharLSTM(nn.Module):
         return self.head(out[:, -1])
 
 
-def char_lstm(in_channels: int, image_size: int, num_classes: int) -> CharLSTM:
+def char_lstm(in_channels: int, image_size: int, num_classes: int, noise: str = "batch") -> CharLSTM:
     """The FedAvg paper's character model: embedding 8, two LSTM layers of 256."""
-    return CharLSTM(num_classes, 8, 256, 2)
+    return CharLSTM(num_classes, 8, 256, 2, noise=noise)
 
 
-def char_lstm_small(in_channels: int, image_size: int, num_classes: int) -> CharLSTM:
+def char_lstm_small(in_channels: int, image_size: int, num_classes: int, noise: str = "batch") -> CharLSTM:
     """A character model for a CPU: embedding 8, one LSTM layer of 128."""
-    return CharLSTM(num_classes, 8, 128, 1)
+    return CharLSTM(num_classes, 8, 128, 1, noise=noise)
 
 
 NETWORKS: dict[str, Callable[..., nn.Module]] = {
@@ -194,9 +196,16 @@ NETWORKS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_network(
-    name: str, in_channels: int, image_size: int, num_classes: int, pretrained: bool = False
+    name: str,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    pretrained: bool = False,
+    recurrent_noise: str = "batch",
 ) -> nn.Module:
-    """Build a network by name; ``pretrained`` is only for ``resnet18``.
+    """Build a network by name; ``pretrained`` is only for ``resnet18``, ``recurrent_noise`` (what
+    one draw of a variational LSTM's weights serves in training: ``"batch"`` or ``"sequence"``,
+    :mod:`lightning_fed.nn.recurrent`) only for the character models.
 
     Example::
 
@@ -207,6 +216,15 @@ def build_network(
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
     if pretrained and name != "resnet18":
         raise ValueError(f"pretrained weights exist only for 'resnet18', not for {name!r}")
+    if recurrent_noise not in NOISE:
+        raise ValueError(f"recurrent_noise must be one of {', '.join(NOISE)}, got {recurrent_noise!r}")
+    if recurrent_noise != "batch" and name not in TEXT_NETWORKS:
+        raise ValueError(
+            f"recurrent_noise={recurrent_noise!r} applies to the recurrent networks "
+            f"({', '.join(TEXT_NETWORKS)}), not to {name!r}"
+        )
     if name == "resnet18":
         return resnet18(in_channels, image_size, num_classes, pretrained=pretrained)
+    if name in TEXT_NETWORKS:
+        return NETWORKS[name](in_channels, image_size, num_classes, noise=recurrent_noise)
     return NETWORKS[name](in_channels, image_size, num_classes)

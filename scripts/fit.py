@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("model and optimisation")
     g.add_argument("--network", default="cifarnet", choices=list(NETWORKS), help="network")
+    g.add_argument(
+        "--recurrent-noise", default="batch", choices=["batch", "sequence"],
+        help="char_lstm: one draw of the LSTM's weights a mini-batch, or one a sequence (Lobacheva et al.)",
+    )  # fmt: skip
     g.add_argument("--threshold", type=finite_float, default=DEFAULT_THRESHOLD, help="log_alpha threshold T")
     g.add_argument("--lr", type=finite_float, default=1e-3, help="Adam learning rate")
     g.add_argument("--log-sigma2-lr", type=finite_float, default=None, help="learning rate of log_sigma2")
@@ -331,6 +335,13 @@ def _check_data(parser, args) -> None:
         parser.error(
             f"--network {args.network} does not fit --dataset {args.dataset}; use one of {', '.join(allowed)}"
         )
+    if args.recurrent_noise != "batch" and args.network not in TEXT_NETWORKS:
+        parser.error(
+            f"--recurrent-noise {args.recurrent_noise} applies to the recurrent networks "
+            f"({', '.join(TEXT_NETWORKS)}), not --network {args.network}"
+        )
+    if args.recurrent_noise != "batch" and args.dense:
+        parser.error(f"--recurrent-noise {args.recurrent_noise}: --dense draws no weight noise")
     try:
         check_text_options(args.dataset, info, args.partition, args.window, args.stride)
     except ValueError as error:

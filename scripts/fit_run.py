@@ -149,7 +149,7 @@ def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
         threshold=args.threshold, lr=args.lr, log_sigma2_lr=args.log_sigma2_lr, dense=args.dense,
         init_log_sigma2=args.init_log_sigma2, mask_log_sigma2=args.share_log_sigma2,
         init_from=args.init_from, pretrained=args.pretrained, lr_schedule=args.lr_schedule,
-        min_lr_ratio=args.min_lr_ratio,
+        min_lr_ratio=args.min_lr_ratio, recurrent_noise=args.recurrent_noise,
     )  # fmt: skip
 
 

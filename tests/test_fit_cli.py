@@ -66,6 +66,16 @@ BAD_INPUT = [
         ["--dataset", "shakespeare", "--network", "char_lstm_small", "--partition", "dirichlet"],
         r"--partition 'dirichlet' splits by label, which means nothing for shakespeare",
     ),
+    (
+        ["--recurrent-noise", "sequence"],
+        r"--recurrent-noise sequence applies to the recurrent networks \(char_lstm, char_lstm_small\), "
+        r"not --network cifarnet$",
+    ),
+    (
+        ["--dataset", "shakespeare", "--network", "char_lstm", "--recurrent-noise", "sequence", "--dense"],
+        r"--recurrent-noise sequence: --dense draws no weight noise$",
+    ),
+    (["--recurrent-noise", "step"], r"--recurrent-noise: invalid choice: 'step'"),
     (["--window", "10"], r"--window and --stride apply to text \(shakespeare\), not to 'mnist-5k'$"),
     (
         ["--partition", "pathological", "--classes-per-device", "11"],
@@ -521,3 +531,17 @@ def test_a_secure_run_writes_secagg_s_bytes_by_kind_into_its_summary(tmp_path):
     ledger = json.loads((out / "ledger.json").read_text())["total"]
     up = sum(v for k, v in summary["secagg_bytes"].items() if k.endswith("/up"))
     assert ledger["upload_bytes"] == up  # every upload byte is SecAgg+'s
+
+
+@pytest.mark.parametrize("noise", ["batch", "sequence"])
+def test_recurrent_noise_reaches_the_lstm_and_the_checkpoint_s_hyperparameters(noise, tmp_path):
+    from types import SimpleNamespace
+
+    from scripts.fit import parse_args
+    from scripts.fit_run import build_model
+
+    options = ["--dataset", "shakespeare", "--network", "char_lstm_small", "--recurrent-noise", noise]
+    args = parse_args(["--output-dir", str(tmp_path / "run"), *options])
+    data = SimpleNamespace(num_train=100, info=SimpleNamespace(num_classes=81, channels=1, size=80))
+    model = build_model(args, data)
+    assert model.network.lstm.noise == noise and model.hparams.recurrent_noise == noise
