@@ -2,14 +2,14 @@
 recorded ``tests/data/pinned.json`` (``python -m tests.helpers.pinned --write``; see
 ``tests/helpers/pinned.py`` for the configurations and what is hashed).
 
-The ledger is compared exactly: its counts are integers, and every one is a payload's length or
-what was in it. The weights are compared bit for bit in runs of their own process started with one
-thread (the slow tests; the recording was made so, by the code before the redesign), where the
-float kernels are those of the recording (the same torch and CPU capability); in the test process
-(quick), and on another CPU, the same arithmetic may round differently in the last bit, so there
-the per-tensor sums are compared with a relative tolerance of 1e-4 (a few float32 roundings per
-step, over four steps, stay orders below it, while any change of the algorithm moves them by far
-more).
+The ledger is compared exactly: its counts are integers, and every one is a payload's length or what
+was in it. The weights are compared bit for bit in runs of their own process started with one thread
+(the slow tests; the recording was made so, by the code before the redesign), where the float
+kernels are those of the recording (the same torch, CPU capability and vector extensions:
+``pinned.machine``); in the test process (quick), and on another CPU, the same arithmetic may round
+differently in the last bit, so there the per-tensor sums are compared with a relative tolerance of
+1e-4 (a few float32 roundings per step, over four steps, stay orders below it, while any change of
+the algorithm moves them by far more).
 """
 
 import json

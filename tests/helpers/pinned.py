@@ -20,6 +20,7 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -156,8 +157,25 @@ def run_apart(name: str, data_dir: Path, out: Path) -> dict:
 
 
 def machine() -> dict:
-    """What decides float rounding: torch's version and the CPU kernels it picked."""
-    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What decides float rounding: torch's version, the CPU kernels it picked, and the instruction
+    set extensions its math libraries (oneDNN, MKL) choose their kernels by: two AVX512 machines of
+    different generations round the same run differently in the last bits."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_flags": cpu_flags(),
+    }
+
+
+def cpu_flags() -> str:
+    """The CPU's vector extensions (``avx*``, ``amx*``, ``fma``, ``f16c``), sorted, from
+    ``/proc/cpuinfo``; the processor's name where that cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
+    return " ".join(sorted(f for f in set(flags) if f.startswith(("avx", "amx", "fma", "f16c"))))
 
 
 def main() -> None:
