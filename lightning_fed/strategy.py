@@ -225,7 +225,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         self._round = this_round = self.algorithm.configure_round(self, step)
         start = self.algorithm.send_model(self, this_round)
         losses, output = [], None
-        for device in self.devices_of_round(this_round, step):
+        self.begin_round(this_round, step)
+        for device in self.devices_of_round(this_round):
             with self._failures_named(device), self.devices.hosting(device) as state:
                 batches = self.algorithm.device_batches(self, source, device, state, batch_index)
                 if self.attack is not None:

@@ -51,24 +51,26 @@ class RoundHost:
         for param in self._trainable:
             param.grad = None
 
-    def devices_of_round(self, this_round, step: int) -> list[int]:
-        """The round's reporting devices hosted here, in the order they run (honest first for an
-        attack that sees them, :mod:`lightning_fed.federation.attacks`); the public ``M(alpha)``
-        noted first for the server's mask check, DP's noise and the secure sum's coordinates."""
+    def begin_round(self, this_round, step: int) -> None:
+        """What the round's start sets up before any device trains: the public ``M(alpha)`` of the
+        model the devices received (for the server's mask check, DP's noise and the secure sum's
+        coordinates), the secure sum's key exchange among the sampled devices, the attack's round."""
         config = self.config
         public = config.share_log_sigma2 and config.mask
         if config.enforce_mask or (public and (config.dp_clip is not None or config.secure_aggregation)):
-            # M(alpha) of the model the devices received: public
             self._public_keeps = self.plan.keeps(self.plan.masks(self.lightning_module))
         if config.secure_aggregation:  # the round's sampled devices share their keys
             keeps = self._public_keeps if public else None
             self.transport_of_round.begin_round(this_round.sampled, keeps, step, self.seed)
+        if self.attack is not None:
+            self.attack.begin_round(step, this_round.reporting)
+
+    def devices_of_round(self, this_round) -> list[int]:
+        """The round's reporting devices hosted here, in the order they run (honest first for an
+        attack that sees them, :mod:`lightning_fed.federation.attacks`)."""
         hosted = set(self.hosted_devices)
         devices = [d for d in this_round.reporting if d in hosted]
-        if self.attack is None:
-            return devices
-        self.attack.begin_round(step, this_round.reporting)
-        return self.attack.order(devices)
+        return devices if self.attack is None else self.attack.order(devices)
 
     def upload(self, device: int, result) -> None:
         """``device``'s update through the upload way (its stages, then the codec), to the transport."""

@@ -157,15 +157,6 @@ class SecAggPlus:
     ) -> SecAggOutcome:
         """One round among ``devices``; ``inputs``: the words of each device that reports."""
         seed = None if self.seed is None else (self.seed, step)
-        source = KeySource(seed)
-        wire: dict[str, int] = {}
-
-        def count(kind: str, message: bytes) -> bytes:
-            wire[kind] = wire.get(kind, 0) + len(message)
-            return message
-
-        early = set(silent_before_sharing)
-        present = [d for d in devices if d not in early]
         k, t = min(self.neighbours, len(devices) - 1), self.threshold
         if k < t:
             raise SecAggAborted(
@@ -173,51 +164,83 @@ class SecAggPlus:
                 "(--secagg-threshold): no secret could be rebuilt"
             )
         graph = neighbour_graph(list(devices), k, seed=None if seed is None else (*seed, 1))
-        local = {d: _Device(d, source) for d in present}
-        # 0: keys, up to the server and down to each device's neighbours
-        advertised = {d: count("keys/up", local[d].advertise()) for d in present}
-        keys = {}
-        for d in present:
-            keys[d] = {j: (advertised[j][4:36], advertised[j][36:]) for j in graph[d] if j in advertised}
-            for j in keys[d]:
-                count("keys/down", advertised[j])
-        # 1: encrypted shares, through the server
-        shared = {d: local[d].share(keys[d], t) for d in present}
+        early = set(silent_before_sharing)
+        phases = _Round(graph, [d for d in devices if d not in early], t, KeySource(seed), step)
+        phases.exchange_keys()
+        phases.exchange_shares()
+        total, reported, silent = phases.masked_sum(inputs)
+        phases.unmask(total, reported, silent, set(silent_after_masking))
+        return SecAggOutcome(total, reported, silent, phases.wire)
+
+
+class _Round:
+    """One round's four phases between the server and the ``present`` devices (those that did not
+    fall silent before sharing), each message counted by kind in ``wire`` as the server relays it."""
+
+    def __init__(self, graph: dict, present: list[int], t: int, source: KeySource, step: int) -> None:
+        self.graph, self.present, self.t, self.step = graph, present, t, step
+        self.local = {d: _Device(d, source) for d in present}  # each device's side, its keys drawn
+        self.wire: dict[str, int] = {}
+        self.advertised: dict[int, bytes] = {}
+
+    def count(self, kind: str, message: bytes) -> bytes:
+        self.wire[kind] = self.wire.get(kind, 0) + len(message)
+        return message
+
+    def exchange_keys(self) -> None:
+        """0: public keys, up to the server and down to each device's neighbours."""
+        self.advertised = {d: self.count("keys/up", self.local[d].advertise()) for d in self.present}
+        self.keys = {}
+        for d in self.present:
+            self.keys[d] = {
+                j: (self.advertised[j][4:36], self.advertised[j][36:])
+                for j in self.graph[d]
+                if j in self.advertised
+            }
+            for j in self.keys[d]:
+                self.count("keys/down", self.advertised[j])
+
+    def exchange_shares(self) -> None:
+        """1: each device's encrypted shares of its secrets, through the server to its neighbours."""
+        shared = {d: self.local[d].share(self.keys[d], self.t) for d in self.present}
         for sender, messages in shared.items():
             for receiver, message in messages.items():
-                count("shares/up", IDS.pack(sender, receiver) + message)
-                count("shares/down", IDS.pack(sender, receiver) + message)
-                local[receiver].receive(sender, message)
-        # 2: masked inputs of those that report
-        reported = [d for d in present if d in inputs]
-        silent = [d for d in present if d not in inputs]
+                self.count("shares/up", IDS.pack(sender, receiver) + message)
+                self.count("shares/down", IDS.pack(sender, receiver) + message)
+                self.local[receiver].receive(sender, message)
+
+    def masked_sum(self, inputs: dict[int, np.ndarray]) -> tuple[np.ndarray, list[int], list[int]]:
+        """2: the masked inputs of the devices that report, summed modulo 2^32; who reported, who
+        shared and fell silent."""
+        reported = [d for d in self.present if d in inputs]
+        silent = [d for d in self.present if d not in inputs]
         if not reported:
             raise SecAggAborted("no device reported its masked input")
-        length = next(iter(inputs.values())).size
-        total = np.zeros(length, dtype=np.uint32)
+        total = np.zeros(next(iter(inputs.values())).size, dtype=np.uint32)
         for d in reported:
-            masked = count("masked/up", local[d].masked(inputs[d]))
-            total += np.frombuffer(masked, dtype="<u4")
-        # 3: unmasking
-        answering = [d for d in reported if d not in set(silent_after_masking)]
+            total += np.frombuffer(self.count("masked/up", self.local[d].masked(inputs[d])), dtype="<u4")
+        return total, reported, silent
+
+    def unmask(self, total: np.ndarray, reported: list[int], silent: list[int], late: set[int]) -> None:
+        """3: the answering devices' shares (all reported but ``late``) rebuild the reported devices'
+        self masks and the silent ones' pairwise masks, which leave ``total`` (changed in place)."""
         names = b"".join(ID.pack(d) for d in reported + silent)
         answers = {}
-        for d in answering:
-            count("unmasking/down", names)
-            answers[d] = count("unmasking/up", local[d].unmask(set(reported), set(silent)))
-        shares = _gather(answers)
+        for d in (d for d in reported if d not in late):
+            self.count("unmasking/down", names)
+            answers[d] = self.count("unmasking/up", self.local[d].unmask(set(reported), set(silent)))
+        shares, length = _gather(answers), total.size
         for owner in reported:
-            total -= mask_words(_rebuild(shares, owner, "b", t, graph, step), length)
+            total -= mask_words(_rebuild(shares, owner, "b", self.t, self.graph, self.step), length)
         for owner in silent:
-            mask_key = key_from_bytes(_rebuild(shares, owner, "s", t, graph, step))
-            for j in graph[owner]:
-                if j in reported and owner in local[j].held:
-                    pairwise = mask_words(agree(mask_key, advertised[j][36:]), length)
+            mask_key = key_from_bytes(_rebuild(shares, owner, "s", self.t, self.graph, self.step))
+            for j in self.graph[owner]:
+                if j in reported and owner in self.local[j].held:
+                    pairwise = mask_words(agree(mask_key, self.advertised[j][36:]), length)
                     if j < owner:  # j added +PRG(s_j,owner); take it away
                         total -= pairwise
                     else:
                         total += pairwise
-        return SecAggOutcome(total, reported, silent, wire)
 
 
 def _gather(answers: dict[int, bytes]) -> dict[tuple[int, str], list[bytes]]:
