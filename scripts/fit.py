@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--download-delta",
         action="store_true",
-        help="FedAvg rounds with every device: download the model's change, not the model",
+        help="FedAvg rounds: download the model's change since the copy a device holds, not the model",
     )
     g.add_argument(
         "--download-sparse",
@@ -478,21 +478,29 @@ def _lossy(parser, spec: str) -> bool:
 
 
 def _check_download_delta(parser, args) -> None:
-    """``--download-delta``: FedAvg rounds in which every device takes part, error feedback for a lossy
-    download (``lightning_fed.federation.downlink.check_download``, at argparse speed)."""
+    """``--download-delta``: FedAvg rounds; with every device in every round a lossy download needs
+    the server's error feedback, in sampled rounds each device's copy is tracked instead
+    (``lightning_fed.federation.downlink.check_download``, at argparse speed)."""
     if not args.download_delta:
         return
-    if args.devices_per_round not in (None, args.devices):
-        parser.error(
-            f"--download-delta needs every device in every round (--devices-per-round {args.devices}); "
-            "a device that missed a round has no copy to add the change to"
-        )
     if args.local_steps in (None, 1) and not args.local_epochs and not args.failure_rate:
         parser.error(
             "--download-delta applies to FedAvg rounds (--local-steps, --local-epochs or --failure-rate); "
             "the paper's protocol already downloads the averaged gradient"
         )
-    if args.download_codec and not args.download_error_feedback and _lossy(parser, args.download_codec):
+    every = args.devices_per_round in (None, args.devices)
+    if not every and args.download_error_feedback:
+        parser.error(
+            f"--download-error-feedback with --download-delta applies with every device in every round; "
+            f"with --devices-per-round {args.devices_per_round} each device gets the change from the copy "
+            "it holds, which carries what the codec dropped"
+        )
+    if (
+        every
+        and args.download_codec
+        and not args.download_error_feedback
+        and _lossy(parser, args.download_codec)
+    ):
         parser.error(
             f"--download-delta with --download-codec {args.download_codec} needs --download-error-feedback, "
             "else the devices' copy drifts from the model round after round"

@@ -8,7 +8,13 @@ from torch import nn
 
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation.compression import Compression
-from lightning_fed.federation.downlink import ModelDownlink, pruned_log_sigma2, unsent_pairs
+from lightning_fed.federation.downlink import (
+    HELD,
+    ModelDownlink,
+    pruned_log_sigma2,
+    send_change,
+    unsent_pairs,
+)
 from lightning_fed.federation.saving import FederatedCheckpointing
 from lightning_fed.federation.sharing import SharingPlan
 from lightning_fed.nn import variational
@@ -103,7 +109,15 @@ def test_a_pruned_layer_costs_nothing_on_the_way_back_and_a_resume_is_exact(data
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"devices_per_round": 2, "local_steps": 2}, r"^download='delta' needs every device in every round"),
+        (
+            {
+                "devices_per_round": 2,
+                "local_steps": 2,
+                "download_codec": "qsgd:8",
+                "download_error_feedback": True,
+            },
+            r"^download='delta' in sampled rounds sends each device the change from the copy it holds",
+        ),
         ({}, r"^download='delta' applies to FedAvg rounds"),
         ({"local_steps": 2, "download_codec": "qsgd:8"}, r"^download='delta' with the lossy download codec"),
         ({"download": "both"}, r"^download must be one of model, delta, sparse, got 'both'"),
@@ -237,3 +251,60 @@ def test_a_sparse_download_of_a_dense_model_is_refused():
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"^download='sparse' needs a sparse variational model"):
         FedAvg().setup(host)
+
+
+def test_a_device_s_own_copy_takes_the_change_so_a_lossy_codec_s_error_never_accumulates():
+    """Sampled rounds: each send is the change from what the device holds, so after it the copy is
+    within one quantisation level of that round's model, whatever the earlier rounds dropped."""
+    compression, devices = Compression(download_codec="qsgd:8"), Devices()
+    held, errors = None, []
+    for step, model in enumerate(_models(rounds=30, changed=NUMEL)):
+        before = torch.zeros(NUMEL) if held is None else held[0].clone()
+        held = send_change([model], held, compression, devices, step=step, seed=(0, step))
+        # 8-bit QSGD rounds each value to a level of max|change| / 127 (stochastically: the level
+        # below or above), so a value is off by less than one level, plus float32 rounding
+        level = (model - before).abs().max() / 127
+        errors.append((held[0] - model).abs().max().item())
+        assert errors[-1] <= level + 1e-6
+    assert max(errors[1:]) < 0.05 * errors[0]  # the changes (0.01 x normal) are finer than the model (normal)
+
+
+SAMPLED = {"devices_per_round": 2, "local_steps": 2, "download": "delta"}
+
+
+def test_in_sampled_rounds_each_device_downloads_the_change_from_its_own_copy(data_dir, tmp_path):
+    whole, model_run = _fit(data_dir, tmp_path / "model", devices_per_round=2, local_steps=2)
+    delta, delta_run = _fit(data_dir, tmp_path / "delta", **SAMPLED)
+    first, rest = delta_run.ledger.history[0], delta_run.ledger.history[1:]
+    # a device's first download, the change from zeros, is the model itself: the same bytes
+    assert first.download_bytes == model_run.ledger.history[0].download_bytes
+    # the pruned first layer (25,088 of 25,450 weights) never moves: a returning device gets the rest
+    returning = [
+        t.download_bytes
+        for t, m in zip(rest, model_run.ledger.history[1:])
+        if t.download_bytes < m.download_bytes
+    ]
+    assert returning and sum(t.download_bytes for t in rest) < sum(
+        m.download_bytes for m in model_run.ledger.history[1:]
+    )
+    # lossless: each start is the model up to float32 rounding of held + change (an ulp of numbers
+    # below 4, 2**-22, per round a device took part in), so the runs end alike
+    a, b = whole.state_dict(), delta.state_dict()
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
+    copies = {d: delta_run.devices.row(d)[1].get(HELD) for d in range(4)}
+    assert all(copy is not None and len(copy) == len(delta_run.plan.numels) for copy in copies.values())
+
+
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_a_resume_of_sampled_delta_downloads_is_exact(data_dir, tmp_path, store):
+    options = {**SAMPLED, "download_codec": "qsgd:8", "device_store": store}
+    whole, strategy = _fit(data_dir, tmp_path / "whole", **options)
+    _fit(data_dir, tmp_path / "half", max_steps=3, every=3, **options)
+    ckpt = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    resumed, resumed_strategy = _fit(data_dir, tmp_path / "resumed", resume=str(ckpt), **options)
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [vars(t) for t in strategy.ledger.history] == [vars(t) for t in resumed_strategy.ledger.history]
+    for device in range(4):
+        mine, theirs = strategy.devices.row(device)[1][HELD], resumed_strategy.devices.row(device)[1][HELD]
+        assert all(torch.equal(x, y) for x, y in zip(mine, theirs, strict=True))

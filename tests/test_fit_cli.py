@@ -162,8 +162,18 @@ BAD_INPUT = [
         r"--download-error-feedback applies to the paper's protocol",
     ),
     (
-        ["--download-delta", "--local-steps", "2", "--devices-per-round", "1"],
-        r"--download-delta needs every device in every round \(--devices-per-round 2\)",
+        [
+            "--download-delta",
+            "--local-steps",
+            "2",
+            "--devices-per-round",
+            "1",
+            "--download-codec",
+            "qsgd:8",
+            "--download-error-feedback",
+        ],
+        r"--download-error-feedback with --download-delta applies with every device in every round; "
+        r"with --devices-per-round 1 each device",
     ),
     (["--download-delta"], r"--download-delta applies to FedAvg rounds \(--local-steps, "),
     (

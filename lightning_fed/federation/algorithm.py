@@ -62,10 +62,13 @@ class FederatedAlgorithm:
 
     Subclasses override :meth:`client_update` and :meth:`aggregate`, and where they need to,
     :meth:`configure_round`, :meth:`send_model`, :meth:`server_optimizer` and the state methods.
-    ``name`` is what the checkpoint records (a resume with another algorithm is refused).
+    ``name`` is what the checkpoint records (a resume with another algorithm is refused);
+    ``device_row_names`` name the model-sized lists of flat tensors (one per shared tensor) it keeps
+    in a device's ``stages``, which its row then holds (in memory or on disk) and checkpoints.
     """
 
     name = "custom"
+    device_row_names: tuple[str, ...] = ()
 
     def setup(self, host) -> None:
         """Called once the host knows the federation (devices, plan, seed), before the first round."""

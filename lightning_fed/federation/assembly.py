@@ -47,7 +47,7 @@ def assemble(strategy, trainer) -> None:
         strategy.client_optimizer,
         keep_optimizer_state=getattr(strategy.algorithm, "keeps_client_optimizer_state", False),
         rows_path=device_rows_folder(strategy, trainer), rank=strategy.global_rank,
-        stage_names=strategy.compression.feedback_kinds,
+        stage_names=(*strategy.compression.feedback_kinds, *strategy.algorithm.device_row_names),
     )  # fmt: skip
     strategy.restore_devices()
     numels = strategy.server_aggregation.numels = strategy.algorithm.upload_numels(strategy)

@@ -85,10 +85,12 @@ class FederationConfig:
             momentum of the updates with this factor, and clears it where it sent (0: off; pair it
             with ``server_optimizer="fedavg"``, as the momentum is then on the devices).
         download_error_feedback: the server does the same for its download (the paper's protocol,
-            and ``download="delta"``: in sampled rounds the download is the model itself).
+            and ``download="delta"`` with every device in every round; in sampled rounds the
+            download is the model itself, or under ``"delta"`` the change from each device's copy).
         download: in FedAvg-family rounds, ``"model"`` (the model itself), ``"delta"`` (its
-            change since the last round, zero where no update moved a weight; needs every device
-            in every round) or ``"sparse"`` (the kept weights of the public ``M(alpha)`` with their
+            change since the copy a device holds, zero where no update moved a weight: one message
+            when every device takes part in every round, each sampled device its own otherwise, its
+            copy kept in its row) or ``"sparse"`` (the kept weights of the public ``M(alpha)`` with their
             positions; needs ``share_log_sigma2``; :mod:`lightning_fed.federation.downlink`).
         aggregation: ``"mean"`` (the paper: over N) or ``"weighted"`` (by the datamodule's shard sizes).
         mask: mask theta by ``M(alpha)`` before it is sent.

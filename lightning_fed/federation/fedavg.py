@@ -2,7 +2,8 @@
 
 Each round the server samples K devices (:class:`~lightning_fed.federation.rounds.RoundSchedule`)
 and sends them the model (a payload, counted once per sampled device; or its change since the
-last round, :mod:`lightning_fed.federation.downlink`). Each reporting device trains H steps with
+copy they hold, :mod:`lightning_fed.federation.downlink`: one message when every device takes
+part, each sampled device its own otherwise). Each reporting device trains H steps with
 the client optimizer from a fresh state (FedProx adds ``mu * (w - w_start)`` to each gradient)
 and uploads its masked model delta (H = 1: its masked gradient). The server averages them and
 steps with its optimizer: FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad (Reddi et al. 2021).
@@ -13,7 +14,7 @@ import torch
 from lightning_fed.federation.algorithm import ClientUpdate, FederatedAlgorithm
 from lightning_fed.federation.compression import DOWNLOAD
 from lightning_fed.federation.config import FederationConfig
-from lightning_fed.federation.downlink import ModelDownlink, check_download, unsent_pairs
+from lightning_fed.federation.downlink import HELD, ModelDownlink, check_download, send_change, unsent_pairs
 from lightning_fed.federation.messages import MODEL, SERVER, Message
 from lightning_fed.federation.paper_protocol import configured_server_optimizer, one_step_update
 from lightning_fed.federation.rounds import Round
@@ -27,6 +28,7 @@ class FedAvg(FederatedAlgorithm):
 
     downlink: ModelDownlink | None = None
     _server_model: list[torch.Tensor] | None = None  # the exact model, when the devices got a lossy copy
+    each_own_copy = False  # download="delta" in sampled rounds: each device's copy in its row (HELD)
 
     def setup(self, host) -> None:
         self.config: FederationConfig = host.config
@@ -34,6 +36,7 @@ class FedAvg(FederatedAlgorithm):
         host.compression.for_sampled_rounds(self.config.download)
         every = self.config.every_device(host.num_devices)
         check_download(self.config.download, every, False, host.compression, self.config.share_log_sigma2)
+        self.each_own_copy = self.config.download == "delta" and not every
         if self.config.download == "sparse":
             if not any(t.mask_of for t in host.plan.shared):
                 raise ValueError("download='sparse' needs a sparse variational model: no layer has M(alpha)")
@@ -51,11 +54,20 @@ class FedAvg(FederatedAlgorithm):
         state.drawn += steps
         return batches
 
-    def send_model(self, host, this_round: Round) -> list[torch.Tensor]:
-        """The server's model as the round's devices receive it: encoded, counted per receiver, decoded."""
+    @property
+    def device_row_names(self) -> tuple[str, ...]:
+        """What this algorithm keeps in each device's row: its copy of the model, when it has its own."""
+        return (HELD,) if self.each_own_copy else ()
+
+    def send_model(self, host, this_round: Round) -> list[torch.Tensor] | None:
+        """The server's model as the round's devices receive it: encoded, counted per receiver, decoded
+        (None when each device receives its own, in :meth:`client_update`)."""
         module = host.lightning_module
         step = module.trainer.global_step
         exact = host.plan.values(module)
+        if self.each_own_copy:
+            self._server_model = exact
+            return None
         sparse = self.config.download == "sparse"
         keeps = host.plan.keeps(host.plan.masks(module)) if sparse else None  # the public M(alpha)
 
@@ -70,9 +82,27 @@ class FedAvg(FederatedAlgorithm):
         host.plan.write_parameters(module, received)
         return [t.to(host.root_device) for t in received]
 
+    def receive_own_copy(self, host, device: int) -> list[torch.Tensor]:
+        """``device``'s download of the change from the copy it holds (:func:`send_change`), written
+        into the model as its start; its copy kept in its row."""
+        module, state = host.lightning_module, host.devices.states[device]
+        step = module.trainer.global_step
+
+        def deliver(payload, codec):
+            return host.deliver(Message(MODEL, SERVER, step, payload), codec, 1)
+
+        held = state.stages.get(HELD)
+        seed = (host.seed, DOWNLOAD, step, device)
+        copy = send_change(self._server_model, held, host.compression, deliver, step=step, seed=seed)
+        state.stages[HELD] = copy
+        host.plan.write_parameters(module, copy)
+        return [t.to(host.root_device) for t in copy]
+
     def client_update(self, host, device: int, batches: list, start: list[torch.Tensor]) -> ClientUpdate:
         """``device``'s local training from the round's model: its output, last loss and masked update."""
         module, plan, optimizer = host.lightning_module, host.plan, host.client_optimizer
+        if self.each_own_copy:
+            start = self.receive_own_copy(host, device)
         if not self.config.sends_deltas:  # one step: the masked gradient
             return one_step_update(host, device, batches[0])
         keeps = plan.keeps(plan.masks(module))  # M(alpha) as the round starts: pruned stays unsent

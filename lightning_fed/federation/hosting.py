@@ -57,7 +57,8 @@ def device_rows_folder(strategy, trainer):
         return None
     module, plan = strategy.lightning_module, strategy.plan
     per_device = sum(module.get_parameter(n).numel() * 4 for n in plan.local_parameters)
-    per_device += len(strategy.compression.feedback_kinds) * 4 * sum(plan.numels)  # error feedback
+    rows = (*strategy.compression.feedback_kinds, *strategy.algorithm.device_row_names)
+    per_device += len(rows) * 4 * sum(plan.numels)  # error feedback, a device's own copy of the model
     hosted = len(strategy.hosted_devices)
     if strategy.device_store == "auto" and per_device * hosted <= DISK_STORE_ABOVE_BYTES:
         return None
