@@ -308,3 +308,26 @@ def test_a_resume_of_sampled_delta_downloads_is_exact(data_dir, tmp_path, store)
     for device in range(4):
         mine, theirs = strategy.devices.row(device)[1][HELD], resumed_strategy.devices.row(device)[1][HELD]
         assert all(torch.equal(x, y) for x, y in zip(mine, theirs, strict=True))
+
+
+@pytest.mark.slow
+def test_devices_own_downloads_are_counted_alike_in_one_process_and_in_two(tmp_path):
+    """Across processes a device's own message is read by its host alone; the processes add up."""
+    import json
+
+    from tests.test_fit_cli import fit
+
+    histories = []
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        result = fit(
+            "--devices", "4", "--devices-per-round", "2", "--local-steps", "2", "--processes", str(processes),
+            "--dataset", "mnist-5k", "--network", "lenet300_100", "--max-rounds", "4", "--max-epochs", "1",
+            "--download-delta", "--download-codec", "qsgd:8", "--wandb-mode", "disabled",
+            "--output-dir", str(out), cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        history = json.loads((out / "ledger.json").read_text())["history"]
+        keys = ("download", "download_bytes", "upload", "upload_bytes")
+        histories.append([{k: h[k] for k in keys} for h in history])
+    assert histories[0] == histories[1] and all(h["download"] > 0 for h in histories[1])

@@ -89,7 +89,7 @@ class FedAvg(FederatedAlgorithm):
         step = module.trainer.global_step
 
         def deliver(payload, codec):
-            return host.deliver(Message(MODEL, SERVER, step, payload), codec, 1)
+            return host.transport_of_round.download_to_one(Message(MODEL, SERVER, step, payload), codec)
 
         held = state.stages.get(HELD)
         seed = (host.seed, DOWNLOAD, step, device)
@@ -130,6 +130,8 @@ class FedAvg(FederatedAlgorithm):
 
     def aggregate(self, host, this_round: Round, average, weight: float) -> list[torch.Tensor] | None:
         """The average update is the server optimizer's gradient (None when every device failed)."""
+        if self.each_own_copy:  # the processes add up what their devices downloaded
+            host.transport_of_round.settle_own_downloads()
         if self._server_model is not None:  # the devices started from a lossy copy; the server did not
             host.plan.write_parameters(host.lightning_module, self._server_model)
             self._server_model = None

@@ -14,7 +14,9 @@ upload.
 
 The server's messages (downloads) are computed the same in every process; each process's
 transport reads and counts them once per receiving device, so every process's ledger holds the
-whole federation's traffic.
+whole federation's traffic. A message to one device of its own (the change from its copy) is read
+by the process hosting that device only; the processes add up those counts once a round
+(``settle_own_downloads``).
 """
 
 import struct
@@ -107,6 +109,15 @@ class InProcess:
         self.ledger.record(traffic)
         return tensors
 
+    def download_to_one(self, message: Message, codec: Codec, numels: list[int] | None = None):
+        """The server's ``message`` to one device hosted here, a message of its own (the change from
+        that device's copy, :mod:`~lightning_fed.federation.downlink`): read and counted once."""
+        return self.download(message, codec, 1, numels)
+
+    def settle_own_downloads(self) -> None:
+        """Called once a round by every process where devices get messages of their own: in one
+        process they are in the ledger already."""
+
     def first_non_finite(self, found: tuple[int, str] | None, num_devices: int, device=None):
         """The lowest device of the round with a non-finite loss or update, over every process."""
         return first_non_finite(found, num_devices, device)
@@ -116,6 +127,7 @@ class _Collective(InProcess):
     def __init__(self, codec: Codec, numels: list[int], ledger=None, keep_updates=False, group=None) -> None:
         super().__init__(codec, numels, ledger, keep_updates)
         self.group = group
+        self._own_downloads = Traffic()  # this process's messages to its own devices, this round
         # NCCL moves only GPU tensors; gloo moves CPU tensors
         nccl = dist.get_backend(group) == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
@@ -123,6 +135,22 @@ class _Collective(InProcess):
     def _moved(self, nbytes: int) -> None:
         """A collective to which every process handed ``nbytes``."""
         self.ledger.record(Traffic(transport_bytes=dist.get_world_size(self.group) * nbytes))
+
+    def download_to_one(self, message: Message, codec: Codec, numels: list[int] | None = None):
+        """As in one process, but counted when the round settles: only this process read it."""
+        tensors, traffic = read(message, codec, numels or self.numels, 1)
+        self._own_downloads += traffic
+        return tensors
+
+    def settle_own_downloads(self) -> None:
+        """Every process's downloads to its own devices, summed across processes into every ledger
+        (a collective: every process calls it once a round)."""
+        own = self._own_downloads
+        counts = torch.tensor([own.download, own.download_bytes], dtype=torch.int64, device=self.device)
+        dist.all_reduce(counts, group=self.group)
+        self._moved(16)
+        self.ledger.record(Traffic(download=int(counts[0]), download_bytes=int(counts[1])))
+        self._own_downloads = Traffic()
 
     def first_non_finite(self, found, num_devices, device=None):
         agreed = first_non_finite(found, num_devices, device, self.group)
