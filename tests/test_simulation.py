@@ -124,3 +124,20 @@ def test_several_processes_on_a_gpu_are_a_one_line_error(monkeypatch, capsys):
     error = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and len(error.splitlines()) == 1
     assert error.endswith("--engines ours:2x1: several processes run on the CPU only, not --device cuda")
+
+
+def test_the_peers_network_needs_only_torch_and_numpy():
+    """Flower's and pfl-research's environments have no Lightning: the benchmark's network must load
+    without it (``common.network`` reads ``modules/networks.py`` and its torch-only imports)."""
+    import subprocess
+    import sys as system
+
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT / 'scripts' / 'simulation')!r}); import common; "
+        "net = common.network(); "
+        "assert not {'pytorch_lightning', 'lightning', 'torchmetrics'} & set(sys.modules); "
+        "print(sum(p.numel() for p in net.parameters()))"
+    )
+    result = subprocess.run([system.executable, "-c", code], capture_output=True, text=True, cwd="/")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) > 1_000_000  # CifarNet for 28 x 28 grey images

@@ -1,12 +1,14 @@
 """What every engine of ``benchmark_simulation.py`` shares: the clients' data, the network, the clock.
 
 Imports only torch and numpy, so that the peers' own environments (Flower, pfl-research) can
-run it: the network is read from ``modules/networks.py`` by path.
+run it: the network is read from ``modules/networks.py`` by path (with the project's torch-only
+modules it imports, ``lightning_fed.nn`` and ``modules.catalog``, found through the repository).
 """
 
 import argparse
 import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -51,6 +53,8 @@ _NETWORKS = []  # modules/networks.py, read once per process
 def network() -> torch.nn.Module:
     """CifarNet for 28 x 28 grey images, as ``modules.networks`` builds it."""
     if not _NETWORKS:
+        if str(ROOT) not in sys.path:  # networks.py imports the project's torch-only modules (its LSTM)
+            sys.path.insert(0, str(ROOT))
         spec = importlib.util.spec_from_file_location("networks", ROOT / "modules" / "networks.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
