@@ -13,7 +13,9 @@ In sampled rounds (K < N) each device's copy is its own (:func:`send_change`): t
 what each device holds (in the device's row, :data:`HELD`; as large as the shared model, so
 1,000 devices of CifarNet are 5.5 GB, on disk past the store's limit) and sends each sampled
 device the change from its copy to the model, a message of its own counted once. A device that
-never received the model holds zeros: its first download is the model itself. With a lossy
+never received the model holds zeros: its first download is the model itself. A sampled device
+that fails in the round (``failure_rate``) is taken to fail before its download: it is sent
+nothing and its copy stays as it was (the shared download counts it as a receiver). With a lossy
 download codec nothing drifts: the next change is taken from what the device really holds, so it
 carries what the codec dropped last time (error feedback by construction, no server residual).
 What it buys: the change since a device's last round is smaller than the model, so a quantiser
