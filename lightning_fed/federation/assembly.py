@@ -13,7 +13,7 @@ import torch
 from lightning_fed.federation.attacks import attack_of
 from lightning_fed.federation.device_state import DeviceStates
 from lightning_fed.federation.fedavg import FedAvg
-from lightning_fed.federation.hosting import device_rows_folder, device_weights
+from lightning_fed.federation.hosting import device_rows_folder, device_weights, row_stage_names
 from lightning_fed.federation.paper_protocol import PaperProtocol
 from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.server_aggregation import checked_server_aggregation
@@ -47,7 +47,7 @@ def assemble(strategy, trainer) -> None:
         strategy.client_optimizer,
         keep_optimizer_state=getattr(strategy.algorithm, "keeps_client_optimizer_state", False),
         rows_path=device_rows_folder(strategy, trainer), rank=strategy.global_rank,
-        stage_names=(*strategy.compression.feedback_kinds, *strategy.algorithm.device_row_names),
+        stage_names=row_stage_names(strategy),
     )  # fmt: skip
     strategy.restore_devices()
     numels = strategy.server_aggregation.numels = strategy.algorithm.upload_numels(strategy)

@@ -49,6 +49,12 @@ def checked_device_store(device_store: str) -> str:
     return device_store
 
 
+def row_stage_names(strategy) -> tuple[str, ...]:
+    """The model-sized state a device's row holds besides its local parameters: the upload stages'
+    (error feedback's residual, DGC's velocity) and the algorithm's (a device's own copy of the model)."""
+    return (*strategy.compression.feedback_kinds, *strategy.algorithm.device_row_names)
+
+
 def device_rows_folder(strategy, trainer):
     """The folder of the hosted devices' local parameters, or None to keep them in memory."""
     from pathlib import Path
@@ -57,8 +63,7 @@ def device_rows_folder(strategy, trainer):
         return None
     module, plan = strategy.lightning_module, strategy.plan
     per_device = sum(module.get_parameter(n).numel() * 4 for n in plan.local_parameters)
-    rows = (*strategy.compression.feedback_kinds, *strategy.algorithm.device_row_names)
-    per_device += len(rows) * 4 * sum(plan.numels)  # error feedback, a device's own copy of the model
+    per_device += len(row_stage_names(strategy)) * 4 * sum(plan.numels)
     hosted = len(strategy.hosted_devices)
     if strategy.device_store == "auto" and per_device * hosted <= DISK_STORE_ABOVE_BYTES:
         return None
