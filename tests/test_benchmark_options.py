@@ -1,6 +1,7 @@
 """The benchmark scripts refuse bad options with one line naming the option, before anything runs."""
 
 import importlib
+import sys
 
 import pytest
 
@@ -71,6 +72,16 @@ import pytest
             "argument --per-round: '10,x' is not whole numbers separated by commas (e.g. 10,50)",
         ),
         ("benchmark_secagg", ["--kept", "0"], "--kept 0.0: give a fraction in (0, 1]"),
+        (
+            "benchmark_secagg",
+            ["--flower-python", "/nowhere/python"],
+            "--flower-python /nowhere/python: it cannot import flwr (give the python of a venv with flwr)",
+        ),
+        (
+            "benchmark_secagg",
+            ["--flower-python", sys.executable],  # the project's own: it never has flwr
+            f"--flower-python {sys.executable}: it cannot import flwr",
+        ),
         ("benchmark_scale", ["--forms", "alg1,fedavg"], "--forms 'alg1,fedavg': 'fedavg' is not one of alg1"),
         (
             "benchmark_scale",
@@ -103,3 +114,30 @@ def test_the_scale_table_gives_each_form_s_seconds_against_its_smallest_n():
     lines = table(rows).splitlines()[2:]
     assert [line.split(" | ")[3] for line in lines] == ["1.00x", "1.50x", "1.00x", "0.50x"]
     assert lines[1] == "| alg1 | 50,000 | 3.00 | 1.50x | 3 | 1.50 GiB | 1 MiB |"
+
+
+def test_the_secagg_table_sets_flower_s_added_seconds_and_bytes_beside_ours():
+    from scripts.benchmark_secagg import flower_table
+
+    row = {
+        "per_round": 50, "form": "sparse", "plain_seconds": 0.5, "secure_seconds": 1.5,
+        "secure_upload_bytes": 2**20, "flower_plain_seconds": 2.0, "flower_secure_seconds": 6.5,
+        "flower_plain_upload_bytes": 2**21, "flower_secure_upload_bytes": 3 * 2**21,
+        "flower_secure_extra_download_bytes": 5 * 2**10,
+    }  # fmt: skip
+    line = flower_table([row]).splitlines()[-1]
+    # Flower adds 4.5 s to its round, we add 1.0; its secure round is 6.5 / 1.5 = 4.3x ours; its
+    # masked uploads are 6 MiB, 3x its plain ones and 6x ours
+    assert line == "| 50 | sparse | 2.00 | 6.50 | 4.50 | 1.00 | 4.3x | 6.0 MiB | 3.00x | 6.00x | 5 KiB |"
+
+
+def test_the_secagg_updates_are_the_same_for_ours_and_flower_s_and_zero_off_the_support():
+    import numpy as np
+
+    from scripts.benchmark_secagg import updates
+    from scripts.simulation.common import secagg_updates
+
+    tensors, keep = updates(3, 500, 0.2, seed=7)
+    arrays, support = secagg_updates(3, 500, 0.2, seed=7)
+    assert all(np.array_equal(t.numpy(), a) for t, a in zip(tensors, arrays, strict=True))
+    assert np.array_equal(keep.numpy(), support) and not tensors[1][~keep].any()

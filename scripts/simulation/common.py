@@ -114,6 +114,26 @@ class RoundClock:
         print("ROUNDS " + json.dumps({"round_seconds": self.seconds, **extra}), flush=True)
 
 
+def secagg_updates(count: int, numel: int, kept: float | None, seed: int):
+    """The secure-aggregation benchmark's updates: ``count`` float32 arrays of ``numel`` values
+    uniform in +-0.01 (the size of a FedAvg delta) and, with ``kept``, zero outside one shared
+    random support (Algorithm 1's public mask), returned with it (or None).
+
+    >>> values, support = secagg_updates(3, 1000, 0.1, seed=0)
+    >>> len(values), values[0].dtype, bool((values[2][~support] == 0).all()), bool(50 < support.sum() < 150)
+    (3, dtype('float32'), True, True)
+    """
+    rng = np.random.default_rng(seed)
+    support = None if kept is None else rng.random(numel) < kept
+    out = []
+    for _ in range(count):
+        values = rng.uniform(-0.01, 0.01, numel).astype(np.float32)
+        if support is not None:
+            values[~support] = 0.0
+        out.append(values)
+    return out, support
+
+
 def seeded(seed: int) -> np.random.Generator:
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
