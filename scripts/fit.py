@@ -395,8 +395,6 @@ def _check_secure(parser, args) -> None:
 
     from lightning_fed.secure.options import resolved_secagg
 
-    if args.processes not in (None, 1) or args.num_nodes != 1:
-        parser.error("--secure-aggregation runs in one process for now: give --processes 1 and one node")
     try:
         config = federation_config(args)
         if args.secure_aggregation:

@@ -299,3 +299,71 @@ def test_a_late_failure_rate_out_of_range_or_without_secure_aggregation_is_refus
         FederatedStrategy(secure_aggregation=True, secagg_late_failure_rate=1.0)
     with pytest.raises(ValueError, match=r"^secagg_late_failure_rate needs secure_aggregation=True$"):
         FederatedStrategy(secagg_late_failure_rate=0.1)
+
+
+def test_a_round_split_over_two_processes_gives_one_process_s_sum_and_bytes():
+    """Across processes each masks its own devices' inputs and the partial masked sums are added:
+    the total and every count are one process's, devices silent after sharing and masking included.
+    Two processes are played in turn here: the first's partial sum is what the second adds."""
+    devices = list(range(30))
+    inputs = _inputs(devices, seed=4)
+    reporting = {d: inputs[d] for d in devices if d not in (3, 17)}  # silent after sharing
+    late = [8]
+    protocol = SecAggPlus(neighbours=8, threshold=5, seed=11)
+    whole = protocol.run(devices, reporting, step=2, silent_after_masking=late)
+
+    first = {d: w for d, w in reporting.items() if d % 2 == 0}
+    second = {d: w for d, w in reporting.items() if d % 2 == 1}
+    passed = {}
+
+    def hand_over(total, sent):
+        passed.update(total=total.copy(), sent=sent)
+        return total, sent
+
+    def add_first(total, sent):
+        return total + passed["total"], sent + passed["sent"]
+
+    everyone = sorted(reporting)
+    protocol.run(devices, first, step=2, silent_after_masking=late, reported=everyone, add_across=hand_over)
+    split = protocol.run(
+        devices, second, step=2, silent_after_masking=late, reported=everyone, add_across=add_first
+    )
+    assert np.array_equal(split.total, whole.total) and np.array_equal(
+        whole.total, _plain_sum(inputs, everyone)
+    )
+    assert split.bytes == whole.bytes and (split.reported, split.silent) == (whole.reported, whole.silent)
+    # a partial masked sum alone is not the partial plain sum: the masks do not cancel within one half
+    assert not np.array_equal(passed["total"], _plain_sum(inputs, sorted(first)))
+
+
+@pytest.mark.slow
+def test_a_secure_run_in_two_processes_is_the_one_process_run_bit_for_bit(tmp_path):
+    """Each process masks its own devices' inputs, the partial sums are all-reduced, every process
+    unmasks: the weights and the ledger are one process's, late drop-outs included."""
+    import json
+
+    import torch
+
+    from tests.test_fit_cli import fit
+
+    runs = []
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        result = fit(
+            "--devices", "8", "--devices-per-round", "6", "--local-steps", "2", "--processes", str(processes),
+            "--dataset", "mnist-5k", "--network", "lenet300_100", "--max-rounds", "3", "--max-epochs", "1",
+            "--secure-aggregation", "--secagg-range", "10", "--share-log-sigma2",
+            "--secagg-late-failure-rate", "0.3", "--wandb-mode", "disabled", "--output-dir", str(out),
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        history = json.loads((out / "ledger.json").read_text())["history"]
+        keys = ("download", "download_bytes", "upload", "upload_bytes", "reported")
+        weights = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        runs.append(([{k: h[k] for k in keys} for h in history], weights, history[-1]["transport_bytes"]))
+    (ledger_1, weights_1, _), (ledger_2, weights_2, between) = runs
+    assert ledger_1 == ledger_2 and all(h["upload_bytes"] > 0 for h in ledger_2)
+    assert weights_1.keys() == weights_2.keys() and all(
+        torch.equal(weights_1[k], weights_2[k]) for k in weights_1
+    )
+    assert between > 0  # the partial masked sums crossed between the processes

@@ -123,7 +123,10 @@ class InProcess:
         return first_non_finite(found, num_devices, device)
 
 
-class _Collective(InProcess):
+class Collective(InProcess):
+    """What every transport across processes shares: the collectives' bytes counted, the devices'
+    own downloads and the non-finite check agreed across processes."""
+
     def __init__(self, codec: Codec, numels: list[int], ledger=None, keep_updates=False, group=None) -> None:
         super().__init__(codec, numels, ledger, keep_updates)
         self.group = group
@@ -158,7 +161,7 @@ class _Collective(InProcess):
         return agreed
 
 
-class AllReduce(_Collective):
+class AllReduce(Collective):
     """Sums per process, then one all-reduce across processes (no update is seen alone)."""
 
     def __init__(self, codec: Codec, numels: list[int], ledger=None, keep_updates=False, group=None) -> None:
@@ -184,7 +187,7 @@ class AllReduce(_Collective):
         return list(flat.split(self.numels)), float(weights[0])
 
 
-class AllGather(_Collective):
+class AllGather(Collective):
     """The messages cross processes: all-gathered (padded to the longest process's), read everywhere."""
 
     def _begin(self) -> None:

@@ -57,6 +57,17 @@ class FixedPoint:
         np.floor(scaled, out=scaled)
         return scaled.astype(np.int64).astype(np.uint32)  # two's complement: modulo 2^32
 
+    def length(self, keeps, numels: list[int]) -> int:
+        """How many words one device's input has: every value, or the kept ones where ``keeps`` masks.
+
+        Example::
+
+            >>> FixedPoint(1.0, 10).length([torch.tensor([True, False, True]), None], [3, 4])
+            6
+        """
+        pairs = zip(numels, keeps or [None] * len(numels), strict=True)
+        return sum(numel if keep is None else int(keep.sum()) for numel, keep in pairs)
+
     def decode(self, total: np.ndarray, keeps, numels: list[int]) -> list[torch.Tensor]:
         """The float sum of the words ``total``, placed back in tensors of ``numels`` (zeros where
         ``keeps`` pruned)."""

@@ -154,8 +154,18 @@ class SecAggPlus:
         step: int,
         silent_before_sharing=(),
         silent_after_masking=(),
+        reported=None,
+        add_across=None,
     ) -> SecAggOutcome:
-        """One round among ``devices``; ``inputs``: the words of each device that reports."""
+        """One round among ``devices``; ``inputs``: the words of each device that reports.
+
+        Across processes each one hosts some of the devices: ``inputs`` holds its own devices'
+        words, ``reported`` every process's reporting devices, and ``add_across(total, sent)``
+        returns the sums over the processes of the partial masked sum and of the bytes of the masked
+        inputs sent from here. Each process draws every device's keys and shares from the seed (the
+        same draws everywhere), masks only its own devices' inputs, and unmasks the sum itself: every
+        process holds the same total and counts, as one process does.
+        """
         seed = None if self.seed is None else (self.seed, step)
         k, t = min(self.neighbours, len(devices) - 1), self.threshold
         if k < t:
@@ -168,7 +178,7 @@ class SecAggPlus:
         phases = _Round(graph, [d for d in devices if d not in early], t, KeySource(seed), step)
         phases.exchange_keys()
         phases.exchange_shares()
-        total, reported, silent = phases.masked_sum(inputs)
+        total, reported, silent = phases.masked_sum(inputs, reported, add_across)
         phases.unmask(total, reported, silent, set(silent_after_masking))
         return SecAggOutcome(total, reported, silent, phases.wire)
 
@@ -209,16 +219,27 @@ class _Round:
                 self.count("shares/down", IDS.pack(sender, receiver) + message)
                 self.local[receiver].receive(sender, message)
 
-    def masked_sum(self, inputs: dict[int, np.ndarray]) -> tuple[np.ndarray, list[int], list[int]]:
-        """2: the masked inputs of the devices that report, summed modulo 2^32; who reported, who
-        shared and fell silent."""
-        reported = [d for d in self.present if d in inputs]
-        silent = [d for d in self.present if d not in inputs]
+    def masked_sum(self, inputs: dict[int, np.ndarray], reporting=None, add_across=None):
+        """2: the masked inputs of the devices that report (``reporting``, or those of ``inputs``),
+        summed modulo 2^32 (``add_across`` adds the other processes' partial sums, None where a
+        process hosts none of them, and bytes); who reported, who shared and fell silent."""
+        reporting = set(inputs) if reporting is None else set(reporting)
+        reported = [d for d in self.present if d in reporting]
+        silent = [d for d in self.present if d not in reporting]
         if not reported:
             raise SecAggAborted("no device reported its masked input")
-        total = np.zeros(next(iter(inputs.values())).size, dtype=np.uint32)
-        for d in reported:
-            total += np.frombuffer(self.count("masked/up", self.local[d].masked(inputs[d])), dtype="<u4")
+        total, sent = None, 0
+        for d in (d for d in reported if d in inputs):
+            masked = self.local[d].masked(inputs[d])
+            sent += len(masked)
+            words = np.frombuffer(masked, dtype="<u4")
+            if total is None:
+                total = words.copy()
+            else:
+                total += words
+        if add_across is not None:
+            total, sent = add_across(total, sent)
+        self.wire["masked/up"] = self.wire.get("masked/up", 0) + sent
         return total, reported, silent
 
     def unmask(self, total: np.ndarray, reported: list[int], silent: list[int], late: set[int]) -> None:

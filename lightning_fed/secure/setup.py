@@ -4,22 +4,18 @@
 def secure_transport(strategy, numels: list[int], num_devices: int):
     """The :class:`~lightning_fed.secure.transport.SecureTransport` of ``strategy``'s run: SecAgg+
     with k and t resolved for its rounds (``devices_per_round``, or N), words for as many devices
-    as a round can hold (N under Poisson sampling), one process only."""
+    as a round can hold (N under Poisson sampling); across processes, :class:`SecureCollective`."""
     from lightning_fed.secure.options import resolved_secagg, secagg_range
     from lightning_fed.secure.secagg import SecAggPlus
-    from lightning_fed.secure.transport import SecureTransport
+    from lightning_fed.secure.transport import SecureCollective, SecureTransport
 
     config = strategy.config
-    if strategy.world_size > 1:
-        raise ValueError(
-            "secure_aggregation runs in one process for now (processes x nodes = 1): the protocol's "
-            "rounds between processes are not built"
-        )
     per_round = config.devices_per_round or num_devices
     k, t = resolved_secagg(config, per_round)
     most = num_devices if config.sampling == "poisson" else per_round
     protocol = SecAggPlus(k, t, seed=strategy.seed)
-    return SecureTransport(
+    kind = SecureTransport if strategy.world_size == 1 else SecureCollective
+    return kind(
         strategy.codec, numels, protocol, secagg_range(config), most, strategy.ledger,
         late_failure_rate=config.secagg_late_failure_rate,
     )  # fmt: skip

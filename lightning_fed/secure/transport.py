@@ -10,6 +10,13 @@ removed. With ``late_failure_rate`` each device that sent its masked words falls
 unmasking with that chance (seeded by the round): its input counts, its shares of others are
 missing. The downloads travel as without it.
 
+Across processes (:class:`SecureCollective`) each process masks the inputs of the devices it
+hosts and adds them up; the processes learn who reported (their ids all-gathered), all-reduce the
+partial masked sums (a sum of masked inputs is masked: no process sees another's upload), and each
+unmasks the same total, drawing every device's keys and shares from the run's seed as one process
+does. The model and the ledger are those of one process, bit for bit; the collectives' bytes are
+``transport_bytes``.
+
 Example::
 
     >>> import torch
@@ -30,9 +37,10 @@ Example::
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from lightning_fed.communication import Traffic
-from lightning_fed.federation.transport import InProcess
+from lightning_fed.federation.transport import Collective, InProcess
 from lightning_fed.secure.fixed_point import FixedPoint
 from lightning_fed.secure.secagg import SecAggPlus
 
@@ -73,16 +81,19 @@ class SecureTransport(InProcess):
 
     def server_sum(self) -> tuple[list[torch.Tensor] | None, float]:
         """SecAgg+ among the round's devices: the sum of the reported updates and their count."""
-        if not self._words:
+        if not self._any_reported():
             return None, 0.0
         late = []
         if self.late_failure_rate:
             draws = np.random.default_rng((self._seed, self._step, 7)).random(len(self._devices))
             late = [d for d, u in zip(self._devices, draws, strict=True) if u < self.late_failure_rate]
-        outcome = self.protocol.run(self._devices, self._words, step=self._step, silent_after_masking=late)
+        outcome = self.protocol.run(
+            self._devices, self._words, step=self._step, silent_after_masking=late,
+            reported=self._reported(), add_across=self._add_across,
+        )  # fmt: skip
         for kind, size in outcome.bytes.items():
             self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + size
-        words = next(iter(self._words.values())).size
+        words = outcome.total.size
         up = sum(size for kind, size in outcome.bytes.items() if kind.endswith("/up"))
         down = sum(size for kind, size in outcome.bytes.items() if kind.endswith("/down"))
         self.ledger.record(
@@ -94,3 +105,51 @@ class SecureTransport(InProcess):
 
     def server_updates(self):
         raise ValueError("under secure aggregation the server holds no single update (only their sum)")
+
+    def _any_reported(self) -> bool:
+        return bool(self._words)
+
+    def _reported(self) -> list[int] | None:
+        """Every reporting device (None: those whose words are here)."""
+        return None
+
+    _add_across = None  # one process: its masked sum is the round's
+
+
+class SecureCollective(SecureTransport, Collective):
+    """The secure round across processes: each hosts some of the round's devices (module docstring)."""
+
+    def server_sum(self):
+        self._everyone = self._gather_reported()
+        return super().server_sum()
+
+    def _any_reported(self) -> bool:
+        return bool(self._everyone)
+
+    def _reported(self) -> list[int]:
+        return self._everyone
+
+    def _gather_reported(self) -> list[int]:
+        """The ids of every process's devices that reported this round, sorted."""
+        world, on = dist.get_world_size(self.group), self.device
+        mine = torch.tensor(sorted(self._words), dtype=torch.int64, device=on)
+        counts = [torch.zeros(1, dtype=torch.int64, device=on) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([mine.numel()], device=on), group=self.group)
+        longest = int(max(int(n) for n in counts))
+        padded = torch.full((longest,), -1, dtype=torch.int64, device=on)
+        padded[: mine.numel()] = mine
+        gathered = [torch.empty(longest, dtype=torch.int64, device=on) for _ in range(world)]
+        dist.all_gather(gathered, padded, group=self.group)
+        self._moved(8 + 8 * longest)
+        return sorted(int(d) for ids in gathered for d in ids.cpu().tolist() if d >= 0)
+
+    def _add_across(self, total: np.ndarray | None, sent: int) -> tuple[np.ndarray, int]:
+        """Every process's partial masked sum (None: it hosts no reporting device) and bytes sent,
+        added: the masked sum of the round, modulo 2^32."""
+        length = self.point.length(self._keeps, self.numels)
+        mine = np.zeros(length, dtype=np.int64) if total is None else total.astype(np.int64)
+        both = torch.from_numpy(np.append(mine, sent)).to(self.device)
+        dist.all_reduce(both, group=self.group)  # P partial sums < P * 2^32: no int64 overflow
+        self._moved(both.numel() * 8)
+        both = both.cpu().numpy()
+        return (both[:-1] % 2**32).astype(np.uint32), int(both[-1])
