@@ -50,7 +50,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
             file per device in the run folder, hard-linked into each checkpoint) or ``auto``
             (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
-        num_devices ... secagg_late_failure_rate: the federation's trajectory options, validated
+        num_devices ... secagg_support: the federation's trajectory options, validated
             and documented by :class:`~lightning_fed.federation.config.FederationConfig` (stored
             whole in each checkpoint: a resume that changes one is refused).
         node_timeout: across nodes, the seconds a node may take to join, or stay silent, before
@@ -113,6 +113,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         secagg_threshold: int | None = None,
         secagg_range: float | None = None,
         secagg_late_failure_rate: float = 0.0,
+        secagg_support: str = "dense",
         device_store: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         node_timeout: float = 60.0,

@@ -193,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--secagg-late-failure-rate", type=finite_float, default=0.0, metavar="RATE",
         help="chance a device that sent its masked upload is silent in the unmasking (default: 0)",
     )  # fmt: skip
+    g.add_argument(
+        "--secagg-support", choices=["dense", "union"], default="dense",
+        help="without a public mask (the paper's variant), sum every coordinate or the union of the "
+        "round's supports, learned by a secure sum of counts first (default: dense)",
+    )  # fmt: skip
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=list(INFO), help="dataset")
     g.add_argument(
@@ -388,8 +393,8 @@ def _check_privacy(parser, args) -> None:
 def _check_secure(parser, args) -> None:
     """Secure aggregation's options and what they go with (the library's checks, in fit.py's flags)."""
     given = (args.secagg_neighbours, args.secagg_threshold, args.secagg_range)
-    late = args.secagg_late_failure_rate
-    if not args.secure_aggregation and all(option is None for option in given) and not late:
+    late, support = args.secagg_late_failure_rate, args.secagg_support != "dense"
+    if not args.secure_aggregation and all(option is None for option in given) and not late and not support:
         return
     from fit_run import as_flags, federation_config
 

@@ -70,6 +70,7 @@ _FLAGS = {
     "dp_count_noise": "--dp-count-noise", "secure_aggregation": "--secure-aggregation",
     "secagg_neighbours": "--secagg-neighbours", "secagg_threshold": "--secagg-threshold",
     "secagg_range": "--secagg-range", "secagg_late_failure_rate": "--secagg-late-failure-rate",
+    "secagg_support": "--secagg-support",
 }  # fmt: skip
 # a library argument set to True is a flag given
 _SWITCHES = {"download=True": "--download", "secure_aggregation=True": "--secure-aggregation"}
@@ -139,6 +140,7 @@ def round_options(args) -> dict:
         "dp_count_noise": args.dp_count_noise, "secure_aggregation": args.secure_aggregation,
         "secagg_neighbours": args.secagg_neighbours, "secagg_threshold": args.secagg_threshold,
         "secagg_range": args.secagg_range, "secagg_late_failure_rate": args.secagg_late_failure_rate,
+        "secagg_support": args.secagg_support,
     }  # fmt: skip
 
 

@@ -195,6 +195,15 @@ BAD_INPUT = [
         r"--secagg-late-failure-rate must be in \[0, 1\), got 1.0$",
     ),
     (["--secagg-late-failure-rate", "0.1"], r"error: --secagg-late-failure-rate needs --secure-aggregation$"),
+    (["--secagg-support", "union"], r"^fit.py: error: --secagg-support needs --secure-aggregation$"),
+    (
+        ["--secure-aggregation", "--secagg-support", "union", "--share-log-sigma2"],
+        r"--secagg-support 'union' under Algorithm 1 \(its public mask is the support already\)$",
+    ),
+    (
+        ["--secure-aggregation", "--secagg-support", "all"],
+        r"argument --secagg-support: invalid choice: 'all'",
+    ),
     (
         ["--secure-aggregation", "--devices", "8", "--secagg-neighbours", "4", "--secagg-threshold", "2"],
         r"--secagg-threshold 2 must be above half of the 4 neighbours \(3 to 4\)",

@@ -214,17 +214,23 @@ FEDAVG = {"local_steps": 2, "client_optimizer": "sgd", "client_lr": 0.05}
 DP = {"share_log_sigma2": True, "dp_clip": 0.5, "dp_noise_multiplier": 0.3}
 
 
-@pytest.mark.parametrize("options", [{}, {"share_log_sigma2": True}, {"failure_rate": 0.3}, DP])
+UNION = {"secagg_support": "union"}
+
+
+@pytest.mark.parametrize("options", [{}, {"share_log_sigma2": True}, {"failure_rate": 0.3}, DP, UNION])
 def test_a_secure_run_trains_the_model_of_the_plain_run_within_the_fixed_point_step(
     data_dir, tmp_path, options
 ):
     import torch
 
-    plain, _ = _fit(data_dir, tmp_path / "plain", **FEDAVG, **options)
+    plain_options = {k: v for k, v in options.items() if k != "secagg_support"}
+    plain, _ = _fit(data_dir, tmp_path / "plain", **FEDAVG, **plain_options)
     secure, strategy = _fit(
         data_dir, tmp_path / "secure", secure_aggregation=True, secagg_range=100.0, **FEDAVG, **options
     )
     assert strategy.transport_of_round.point.clipped == 0  # the KL's pull on small theta stays in range
+    secure_options = {"secure_aggregation": True, "secagg_range": 100.0, **FEDAVG, **options}
+    assert strategy.config.secagg_support == secure_options.get("secagg_support", "dense")
     # each round's average is off by under one step of the words (100 / (2**31 // 4) = 1.9e-7) per
     # value; 4 rounds and the trajectories' own amplification of it stay under 1e-5
     for (name, a), b in zip(plain.state_dict().items(), secure.state_dict().values(), strict=True):
@@ -233,6 +239,22 @@ def test_a_secure_run_trains_the_model_of_the_plain_run_within_the_fixed_point_s
     ledger = strategy.ledger.total
     assert ledger.upload_bytes == sum(v for k, v in sent.items() if k.endswith("/up"))
     assert sent["keys/up"] > 0 and sent["shares/up"] > 0 and sent["unmasking/up"] > 0
+
+
+def test_under_the_variant_the_union_sends_fewer_words_than_the_dense_vector(data_dir, tmp_path):
+    """The network's pruned half has no update under the paper's masking, so no device keeps it:
+    the union's count (3-bit fields for 4 devices) and values cost less than every coordinate."""
+    secure = {"secure_aggregation": True, "max_steps": 2, **FEDAVG}
+    _, dense = _fit(data_dir, tmp_path / "dense", **secure)
+    _, union = _fit(data_dir, tmp_path / "union", secagg_support="union", **secure)
+    words = {k: v for k, v in union.transport_of_round.bytes_by_kind.items() if k.endswith("masked/up")}
+    numel = 784 * 16 + 16 + 16 * 10 + 10
+    assert dense.transport_of_round.bytes_by_kind["masked/up"] == 2 * 4 * 4 * numel  # 2 rounds, 4 devices
+    assert words["masked/up"] < 2 * 4 * 4 * (numel - 8 * 784)  # no device sends the pruned half
+    assert words["support masked/up"] == 2 * 4 * 4 * -(
+        -numel // 10
+    )  # counts to 4: 10 fields of 3 bits a word
+    assert union.ledger.total.upload_bytes < dense.ledger.total.upload_bytes
 
 
 def test_under_algorithm_1_only_the_public_mask_s_kept_coordinates_are_summed(data_dir, tmp_path):
@@ -337,9 +359,11 @@ def test_a_round_split_over_two_processes_gives_one_process_s_sum_and_bytes():
 
 
 @pytest.mark.slow
-def test_a_secure_run_in_two_processes_is_the_one_process_run_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("form", [["--share-log-sigma2"], ["--secagg-support", "union"]])
+def test_a_secure_run_in_two_processes_is_the_one_process_run_bit_for_bit(tmp_path, form):
     """Each process masks its own devices' inputs, the partial sums are all-reduced, every process
-    unmasks: the weights and the ledger are one process's, late drop-outs included."""
+    unmasks: the weights and the ledger are one process's, late drop-outs included, under
+    Algorithm 1's public mask and under the variant's union of supports."""
     import json
 
     import torch
@@ -352,7 +376,7 @@ def test_a_secure_run_in_two_processes_is_the_one_process_run_bit_for_bit(tmp_pa
         result = fit(
             "--devices", "8", "--devices-per-round", "6", "--local-steps", "2", "--processes", str(processes),
             "--dataset", "mnist-5k", "--network", "lenet300_100", "--max-rounds", "3", "--max-epochs", "1",
-            "--secure-aggregation", "--secagg-range", "10", "--share-log-sigma2",
+            "--secure-aggregation", "--secagg-range", "10", *form,
             "--secagg-late-failure-rate", "0.3", "--wandb-mode", "disabled", "--output-dir", str(out),
             cwd=tmp_path,
         )  # fmt: skip
@@ -367,3 +391,57 @@ def test_a_secure_run_in_two_processes_is_the_one_process_run_bit_for_bit(tmp_pa
         torch.equal(weights_1[k], weights_2[k]) for k in weights_1
     )
     assert between > 0  # the partial masked sums crossed between the processes
+
+
+def test_the_union_support_sums_each_device_s_kept_values_over_the_coordinates_any_kept():
+    """``support='union'``: a secure sum of packed counts first (its own kinds in the ledger), then
+    the values over the union alone; outside it the sum is exactly zero, inside within the
+    fixed point's step a device (range / levels: 4 / (2**31 // 8))."""
+    import torch
+
+    from lightning_fed.communication import SparseCodec
+    from lightning_fed.federation.messages import UPDATE, Message
+    from lightning_fed.secure.support import packed_length
+    from lightning_fed.secure.transport import SecureTransport
+
+    codec, devices, numels = SparseCodec(), list(range(8)), [30, 12]
+    rng = np.random.default_rng(3)
+    updates = {}
+    for d in devices:  # each device keeps its own few coordinates, none keeps coordinates 36 to 41
+        flat = np.zeros(42, dtype=np.float32)
+        kept = rng.choice(36, size=5, replace=False)
+        flat[kept] = rng.uniform(-1, 1, 5)
+        updates[d] = torch.from_numpy(flat)
+    transport = SecureTransport(codec, numels, SecAggPlus(6, 4, seed=0), 4.0, 8, support="union")
+    transport.begin_round(devices, keeps=None, step=0, seed=2)
+    for d in devices:
+        transport.upload(Message(UPDATE, d, 0, codec.encode(list(updates[d].split(numels)))))
+    total, reported = transport.server_sum()
+    flat = torch.cat(total)
+    expected = torch.stack(list(updates.values())).sum(0)
+    union = expected != 0
+    assert reported == 8.0 and not flat[~union].any()
+    assert torch.allclose(flat, expected, rtol=0, atol=8 * 4.0 / (2**31 // 8))
+    sent = transport.bytes_by_kind
+    assert sent["support masked/up"] == 8 * 4 * packed_length(42, 4)  # 4-bit counts: 8 a word
+    assert sent["masked/up"] == 8 * 4 * int(union.sum()) < 8 * 4 * 42
+    assert transport.ledger.pending.upload == 8 * (packed_length(42, 4) + int(union.sum()))
+    assert sent["support keys/up"] == sent["keys/up"]  # a second sum: keys of its own, as many
+
+
+def test_the_count_sum_draws_other_keys_than_the_values_sum():
+    """The union's count is a second sum in the round (``stream=1``): masks of its own, so two
+    masked vectors of one device never share a keystream."""
+    devices, inputs = [1, 2, 3, 4], _inputs([1, 2, 3, 4])
+    protocol, masked = SecAggPlus(neighbours=3, threshold=2, seed=5), {}
+
+    def seen_as(stream):
+        def add_across(total, sent):  # the masked sum before the unmasking
+            masked[stream] = total.copy()
+            return total, sent
+
+        return add_across
+
+    totals = [protocol.run(devices, inputs, step=1, stream=s, add_across=seen_as(s)).total for s in (0, 1)]
+    assert all(np.array_equal(total, _plain_sum(inputs, devices)) for total in totals)
+    assert not np.array_equal(masked[0], masked[1])  # other self masks on the same inputs

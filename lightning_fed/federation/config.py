@@ -141,6 +141,9 @@ class FederationConfig:
             ``dp_clip``, else 1).
         secagg_late_failure_rate: the chance that a device that sent its masked upload falls
             silent before the unmasking (its input counts; its shares of others are missing).
+        secagg_support: where no public mask says which coordinates are summed (the paper's
+            variant, dense runs): ``dense``, every one, or ``union``, those any reporting device
+            kept, learned first by a secure sum of packed counts (:mod:`lightning_fed.secure.support`).
     """
 
     num_devices: int | None = None
@@ -184,6 +187,7 @@ class FederationConfig:
     secagg_threshold: int | None = None
     secagg_range: float | None = None
     secagg_late_failure_rate: float = 0.0
+    secagg_support: str = "dense"
 
     def __post_init__(self) -> None:
         for name in ("upload_stages", "download_stages"):

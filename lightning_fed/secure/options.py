@@ -13,6 +13,7 @@ import math
 import numbers
 
 MAX_NEIGHBOURS = 255  # a share's index is one byte
+SUPPORTS = ("dense", "union")  # what is summed where no public mask says
 _SETTINGS = ("secagg_neighbours", "secagg_threshold", "secagg_range")
 
 
@@ -51,7 +52,13 @@ def check_secure_aggregation(config) -> None:
     late = config.secagg_late_failure_rate
     if not (isinstance(late, numbers.Real) and not isinstance(late, bool) and 0 <= late < 1):
         raise ValueError(f"secagg_late_failure_rate must be in [0, 1), got {late!r}")
+    if config.secagg_support not in SUPPORTS:
+        raise ValueError(
+            f"secagg_support must be one of {', '.join(SUPPORTS)}, got {config.secagg_support!r}"
+        )
     if not config.secure_aggregation:
+        if config.secagg_support != "dense":
+            raise ValueError("secagg_support needs secure_aggregation=True")
         for name in _SETTINGS:
             if getattr(config, name) is not None:
                 raise ValueError(f"{name} needs secure_aggregation=True")
@@ -65,6 +72,8 @@ def check_secure_aggregation(config) -> None:
         (config.enforce_mask, "enforce_mask (the server sees no single upload; under Algorithm 1 only "
          "the public mask's kept coordinates are summed, so nothing can be sent outside it)"),
         (config.aggregation == "weighted", "aggregation='weighted' (every update is summed with weight 1)"),
+        (config.secagg_support == "union" and config.share_log_sigma2 and config.mask,
+         "secagg_support='union' under Algorithm 1 (its public mask is the support already)"),
     ]  # fmt: skip
     for refused, what in refusals:
         if refused:

@@ -156,6 +156,7 @@ class SecAggPlus:
         silent_after_masking=(),
         reported=None,
         add_across=None,
+        stream: int = 0,
     ) -> SecAggOutcome:
         """One round among ``devices``; ``inputs``: the words of each device that reports.
 
@@ -164,9 +165,12 @@ class SecAggPlus:
         returns the sums over the processes of the partial masked sum and of the bytes of the masked
         inputs sent from here. Each process draws every device's keys and shares from the seed (the
         same draws everywhere), masks only its own devices' inputs, and unmasks the sum itself: every
-        process holds the same total and counts, as one process does.
+        process holds the same total and counts, as one process does. A second sum in the same
+        round (the union's count, :mod:`.support`) gives another ``stream``: other keys and masks.
         """
-        seed = None if self.seed is None else (self.seed, step)
+        seed = (
+            None if self.seed is None else (self.seed, step) if stream == 0 else (self.seed, step, 2, stream)
+        )
         k, t = min(self.neighbours, len(devices) - 1), self.threshold
         if k < t:
             raise SecAggAborted(

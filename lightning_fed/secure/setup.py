@@ -17,5 +17,5 @@ def secure_transport(strategy, numels: list[int], num_devices: int):
     kind = SecureTransport if strategy.world_size == 1 else SecureCollective
     return kind(
         strategy.codec, numels, protocol, secagg_range(config), most, strategy.ledger,
-        late_failure_rate=config.secagg_late_failure_rate,
+        late_failure_rate=config.secagg_late_failure_rate, support=config.secagg_support,
     )  # fmt: skip

@@ -42,11 +42,15 @@ import torch.distributed as dist
 from lightning_fed.communication import Traffic
 from lightning_fed.federation.transport import Collective, InProcess
 from lightning_fed.secure.fixed_point import FixedPoint
+from lightning_fed.secure.options import SUPPORTS
 from lightning_fed.secure.secagg import SecAggPlus
+from lightning_fed.secure.support import count_bits, pack_support, packed_length, union_keeps, unpack_counts
 
 
 class SecureTransport(InProcess):
-    """One process's round, summed by ``protocol`` over words of ``FixedPoint(value_range, max_devices)``."""
+    """One process's round, summed by ``protocol`` over words of ``FixedPoint(value_range, max_devices)``;
+    ``support``: what the values are summed over where no public mask says (``dense``: every
+    coordinate; ``union``: the coordinates any reporting device kept, :mod:`.support`)."""
 
     def __init__(
         self,
@@ -57,27 +61,30 @@ class SecureTransport(InProcess):
         max_devices: int,
         ledger=None,
         late_failure_rate: float = 0.0,
+        support: str = "dense",
     ) -> None:
         super().__init__(codec, numels, ledger)
-        self.protocol, self.late_failure_rate = protocol, late_failure_rate
+        if support not in SUPPORTS:
+            raise ValueError(f"secagg_support must be one of {', '.join(SUPPORTS)}, got {support!r}")
+        self.protocol, self.late_failure_rate, self.support = protocol, late_failure_rate, support
         self.point = FixedPoint(value_range, max_devices)
+        self.count_bits = count_bits(max_devices)  # a field of the union's count
         self.bytes_by_kind: dict[str, int] = {}  # every round's SecAgg+ messages, by kind and direction
         self._devices: list[int] = []
-        self._words: dict = {}
+        self._inputs: dict[int, list[torch.Tensor]] = {}
 
     def begin_round(self, devices: list[int], keeps, step: int, seed) -> None:
         """Round ``step``'s sampled ``devices``; ``keeps``: the public ``M(alpha)`` (Algorithm 1)
-        whose kept coordinates alone are summed, or None (every coordinate)."""
+        whose kept coordinates alone are summed, or None (the ``support``'s coordinates)."""
         self._devices, self._keeps, self._step, self._seed = list(devices), keeps, step, seed
-        self._words = {}
+        self._inputs = {}
 
     def upload(self, message) -> None:
-        """A device's update, read on its side into words (the server never reads it)."""
+        """A device's update, read on its side (the server never reads it): its words are made
+        there when the round's support is known."""
         if message.weight != 1.0:
             raise ValueError("secure aggregation sums updates of weight 1 (aggregation='mean')")
-        tensors = self.codec.decode(message.payload, self.numels)
-        seed = (self._seed, message.sender, self._step)
-        self._words[message.sender] = self.point.encode(tensors, self._keeps, seed)
+        self._inputs[message.sender] = self.codec.decode(message.payload, self.numels)
 
     def server_sum(self) -> tuple[list[torch.Tensor] | None, float]:
         """SecAgg+ among the round's devices: the sum of the reported updates and their count."""
@@ -87,33 +94,58 @@ class SecureTransport(InProcess):
         if self.late_failure_rate:
             draws = np.random.default_rng((self._seed, self._step, 7)).random(len(self._devices))
             late = [d for d, u in zip(self._devices, draws, strict=True) if u < self.late_failure_rate]
+        keeps, sent = self._keeps, 0
+        if keeps is None and self.support == "union":
+            keeps, sent = self._union(late)
+        words = {
+            d: self.point.encode(tensors, keeps, (self._seed, d, self._step))
+            for d, tensors in self._inputs.items()
+        }
+        length = self.point.length(keeps, self.numels)
+        outcome = self._secure_sum(words, late, length, stream=0, prefix="")
+        total = self.point.decode(outcome.total, keeps, self.numels)
+        self.ledger.record(Traffic(upload=sent + length * len(outcome.reported)))
+        self._inputs = {}
+        return total, float(len(outcome.reported))
+
+    def _union(self, late: list[int]) -> tuple[list[torch.Tensor], int]:
+        """The coordinates any reporting device kept, from a secure sum of their packed support
+        indicators (its own keys: another stream); and the words each sent for it."""
+        bits = self.count_bits
+        packed = {d: pack_support(tensors, bits) for d, tensors in self._inputs.items()}
+        length = packed_length(sum(self.numels), bits)
+        outcome = self._secure_sum(packed, late, length, stream=1, prefix="support ")
+        counts = unpack_counts(outcome.total, bits, sum(self.numels))
+        return union_keeps(counts, self.numels), length * len(outcome.reported)
+
+    def _secure_sum(self, inputs: dict, late: list[int], length: int, stream: int, prefix: str):
+        """One SecAgg+ sum of ``inputs`` (words of ``length``) among the round's devices, its
+        messages in the ledger and in :attr:`bytes_by_kind` (kinds named with ``prefix``)."""
         outcome = self.protocol.run(
-            self._devices, self._words, step=self._step, silent_after_masking=late,
-            reported=self._reported(), add_across=self._add_across,
+            self._devices, inputs, step=self._step, silent_after_masking=late,
+            reported=self._reported(), add_across=self._adder(length), stream=stream,
         )  # fmt: skip
         for kind, size in outcome.bytes.items():
-            self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + size
-        words = outcome.total.size
+            self.bytes_by_kind[prefix + kind] = self.bytes_by_kind.get(prefix + kind, 0) + size
         up = sum(size for kind, size in outcome.bytes.items() if kind.endswith("/up"))
         down = sum(size for kind, size in outcome.bytes.items() if kind.endswith("/down"))
-        self.ledger.record(
-            Traffic(upload=words * len(outcome.reported), upload_bytes=up, download_bytes=down)
-        )
-        total = self.point.decode(outcome.total, self._keeps, self.numels)
-        self._words = {}
-        return total, float(len(outcome.reported))
+        self.ledger.record(Traffic(upload_bytes=up, download_bytes=down))
+        return outcome
 
     def server_updates(self):
         raise ValueError("under secure aggregation the server holds no single update (only their sum)")
 
     def _any_reported(self) -> bool:
-        return bool(self._words)
+        return bool(self._inputs)
 
     def _reported(self) -> list[int] | None:
-        """Every reporting device (None: those whose words are here)."""
+        """Every reporting device (None: those whose inputs are here)."""
         return None
 
-    _add_across = None  # one process: its masked sum is the round's
+    def _adder(self, length: int):
+        """How the partial masked sums of words of ``length`` are added across processes (None:
+        one process, its masked sum is the round's)."""
+        return None
 
 
 class SecureCollective(SecureTransport, Collective):
@@ -132,7 +164,7 @@ class SecureCollective(SecureTransport, Collective):
     def _gather_reported(self) -> list[int]:
         """The ids of every process's devices that reported this round, sorted."""
         world, on = dist.get_world_size(self.group), self.device
-        mine = torch.tensor(sorted(self._words), dtype=torch.int64, device=on)
+        mine = torch.tensor(sorted(self._inputs), dtype=torch.int64, device=on)
         counts = [torch.zeros(1, dtype=torch.int64, device=on) for _ in range(world)]
         dist.all_gather(counts, torch.tensor([mine.numel()], device=on), group=self.group)
         longest = int(max(int(n) for n in counts))
@@ -143,13 +175,15 @@ class SecureCollective(SecureTransport, Collective):
         self._moved(8 + 8 * longest)
         return sorted(int(d) for ids in gathered for d in ids.cpu().tolist() if d >= 0)
 
-    def _add_across(self, total: np.ndarray | None, sent: int) -> tuple[np.ndarray, int]:
-        """Every process's partial masked sum (None: it hosts no reporting device) and bytes sent,
-        added: the masked sum of the round, modulo 2^32."""
-        length = self.point.length(self._keeps, self.numels)
-        mine = np.zeros(length, dtype=np.int64) if total is None else total.astype(np.int64)
-        both = torch.from_numpy(np.append(mine, sent)).to(self.device)
-        dist.all_reduce(both, group=self.group)  # P partial sums < P * 2^32: no int64 overflow
-        self._moved(both.numel() * 8)
-        both = both.cpu().numpy()
-        return (both[:-1] % 2**32).astype(np.uint32), int(both[-1])
+    def _adder(self, length: int):
+        def add_across(total: np.ndarray | None, sent: int) -> tuple[np.ndarray, int]:
+            """Every process's partial masked sum (None: it hosts no reporting device) and bytes
+            sent, added: the masked sum of the round, modulo 2^32."""
+            mine = np.zeros(length, dtype=np.int64) if total is None else total.astype(np.int64)
+            both = torch.from_numpy(np.append(mine, sent)).to(self.device)
+            dist.all_reduce(both, group=self.group)  # P partial sums < P * 2^32: no int64 overflow
+            self._moved(both.numel() * 8)
+            both = both.cpu().numpy()
+            return (both[:-1] % 2**32).astype(np.uint32), int(both[-1])
+
+        return add_across
