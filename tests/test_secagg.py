@@ -445,3 +445,24 @@ def test_the_count_sum_draws_other_keys_than_the_values_sum():
     totals = [protocol.run(devices, inputs, step=1, stream=s, add_across=seen_as(s)).total for s in (0, 1)]
     assert all(np.array_equal(total, _plain_sum(inputs, devices)) for total in totals)
     assert not np.array_equal(masked[0], masked[1])  # other self masks on the same inputs
+
+
+@pytest.mark.parametrize("max_devices", [1, 4, 7, 8, 50, 63, 64, 1000])
+def test_packed_counts_of_a_full_round_never_carry_into_the_next_field(max_devices):
+    """Every device keeping every coordinate is the largest count a field holds: summed modulo
+    2^32 over ``max_devices`` packed supports, each field still reads ``max_devices`` exactly, and
+    a coordinate nobody kept reads 0."""
+    import torch
+
+    from lightning_fed.secure.support import count_bits, pack_support, unpack_counts
+
+    bits = count_bits(max_devices)
+    numel = 3 * (32 // bits) + 1  # a last word only partly filled
+    update = torch.ones(numel)
+    update[5] = 0.0  # nobody keeps coordinate 5
+    words = pack_support([update], bits)
+    total = (words.astype(np.uint64) * max_devices % 2**32).astype(np.uint32)
+    expected = np.full(numel, max_devices)
+    expected[5] = 0
+    assert np.array_equal(unpack_counts(total, bits, numel), expected)
+    assert bits == 1 or count_bits(2 ** (bits - 1) - 1) < bits  # no wider than it must be
