@@ -1,6 +1,6 @@
 #!/bin/bash
 # 1,000 rounds (about 14 epochs: each role trained about 14 times), after the 150-round pair
-# (2026-12-05: stopped after r1000_alg1_sparse_kl0.1, so r1000_variant below never ran; the core went to other runs)
+# (2026-12-05: the queue script was stopped during r1000_variant, which ran to its end; its runs are all committed)
 R="--max-rounds 1000 --max-epochs 14"
 while pgrep -f "shakespeare/alg1_sparse_kl0.1 " > /dev/null; do sleep 10; done
 bash ~/lf-runs/shakespeare/run.sh r1000_dense $R --dense
