@@ -7,10 +7,10 @@ project's). A round is timed from the strategy's ``configure_fit`` to its ``aggr
 import numpy as np
 import torch
 from common import RoundClock, arguments, load_clients, local_epoch, network, seeded
+from flower_timing import TimedFedAvg
 from flwr.client import ClientApp, NumPyClient
 from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
-from flwr.server.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 ARGS = arguments()
@@ -47,23 +47,6 @@ class Client(NumPyClient):
 
 def client_fn(context: Context):
     return Client(int(context.node_config["partition-id"])).to_client()
-
-
-class TimedFedAvg(FedAvg):
-    def __init__(self, clock: RoundClock, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.clock = clock
-
-    def configure_fit(self, server_round, parameters, client_manager):
-        self.clock.start()
-        return super().configure_fit(server_round, parameters, client_manager)
-
-    def aggregate_fit(self, server_round, results, failures):
-        out = super().aggregate_fit(server_round, results, failures)
-        self.clock.stop()
-        if failures:
-            raise RuntimeError(f"round {server_round}: {len(failures)} clients failed: {failures[0]}")
-        return out
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from common import RoundClock, secagg_updates
+from flower_timing import TimedFedAvg
 from flwr.app import Context, Message
 from flwr.client import ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
@@ -30,7 +31,6 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.common.serde import recorddict_to_proto
 from flwr.server import ServerApp, ServerConfig
 from flwr.server.compat.legacy_context import LegacyContext
-from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.simulation import run_simulation
 
@@ -91,23 +91,6 @@ def counting_mod(message: Message, context: Context, call_next) -> Message:
     with open(os.environ[COUNTS], "a") as out:  # one short line a write: appends do not interleave
         out.write(json.dumps({f"{stage}/down": received, f"{stage}/up": size(reply)}) + "\n")
     return reply
-
-
-class TimedFedAvg(FedAvg):
-    def __init__(self, clock: RoundClock, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.clock = clock
-
-    def configure_fit(self, server_round, parameters, client_manager):
-        self.clock.start()
-        return super().configure_fit(server_round, parameters, client_manager)
-
-    def aggregate_fit(self, server_round, results, failures):
-        if failures:
-            raise RuntimeError(f"round {server_round}: {len(failures)} clients failed: {failures[0]}")
-        out = super().aggregate_fit(server_round, results, failures)
-        self.clock.stop()
-        return out
 
 
 def main() -> None:
