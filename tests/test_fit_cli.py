@@ -20,9 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--dataset", "mnist-5k", "--val-size", "500", "--devices", "2", "--wandb-mode", "disabled"]
 
 
-def fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def fit(*args: str, cwd: Path, one_thread: bool = False) -> subprocess.CompletedProcess:
+    """fit.py with ``args`` in its own process; ``one_thread``: torch's float kernels the same in
+    every process of every run (one thread from the interpreter's start), for weights compared bit
+    for bit between runs of different process counts."""
     command = [sys.executable, str(ROOT / "scripts" / "fit.py"), *args]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the same machine to fit.py everywhere: no GPU
+    if one_thread:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, env=env)
 
 

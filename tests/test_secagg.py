@@ -378,7 +378,7 @@ def test_a_secure_run_in_two_processes_is_the_one_process_run_bit_for_bit(tmp_pa
             "--dataset", "mnist-5k", "--network", "lenet300_100", "--max-rounds", "3", "--max-epochs", "1",
             "--secure-aggregation", "--secagg-range", "10", *form,
             "--secagg-late-failure-rate", "0.3", "--wandb-mode", "disabled", "--output-dir", str(out),
-            cwd=tmp_path,
+            cwd=tmp_path, one_thread=True,  # else one process trains on two threads, two on one each
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
         history = json.loads((out / "ledger.json").read_text())["history"]
