@@ -372,3 +372,32 @@ def test_device_rows_on_disk_train_and_resume_as_in_memory(data_dir, tmp_path):
         assert all(torch.equal(params[device][k], params2[device][k]) for k in params[device])
         assert states[device]["drawn"] == states2[device]["drawn"]
     assert ledger == ledger2 and any(s["drawn"] for s in states.values())
+
+
+@pytest.mark.parametrize(
+    ("client", "base"), [({}, 0.01), ({"client_optimizer": "sgd", "client_lr": 0.3}, 0.3)]
+)
+def test_the_cosine_schedule_sets_the_clients_learning_rate_each_epoch_of_local_steps(data_dir, client, base):
+    """The module's scheduler steps its Adam, the clients' optimizer under local steps, and the
+    clients' SGD follows it: the rate each round's local steps use is the base rate times
+    ``cosine_factor`` of the round's epoch (1, 0.55, 0.1 over three epochs to a ratio of 0.1)."""
+    used: list[float] = []
+
+    class Recording(SparseVDClassifier):
+        def on_train_start(self):
+            optimizer = self.trainer.strategy.client_optimizer
+            optimizer.register_step_post_hook(lambda opt, *_: used.append(opt.param_groups[0]["lr"]))
+
+    pl.seed_everything(3, verbose=False)
+    dm = FederatedDataModule("mnist", 8, batch_size=32, data_dir=data_dir, val_size=64)
+    schedule = {"lr": 0.01, "lr_schedule": "cosine", "min_lr_ratio": 0.1}
+    module = Recording(_tiny_dense(), num_train=N_TRAIN, dense=True, **schedule)
+    strategy = FederatedStrategy(devices_per_round=2, local_steps=2, **client)
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=1, strategy=strategy, max_epochs=3, limit_train_batches=2, logger=False,
+        limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, dm)
+    per_epoch = 2 * 2 * 2  # 2 rounds x 2 devices x 2 local steps
+    assert used == pytest.approx([base * f for f in (1.0, 0.55, 0.1) for _ in range(per_epoch)], rel=1e-12)

@@ -8,9 +8,8 @@ simulated, the hosted devices' states (restored from a checkpoint being resumed)
 transports that carry the messages and write the ledger.
 """
 
-import torch
-
 from lightning_fed.federation.attacks import attack_of
+from lightning_fed.federation.client_sgd import ClientSGD
 from lightning_fed.federation.device_state import DeviceStates
 from lightning_fed.federation.fedavg import FedAvg
 from lightning_fed.federation.hosting import device_rows_folder, device_weights, row_stage_names
@@ -65,12 +64,8 @@ def set_up_optimizers(strategy) -> None:
     """The module's optimizer is the devices' (client) one, or SGD with ``client_lr``; the
     algorithm's server optimizer, if it has one, steps the shared parameters."""
     module_optimizer = strategy.client_optimizer = strategy.optimizers[0]
-    if strategy.config.client_optimizer == "sgd":
-        groups = module_optimizer.param_groups
-        lr = strategy.config.client_lr
-        strategy.client_optimizer = torch.optim.SGD(
-            [{"params": g["params"], "lr": lr or g["lr"]} for g in groups]
-        )
+    if strategy.config.client_optimizer == "sgd":  # on the module's schedule, if it has one
+        strategy.client_optimizer = ClientSGD(module_optimizer, strategy.config.client_lr)
     server = strategy.algorithm.server_optimizer(strategy, module_optimizer)
     if server is not None:
         strategy.optimizers = [server]
