@@ -15,6 +15,7 @@ from lightning_fed.federation.aggregators import (
     TrimmedMean,
     make_aggregator,
 )
+from lightning_fed.federation.server_aggregation import screen
 
 
 def _updates(rows: np.ndarray, split=(3, 2)) -> list[list[torch.Tensor]]:
@@ -138,6 +139,7 @@ def test_f_attackers_of_unbounded_scale_leave_the_result_within_the_honest_value
         ("krum", r"^aggregator 'krum': unknown or malformed"),
         ("norm_bound:0", r"norm_bound's bound must be a finite number > 0, got 0$"),
         ("centered_clip:1:0", r"centered_clip's iterations must be an integer >= 1, got 0$"),
+        ("centered_clip:0", r"centered_clip's radius must be a finite number > 0, got 0"),
         ("multi_krum:1:0", r"multi_krum's M must be an integer >= 1, got 0$"),
     ],
 )
@@ -154,3 +156,14 @@ def test_a_round_too_small_for_krum_or_bulyan_is_a_one_line_error_saying_what_it
         Bulyan(1).check_round(6)
     Krum(2).check_round(7)
     Bulyan(1).check_round(7)
+
+
+def test_the_mask_check_zeroes_exactly_what_lies_outside_the_public_mask_and_counts_the_non_zeros():
+    """Values outside the mask are zeroed and each non-zero one counted (a zero sent there is no
+    lie); a tensor with no public mask (None) passes as it is."""
+    update = [torch.tensor([1.0, 2.0, 0.0, -3.0]), torch.tensor([5.0, 6.0])]
+    keeps = [torch.tensor([True, False, False, False]), None]
+    screened, rejected = screen(update, keeps)
+    assert [t.tolist() for t in screened] == [[1.0, 0.0, 0.0, 0.0], [5.0, 6.0]]
+    assert rejected == 2  # 2.0 and -3.0; the 0.0 outside the mask is not counted
+    assert screen(update, [torch.ones(4, dtype=torch.bool), None])[1] == 0

@@ -35,6 +35,14 @@ def test_the_attackers_are_a_seeded_fraction_of_the_devices():
     assert choose_malicious(16, 0.0, seed=0) == []
 
 
+def test_the_attackers_are_distinct_devices_even_when_almost_all_attack():
+    """Drawn without replacement: 9 of 10 devices are 9 different ones for every seed (a draw with
+    replacement repeats one with probability 1 - 10! / 10^9 > 0.99 each time)."""
+    for seed in range(20):
+        drawn = choose_malicious(10, 0.9, seed=seed)
+        assert len(drawn) == len(set(drawn)) == 9, seed
+
+
 @pytest.mark.parametrize(
     "spec, expected",
     [("sign_flip", [-9.0, -9.0, -9.0]), ("scale:10", [90.0, 90.0, 90.0]), ("label_flip", [9.0, 9.0, 9.0])],

@@ -146,6 +146,8 @@ def test_topk_keeps_exactly_the_k_largest_magnitudes_and_warms_up_exponentially(
     few = np.zeros(100, dtype=np.float32)
     few[3] = 1.0
     assert np.array_equal(TopK(0.5).filter(few, step=0), few)  # fewer non-zeros than k: all pass
+    level = TopK(0.01, warmup_steps=4, start_density=0.01)  # a warm-up may start at the density itself
+    assert [level.density_at(s) for s in range(5)] == [0.01] * 5
 
 
 # -------------------------------------------------------------- error feedback
@@ -222,6 +224,7 @@ def test_the_download_residual_waits_where_nobody_sends_and_is_added_where_someb
     [
         ("qsgd:3", r"^codec 'qsgd:3': qsgd bits must be one of 2, 4, 8, got 3$"),
         ("qsgd:8:0", r"^codec 'qsgd:8:0': qsgd block must be an integer >= 1"),
+        ("sign:0", r"^codec 'sign:0': sign block must be an integer >= 1 \(values per scale\), got 0$"),
         ("topk:0", r"^codec 'topk:0': topk density must be in \(0, 1\], got 0.0$"),
         ("topk:1.5", r"^codec 'topk:1.5': topk density must be in \(0, 1\], got 1.5$"),
         ("topk:x", r"^codec 'topk:x': 'topk:x' has a value that is not a number$"),

@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from lightning_fed.federation import (
     check_processes,
     hosted_devices,
 )
+from lightning_fed.federation.health import DeviceFailed
 from lightning_fed.federation.messages import AVERAGE, SERVER, UPDATE, Message
 from lightning_fed.federation.stages import MaskByAlpha, Sending, Way
 from lightning_fed.nn import variational
@@ -137,6 +139,27 @@ def test_rows_on_disk_resume_from_a_checkpoint_s_copy_file_to_file(saved_as, tmp
     in_memory = restored.states[1].stages.get("residual")
     assert (in_memory is not None) == (saved_as == "of another layout")
     assert in_memory is None or all(torch.equal(t, torch.full_like(t, 0.5)) for t in in_memory)
+
+
+def test_a_row_adopted_from_one_file_of_rows_of_0_2_is_the_row_at_its_offset_and_a_short_file_is_refused(
+    tmp_path,
+):
+    from lightning_fed.federation.device_rows import DiskRows, RowSchema
+
+    old = tmp_path / "rows.f32"  # lightning-fed <= 0.2: every row in one file, row r at r * row bytes
+    np.arange(12, dtype=np.float32).tofile(old)
+    rows = DiskRows(tmp_path / "live", devices=[5, 6], schema=RowSchema([("w", (3,))]))
+    rows.adopt(6, old, source_row=2)
+    assert rows.read(6)[0]["w"].tolist() == [6.0, 7.0, 8.0]
+    with pytest.raises(ValueError, match=r"rows.f32 is truncated: it has no row 4$"):
+        rows.adopt(5, old, source_row=4)
+
+
+def test_a_device_s_failure_is_one_line_naming_device_step_and_error_even_without_a_message():
+    assert str(DeviceFailed(3, 12, KeyError())) == "device 3 failed at step 12: KeyError"
+    error = DeviceFailed(4, 7, ValueError("shapes differ\nsecond line"))
+    assert str(error) == "device 4 failed at step 7: ValueError: shapes differ"
+    assert (error.device, error.step) == (4, 7)
 
 
 def test_a_checkpoint_s_rows_of_another_layout_than_their_header_are_refused(tmp_path):

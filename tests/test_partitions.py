@@ -116,6 +116,10 @@ def test_dirichlet_skew_holds_for_every_seed_of_a_sweep():
             r"classes_per_device >= 3",
         ),
         (
+            lambda: PathologicalPartition(LABELS, 4, classes_per_device=0),
+            r"classes_per_device must be an integer >= 1, got 0",
+        ),
+        (
             lambda: PathologicalPartition(LABELS, 4, classes_per_device=11),
             r"classes_per_device=11 exceeds the 10 classes of the data",
         ),

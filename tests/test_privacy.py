@@ -333,6 +333,19 @@ def test_without_count_noise_the_clip_settles_at_the_target_quantile_of_the_norm
             assert 50 / math.exp(0.2 * 0.5) - 1 <= bound.value <= 51 * math.exp(0.2 * 0.5), step
 
 
+def test_a_round_nobody_reported_counts_as_none_within_the_clip():
+    """No report (``within`` None) is a count of 0: without count noise the bound grows by exactly
+    ``exp(learning_rate * target_quantile)``."""
+    from lightning_fed.privacy.adaptive_clip import AdaptiveClip
+    from lightning_fed.privacy.clipping import ClipBound
+
+    bound = ClipBound(1.0)
+    AdaptiveClip(bound, target_quantile=0.5, learning_rate=0.2, count_noise=0.0, expected=10, seed=0).update(
+        None, 0
+    )
+    assert bound.value == pytest.approx(math.exp(0.2 * 0.5), rel=1e-12)
+
+
 def test_the_count_noise_has_standard_deviation_sigma_b():
     """2,000 rounds: the noise recovered from each round's factor, exp(-eta (noised / E - gamma)), has
     sample variance within six of its standard deviations, sqrt(2 / 2000), of sigma_b^2."""
