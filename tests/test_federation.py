@@ -155,6 +155,20 @@ def test_a_row_adopted_from_one_file_of_rows_of_0_2_is_the_row_at_its_offset_and
         rows.adopt(5, old, source_row=4)
 
 
+@pytest.mark.parametrize("field", ["format", "dtype"])
+def test_a_header_that_is_not_one_of_device_rows_of_float32_is_refused(field, tmp_path):
+    import json
+
+    from lightning_fed.federation.device_rows import SCHEMA, DiskRows, RowSchema, saved_layout
+
+    rows = DiskRows(tmp_path / "rows", devices=[0], schema=RowSchema([("w", (2,))]))
+    assert saved_layout(rows.path) == [("w", (2,))]
+    header = json.loads((rows.path / SCHEMA).read_text())
+    (rows.path / SCHEMA).write_text(json.dumps({**header, field: "float16"}))
+    with pytest.raises(ValueError, match=r"schema.json is not a schema header of device rows$"):
+        saved_layout(rows.path)
+
+
 def test_a_device_s_failure_is_one_line_naming_device_step_and_error_even_without_a_message():
     assert str(DeviceFailed(3, 12, KeyError())) == "device 3 failed at step 12: KeyError"
     error = DeviceFailed(4, 7, ValueError("shapes differ\nsecond line"))

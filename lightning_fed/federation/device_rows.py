@@ -31,6 +31,7 @@ import torch
 
 Layout = list[tuple[str, tuple[int, ...]]]
 SCHEMA = "schema.json"  # a folder of rows' header: its layout
+ROWS_FORMAT = "lightning-fed device rows"  # the header's "format"; its "dtype" is float32
 STAGE = "stage:"  # a stage's state in a row: "stage:STATE:I", of the I-th shared tensor
 _STAGE_BEFORE_0_4 = "feedback:"  # the same, as rows of lightning-fed <= 0.3 named it
 
@@ -155,7 +156,10 @@ def saved_layout(path) -> Layout | None:
     if not header.is_file():
         return None
     try:
-        return [(name, tuple(shape)) for name, shape in json.loads(header.read_text())["layout"]]
+        fields = json.loads(header.read_text())
+        if fields["format"] != ROWS_FORMAT or fields["dtype"] != "float32":
+            raise ValueError
+        return [(name, tuple(shape)) for name, shape in fields["layout"]]
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{header} is not a schema header of device rows") from None
 
@@ -231,7 +235,7 @@ class DiskRows:
         shutil.rmtree(self.path, ignore_errors=True)  # a fresh store: rows of an earlier session go,
         self.path.with_name(self.path.name + ".f32").unlink(missing_ok=True)  # and the file of <= 0.2
         self.path.mkdir(parents=True)
-        header = {"format": "lightning-fed device rows", "dtype": "float32", "layout": self.layout}
+        header = {"format": ROWS_FORMAT, "dtype": "float32", "layout": self.layout}
         (self.path / SCHEMA).write_text(json.dumps(header) + "\n")
 
     def row_of(self, device: int) -> int | None:
