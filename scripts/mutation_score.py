@@ -4,7 +4,8 @@ mutmut (``[tool.mutmut]`` in pyproject.toml) writes each mutated file's results 
 ``mutants/PATH.meta`` (``exit_code_by_key``: mutant name -> the test run's exit code). This
 script reads them: per file, the mutants killed (a test failed), timed out (over their CPU-time
 limit: killed for mutmut), survived, not covered by a quick test, and not run yet; the score is
-(killed + timed out) / (killed + timed out + survived), and with
+(killed + timed out) / (killed + timed out + survived), the strict score counts the mutants no
+quick test reaches as survivors too; with
 ``--equivalent FILE`` (one mutant name a line, ``#`` comments: mutants that cannot change
 behaviour, each with its reason) those leave the denominator. ``--sample N --seed S`` prints N
 mutant names drawn without replacement by the seed, for ``python -m mutmut run NAMES`` (docs/testing.md).
@@ -46,14 +47,16 @@ def status(exit_code: int | None) -> str:
     return "no tests" if exit_code in NO_TESTS else "other"
 
 
-def results(root: Path, files: list[str]) -> dict[str, dict[str, int | None]]:
-    """``{source file: {mutant: exit code}}`` from ``root``'s ``.meta`` files (``files``: only those)."""
+def results(root: Path, files: list[str], names: set[str] | None = None) -> dict[str, dict[str, int | None]]:
+    """``{source file: {mutant: exit code}}`` from ``root``'s ``.meta`` files (``files``: only those;
+    ``names``: only those mutants)."""
     found = {}
     for meta in sorted(root.rglob("*.py.meta")):
         source = meta.relative_to(root).as_posix()[: -len(".meta")]
         if not files or source in files:
-            found[source] = json.loads(meta.read_text())["exit_code_by_key"]
-    return found
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            found[source] = {k: v for k, v in codes.items() if names is None or k in names}
+    return {source: codes for source, codes in found.items() if codes or names is None}
 
 
 def score(counts: Counter) -> float | None:
@@ -66,6 +69,20 @@ def score(counts: Counter) -> float | None:
     """
     caught = counts["killed"] + counts["timed out"]
     return caught / (caught + counts["survived"]) if caught + counts["survived"] else None
+
+
+def strict_score(counts: Counter) -> float | None:
+    """The same with the mutants no quick test reaches counted as survivors: what the quick suite
+    catches of every non-equivalent mutant run.
+
+    Example::
+
+        >>> strict_score(Counter(killed=15, survived=3, **{"timed out": 2, "no tests": 5}))
+        0.68
+    """
+    caught = counts["killed"] + counts["timed out"]
+    missed = counts["survived"] + counts["no tests"]
+    return caught / (caught + missed) if caught + missed else None
 
 
 def equivalent_names(path: Path | None) -> set[str]:
@@ -91,12 +108,14 @@ def report(found: dict, equivalent: set[str]) -> list[str]:
     return lines + [f"survived: {name}" for name in survivors]
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
 def _line(label: str, counts: Counter) -> str:
-    value = score(counts)
-    shown = "-" if value is None else f"{100 * value:.1f} %"
     kinds = ("killed", "timed out", "survived", "no tests", "not run", "equivalent")
     parts = ", ".join(f"{counts[k]} {k}" for k in kinds)
-    return f"{label}: score {shown} ({parts})"
+    return f"{label}: score {_percent(score(counts))}, strict {_percent(strict_score(counts))} ({parts})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--equivalent", type=Path, help="a file of equivalent mutants' names")
     parser.add_argument("--sample", type=int, help="print this many mutant names, drawn by --seed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--names", type=Path, help="report only the mutants named in this file")
     args = parser.parse_args(argv)
     root = Path(args.mutants)
     if not root.is_dir():
@@ -114,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.sample is not None and args.sample < 1:
         parser.exit(2, f"mutation_score.py: error: --sample {args.sample}: give a whole number >= 1\n")
-    found = results(root, args.files)
+    if args.names is not None and not args.names.is_file():
+        parser.exit(2, f"mutation_score.py: error: --names {args.names} is not a file\n")
+    found = results(root, args.files, set(args.names.read_text().split()) if args.names else None)
     if args.sample is not None:
         names = sorted(name for codes in found.values() for name in codes)
         chosen = random.Random(args.seed).sample(names, min(args.sample, len(names)))

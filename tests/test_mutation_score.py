@@ -28,15 +28,18 @@ def test_the_score_is_killed_over_killed_and_survived_per_file_and_for_all(mutan
     lines = capsys.readouterr().out.splitlines()
     assert (
         lines[0]
-        == "pkg/a.py: score 66.7 % (1 killed, 1 timed out, 1 survived, 1 no tests, 0 not run, 0 equivalent)"
+        == "pkg/a.py: score 66.7 %, strict 50.0 % (1 killed, 1 timed out, 1 survived, 1 no tests, 0 not run, "
+        "0 equivalent)"
     )
     assert (
         lines[1]
-        == "pkg/b.py: score 0.0 % (0 killed, 0 timed out, 1 survived, 0 no tests, 1 not run, 0 equivalent)"
+        == "pkg/b.py: score 0.0 %, strict 0.0 % (0 killed, 0 timed out, 1 survived, 0 no tests, 1 not run, "
+        "0 equivalent)"
     )
     assert (
         lines[2]
-        == "all: score 50.0 % (1 killed, 1 timed out, 2 survived, 1 no tests, 1 not run, 0 equivalent)"
+        == "all: score 50.0 %, strict 40.0 % (1 killed, 1 timed out, 2 survived, 1 no tests, 1 not run, "
+        "0 equivalent)"
     )
     assert lines[3:] == ["survived: a.f__mutmut_2", "survived: b.h__mutmut_1"]
 
@@ -46,8 +49,24 @@ def test_equivalent_mutants_leave_the_denominator(mutants, tmp_path, capsys):
     listed.write_text("# reason on each line\nb.h__mutmut_1  # adds zero\n")
     main(["--mutants", str(mutants), "--equivalent", str(listed), "pkg/b.py"])
     assert capsys.readouterr().out.splitlines() == [
-        "pkg/b.py: score - (0 killed, 0 timed out, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
-        "all: score - (0 killed, 0 timed out, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
+        "pkg/b.py: score -, strict - (0 killed, 0 timed out, 0 survived, 0 no tests, 1 not run, "
+        "1 equivalent)",
+        "all: score -, strict - (0 killed, 0 timed out, 0 survived, 0 no tests, 1 not run, 1 equivalent)",
+    ]
+
+
+def test_names_restrict_the_report_to_those_mutants(mutants, tmp_path, capsys):
+    names = tmp_path / "sample.txt"
+    names.write_text("a.f__mutmut_1 b.h__mutmut_1\n")
+    main(["--mutants", str(mutants), "--names", str(names)])
+    assert capsys.readouterr().out.splitlines() == [
+        "pkg/a.py: score 100.0 %, strict 100.0 % (1 killed, 0 timed out, 0 survived, 0 no tests, 0 not run, "
+        "0 equivalent)",
+        "pkg/b.py: score 0.0 %, strict 0.0 % (0 killed, 0 timed out, 1 survived, 0 no tests, 0 not run, "
+        "0 equivalent)",
+        "all: score 50.0 %, strict 50.0 % (1 killed, 0 timed out, 1 survived, 0 no tests, 0 not run, "
+        "0 equivalent)",
+        "survived: b.h__mutmut_1",
     ]
 
 
@@ -65,6 +84,7 @@ def test_the_sample_is_a_function_of_the_seed(mutants, capsys):
     [
         (["--mutants", "{tmp}/none"], "--mutants {tmp}/none is not a folder"),
         (["--sample", "0"], "--sample 0: give a whole number >= 1"),
+        (["--names", "{tmp}/none.txt"], "--names {tmp}/none.txt is not a file"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, message, mutants, tmp_path, capsys):
@@ -73,3 +93,26 @@ def test_bad_input_is_one_line_exit_2(args, message, mutants, tmp_path, capsys):
         main(["--mutants", str(mutants), *args] if args[0] != "--mutants" else args)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sample", "0"], "mutation_sample.py: error: --sample 0: give a whole number >= 1"),
+        (
+            ["--equivalent", "{tmp}/none.txt"],
+            "mutation_sample.py: error: --equivalent {tmp}/none.txt is not a file",
+        ),
+    ],
+)
+def test_the_sample_runner_s_bad_input_is_one_line_exit_2_before_mutmut_starts(
+    args, message, tmp_path, capsys, monkeypatch
+):
+    from scripts import mutation_sample
+
+    ran = []
+    monkeypatch.setattr(mutation_sample.subprocess, "run", lambda *a, **k: ran.append(a))
+    with pytest.raises(SystemExit) as stop:
+        mutation_sample.main([a.format(tmp=tmp_path) for a in args])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.strip() == message.format(tmp=tmp_path) and ran == []

@@ -1,0 +1,58 @@
+"""A seeded sample of the core's mutants run against the quick suite, and its score, in one call.
+
+    python scripts/mutation_sample.py --sample 20 --seed 0 --equivalent mutmut_equivalent.txt
+
+It composes three steps (docs/testing.md): mutmut generates every mutant of ``[tool.mutmut]`` and
+records which quick tests reach which function (``mutmut run`` with a name that matches no mutant:
+mutmut stops after that, saying so); ``scripts/mutation_score.py --sample N --seed S`` draws the
+sample (written to ``mutants/sample_S_N.txt``); ``mutmut run`` runs those mutants; then
+``mutation_score.py --names`` prints their score and survivors. Each step's time is printed.
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTHING = "no_mutant_is_named_this*"  # mutmut generates and records, then finds nothing to run
+
+
+def _step(label: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    start = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, text=True, **kwargs)
+    print(f"mutation_sample.py: {label}: {time.monotonic() - start:.0f} s", flush=True)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mutation_sample.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", type=int, default=20, help="mutants to draw (default: 20)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--equivalent", type=Path, help="a file of equivalent mutants' names")
+    args = parser.parse_args(argv)
+    if args.sample < 1:
+        parser.exit(2, f"mutation_sample.py: error: --sample {args.sample}: give a whole number >= 1\n")
+    if args.equivalent is not None and not args.equivalent.is_file():
+        parser.exit(2, f"mutation_sample.py: error: --equivalent {args.equivalent} is not a file\n")
+    python, score = sys.executable, str(ROOT / "scripts" / "mutation_score.py")
+    generated = _step("generate and record", [python, "-m", "mutmut", "run", NOTHING], capture_output=True)
+    if "nothing matches" not in generated.stdout + generated.stderr:
+        print((generated.stdout + generated.stderr)[-3000:], file=sys.stderr)
+        return generated.returncode or 1
+    names = ROOT / "mutants" / f"sample_{args.seed}_{args.sample}.txt"
+    drawn = subprocess.run(
+        [python, score, "--sample", str(args.sample), "--seed", str(args.seed)],
+        cwd=ROOT, text=True, capture_output=True, check=True,
+    )  # fmt: skip
+    names.write_text(drawn.stdout)
+    _step("run the sample", [python, "-m", "mutmut", "run", *drawn.stdout.split()], stdout=subprocess.DEVNULL)
+    report = [python, score, "--names", str(names)]
+    if args.equivalent is not None:
+        report += ["--equivalent", str(args.equivalent.resolve())]
+    return subprocess.run(report, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
