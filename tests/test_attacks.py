@@ -105,3 +105,15 @@ def test_label_flipping_reads_each_label_y_as_c_minus_1_minus_y():
 def test_a_bad_attack_is_a_one_line_error_naming_it(spec, message):
     with pytest.raises(ValueError, match=message):
         make_attack(spec, malicious=[0])
+
+
+def test_an_attack_names_itself_its_parameter_and_its_devices():
+    shown = [
+        repr(make_attack(spec, malicious=[3, 7])) for spec in ("alie", "alie:1.5", "ipm:0.1", "gaussian:1")
+    ]
+    assert shown == [
+        "ALittleIsEnough(devices [3, 7])",
+        "ALittleIsEnough(1.5, devices [3, 7])",
+        "InnerProductManipulation(0.1, devices [3, 7])",
+        "Gaussian(1, devices [3, 7])",
+    ]
