@@ -141,6 +141,28 @@ def test_rows_on_disk_resume_from_a_checkpoint_s_copy_file_to_file(saved_as, tmp
     assert in_memory is None or all(torch.equal(t, torch.full_like(t, 0.5)) for t in in_memory)
 
 
+def test_rows_of_a_folder_without_a_header_are_read_in_the_checkpoint_s_layout_into_a_store_in_memory(
+    tmp_path,
+):
+    """A folder of lightning-fed <= 0.3 has no schema header: a resume into memory reads each row in
+    the layout the checkpoint names (without it the rows could not be read)."""
+    model = small_model()
+    plan = SharingPlan(model)
+    states = DeviceStates(model, plan, devices=[0, 1], seed=0, rows_path=tmp_path / "live")
+    with states.hosting(1):
+        model[0].log_sigma2.data.fill_(-4.0)
+    states.rest()
+    states.rows.copy_to(tmp_path / "saved")
+    (tmp_path / "saved" / "schema.json").unlink()
+    layout = [(name, list(shape)) for name, shape in states.layout]
+    restored = DeviceStates(small_model(), plan, devices=[0, 1], seed=0)  # rows in memory
+    restored.load_state_dict(
+        states.state_dict(), rows_file=lambda rank: tmp_path / "saved", rows_layout=layout
+    )
+    row = restored.rows.read(1)[0]["0.log_sigma2"]
+    assert torch.equal(row, torch.full_like(row, -4.0))
+
+
 def test_a_row_adopted_from_one_file_of_rows_of_0_2_is_the_row_at_its_offset_and_a_short_file_is_refused(
     tmp_path,
 ):

@@ -427,6 +427,10 @@ def test_the_union_support_sums_each_device_s_kept_values_over_the_coordinates_a
     assert sent["masked/up"] == 8 * 4 * int(union.sum()) < 8 * 4 * 42
     assert transport.ledger.pending.upload == 8 * (packed_length(42, 4) + int(union.sum()))
     assert sent["support keys/up"] == sent["keys/up"]  # a second sum: keys of its own, as many
+    # every message of both sums is in the ledger, the server's to the devices too (keys, shares)
+    pending = transport.ledger.pending
+    assert pending.upload_bytes == sum(v for k, v in sent.items() if k.endswith("/up"))
+    assert pending.download_bytes == sum(v for k, v in sent.items() if k.endswith("/down")) > 0
 
 
 def test_the_count_sum_draws_other_keys_than_the_values_sum():
@@ -466,3 +470,16 @@ def test_packed_counts_of_a_full_round_never_carry_into_the_next_field(max_devic
     expected[5] = 0
     assert np.array_equal(unpack_counts(total, bits, numel), expected)
     assert bits == 1 or count_bits(2 ** (bits - 1) - 1) < bits  # no wider than it must be
+
+
+def test_a_round_too_large_for_32_bit_words_is_a_one_line_error_saying_the_limit():
+    """Each value gets (2**31 - 1) // n steps of a word; below 2**8 steps a sum drowns in rounding."""
+    from lightning_fed.secure.fixed_point import FixedPoint
+
+    assert FixedPoint(1.0, max_devices=8_388_607).levels == 2**8
+    message = (
+        r"^8388609 devices a round leave 255 steps of 32-bit words to each value; their sum could not "
+        r"be told from noise \(at most 8,388,607 devices\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        FixedPoint(1.0, max_devices=8_388_609)
