@@ -1,6 +1,9 @@
 """scripts/mutation_score.py: the score from mutmut's result files, the sample, bad input."""
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +119,34 @@ def test_the_sample_runner_s_bad_input_is_one_line_exit_2_before_mutmut_starts(
         mutation_sample.main([a.format(tmp=tmp_path) for a in args])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.strip() == message.format(tmp=tmp_path) and ran == []
+
+
+def test_the_sample_runner_stops_a_run_at_its_budget_with_every_process_of_its_group(tmp_path):
+    """A run past its budget is stopped, its children too (mutmut's workers share its group)."""
+    import sys
+
+    from scripts.mutation_sample import _run_within
+
+    pid_file = tmp_path / "child.pid"
+    sleeper = (
+        "import subprocess, sys, time; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(600)"
+    )
+    assert _run_within([sys.executable, "-c", "pass"], seconds=60) is True
+    assert _run_within([sys.executable, "-c", sleeper], seconds=3) is False
+    child = int(pid_file.read_text())
+    for _ in range(100):  # killed with its group: gone, or a zombie until someone reaps it
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")
