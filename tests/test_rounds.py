@@ -124,6 +124,22 @@ def test_fedavg_with_lr_one_makes_the_global_model_the_average_of_the_devices():
     assert torch.equal(x.detach(), torch.stack(locals_).mean(0))
 
 
+def test_the_server_optimizer_takes_the_configured_rate_and_momentum():
+    """FedAvgM's momentum and rate are the config's (a user's ``--server-momentum 0.5`` is not the
+    default 0.9)."""
+    from types import SimpleNamespace
+
+    from lightning_fed.federation.config import FederationConfig
+    from lightning_fed.federation.paper_protocol import configured_server_optimizer
+
+    model = nn.Sequential(nn.Linear(3, 2))
+    host = SimpleNamespace(lightning_module=model, plan=SharingPlan(model))
+    config = FederationConfig(server_optimizer="fedavgm", server_lr=0.5, server_momentum=0.3)
+    group = configured_server_optimizer(config, host).param_groups[0]
+    assert (group["lr"], group["momentum"]) == (0.5, 0.3)
+    assert configured_server_optimizer(FederationConfig(), host) is None  # one step: the module's own
+
+
 @pytest.mark.parametrize("rule", ["adam", "yogi", "adagrad"])
 def test_adaptive_server_steps_follow_reddi_et_al(rule):
     beta1, beta2, lr, tau = 0.9, 0.99, 0.1, 1e-3
