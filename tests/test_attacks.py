@@ -117,3 +117,21 @@ def test_an_attack_names_itself_its_parameter_and_its_devices():
         "InnerProductManipulation(0.1, devices [3, 7])",
         "Gaussian(1, devices [3, 7])",
     ]
+
+
+def test_label_flipping_reads_the_number_of_classes_from_the_data_or_else_the_module():
+    from types import SimpleNamespace
+
+    from lightning_fed.federation.attacks import attack_of
+
+    config = SimpleNamespace(attack="label_flip", malicious_fraction=0.25)
+    data = SimpleNamespace(
+        datamodule=SimpleNamespace(info=SimpleNamespace(num_classes=7)), lightning_module=None
+    )
+    module = SimpleNamespace(datamodule=None, lightning_module=SimpleNamespace(hparams={"num_classes": 5}))
+    assert attack_of(config, 8, seed=0, processes=1, trainer=data).num_classes == 7
+    assert attack_of(config, 8, seed=0, processes=1, trainer=module).num_classes == 5
+    with pytest.raises(
+        ValueError, match=r"^attack='label_flip' needs the number of classes \(a FederatedDataModule\)$"
+    ):
+        attack_of(config, 8, seed=0, processes=1, trainer=None)
