@@ -483,3 +483,14 @@ def test_a_round_too_large_for_32_bit_words_is_a_one_line_error_saying_the_limit
     )
     with pytest.raises(ValueError, match=message):
         FixedPoint(1.0, max_devices=8_388_609)
+
+
+def test_under_secure_aggregation_the_server_has_no_single_update_to_give_a_robust_aggregator():
+    from lightning_fed.communication import SparseCodec
+    from lightning_fed.secure.transport import SecureTransport
+
+    transport = SecureTransport(SparseCodec(), [4], SecAggPlus(3, 2, seed=0), 4.0, 4)
+    with pytest.raises(
+        ValueError, match=r"^under secure aggregation the server holds no single update \(only their sum\)$"
+    ):
+        transport.server_updates()
