@@ -91,6 +91,13 @@ def test_device_states_swap_parameters_buffers_optimizer_state_and_random_stream
         assert torch.equal(torch.rand(3), draws[1])
 
 
+def test_device_states_of_a_model_without_parameters_live_on_the_cpu():
+    """Nothing to read the device from (a parameter-free model, e.g. a fixed feature map): the CPU."""
+    model = nn.Sequential(nn.ReLU())
+    states = DeviceStates(model, SharingPlan(model), devices=[0, 1], seed=0)
+    assert states.where == torch.device("cpu")
+
+
 def test_device_states_round_trip_through_a_state_dict():
     model = small_model()
     plan = SharingPlan(model)

@@ -147,6 +147,13 @@ CASES = [
         "tests/test_federation.py -k adopted",
     ),
     (
+        "lightning_fed.federation.device_state.xǁDeviceStatesǁ__init____mutmut_13",
+        "lightning_fed/federation/device_state.py",
+        'self.where = next((p.device for p in model.parameters()), torch.device("cpu"))',
+        "self.where = next((p.device for p in model.parameters()), )",
+        "tests/test_federation.py -k without_parameters",
+    ),
+    (
         "lightning_fed.secure.transport.xǁSecureTransportǁserver_updates__mutmut_3 (no tests before)",
         "lightning_fed/secure/transport.py",
         '"under secure aggregation the server holds no single update (only their sum)"',
