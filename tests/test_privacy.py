@@ -408,5 +408,6 @@ def test_with_error_feedback_each_round_is_within_the_clip_and_the_cut_part_wait
 
 
 def test_a_delta_not_below_one_over_n_is_warned_about(data_dir, tmp_path):
-    with pytest.warns(UserWarning, match=r"dp_delta=0.3 is not below 1/N = 0.25"):
+    said = r"^dp_delta=0.3 is not below 1/N = 0.25: a mechanism that releases one device's data whole would "
+    with pytest.warns(UserWarning, match=said + r"meet it; choose a delta well below 1/N$"):
         _fit(data_dir, tmp_path, max_steps=1, dp_clip=0.05, dp_noise_multiplier=1.0, dp_delta=0.3)

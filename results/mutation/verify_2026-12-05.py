@@ -154,6 +154,13 @@ CASES = [
         "tests/test_federation.py -k without_parameters",
     ),
     (
+        "lightning_fed.privacy.dp_fedavg.x_dp_fedavg_of__mutmut_21",
+        "lightning_fed/privacy/dp_fedavg.py",
+        '"releases one device\'s data whole would meet it; choose a delta well below 1/N"',
+        '"releases one device\'s data whole would meet it; choose a delta well below 1/n"',
+        "tests/test_privacy.py -k one_over_n",
+    ),
+    (
         "lightning_fed.secure.transport.xǁSecureTransportǁserver_updates__mutmut_3 (no tests before)",
         "lightning_fed/secure/transport.py",
         '"under secure aggregation the server holds no single update (only their sum)"',
