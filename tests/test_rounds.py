@@ -100,6 +100,8 @@ def test_bad_schedules_are_one_line_errors(kwargs, message):
     ("kwargs", "message"),
     [
         ({"local_steps": 0}, r"^local_steps must be an integer >= 1, got 0$"),
+        ({"local_steps": 2.5}, r"^local_steps must be an integer >= 1, got 2.5$"),
+        ({"device_store": "ssd"}, r"^device_store must be one of auto, memory, disk, got 'ssd'$"),
         ({"local_epochs": 0}, r"^local_epochs must be an integer >= 1, got 0$"),
         ({"devices_per_round": 5, "num_devices": 4}, r"^devices_per_round=5 exceeds num_devices=4$"),
         ({"local_steps": 2, "local_epochs": 1}, r"^give local_steps or local_epochs, not both$"),

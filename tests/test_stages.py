@@ -155,3 +155,17 @@ def test_messages_cross_processes_with_their_sender_round_and_weight():
     ]
     wire = b"".join(_HEAD.pack(m.sender, m.round, m.weight, len(m)) + m.payload.data for m in messages)
     assert _unpack(wire) == messages
+
+
+def test_a_codec_s_filters_become_stages_and_its_writer_keeps_its_encodings_and_value_coder():
+    from lightning_fed.communication import make_codec
+    from lightning_fed.communication.codecs import SparseCodec
+    from lightning_fed.federation.stages import codec_stages
+
+    codec = SparseCodec(
+        ["indices"], values=make_codec("qsgd:8").values, filters=make_codec("topk:0.5").filters
+    )
+    stages, writer = codec_stages(codec)
+    assert [repr(s) for s in stages] == ["topk:0.5"]
+    assert [e.name for e in writer.encodings] == ["indices"] and writer.values is codec.values
+    assert not writer.filters

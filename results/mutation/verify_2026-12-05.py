@@ -161,6 +161,27 @@ CASES = [
         "tests/test_privacy.py -k one_over_n",
     ),
     (
+        "lightning_fed.federation.config.x__check_count__mutmut_4",
+        "lightning_fed/federation/config.py",
+        "not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1",
+        "not isinstance(value, numbers.Integral) and isinstance(value, bool) or value < 1",
+        "tests/test_rounds.py -k bad_round",
+    ),
+    (
+        "lightning_fed.federation.hosting.x_checked_device_store__mutmut_3",
+        "lightning_fed/federation/hosting.py",
+        "{', '.join(DEVICE_STORES)}",
+        "{', '.join(None)}",
+        "tests/test_rounds.py -k bad_round",
+    ),
+    (
+        "lightning_fed.federation.stages.x_codec_stages__mutmut_7",
+        "lightning_fed/federation/stages.py",
+        "SparseCodec([e.name for e in codec.encodings], values=codec.values)",
+        "SparseCodec(values=codec.values)",
+        "tests/test_stages.py -k writer_keeps",
+    ),
+    (
         "lightning_fed.secure.transport.xǁSecureTransportǁserver_updates__mutmut_3 (no tests before)",
         "lightning_fed/secure/transport.py",
         '"under secure aggregation the server holds no single update (only their sum)"',
