@@ -23,11 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTHING = "no_mutant_is_named_this*"  # mutmut generates and records, then finds nothing to run
 
 
-def _step(label: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
-    start = time.monotonic()
-    done = subprocess.run(command, cwd=ROOT, text=True, **kwargs)
-    print(f"mutation_sample.py: {label}: {time.monotonic() - start:.0f} s", flush=True)
-    return done
+def _took(label: str, start: float, note: str = "") -> None:
+    """One line of a step's time: ``mutation_sample.py: LABEL: N s[NOTE]``."""
+    print(f"mutation_sample.py: {label}: {time.monotonic() - start:.0f} s{note}", flush=True)
 
 
 def _run_within(command: list[str], seconds: float) -> bool:
@@ -64,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"mutation_sample.py: error: --equivalent {args.equivalent} is not a file\n")
     deadline = time.monotonic() + 60 * args.minutes
     python, score = sys.executable, str(ROOT / "scripts" / "mutation_score.py")
-    generated = _step("generate and record", [python, "-m", "mutmut", "run", NOTHING], capture_output=True)
+    start = time.monotonic()
+    generated = subprocess.run(
+        [python, "-m", "mutmut", "run", NOTHING], cwd=ROOT, text=True, capture_output=True
+    )
+    _took("generate and record", start)
     if "nothing matches" not in generated.stdout + generated.stderr:
         print((generated.stdout + generated.stderr)[-3000:], file=sys.stderr)
         return generated.returncode or 1
@@ -76,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     names.write_text(drawn.stdout)
     start = time.monotonic()
     finished = _run_within([python, "-m", "mutmut", "run", *drawn.stdout.split()], deadline - start)
-    ended = "" if finished else ", stopped at the budget"
-    print(f"mutation_sample.py: run the sample: {time.monotonic() - start:.0f} s{ended}", flush=True)
+    _took("run the sample", start, "" if finished else ", stopped at the budget")
     report = [python, score, "--names", str(names)]
     if args.equivalent is not None:
         report += ["--equivalent", str(args.equivalent.resolve())]
