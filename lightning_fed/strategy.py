@@ -100,6 +100,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         enforce_mask: bool = False,
         attack: str | None = None,
         malicious_fraction: float = 0.0,
+        worker_momentum: float = 0.0,
         dp_clip: float | None = None,
         dp_noise_multiplier: float | None = None,
         target_epsilon: float | None = None,
@@ -137,7 +138,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         self.compression = Compression(
             self.config.codec, self.config.download_codec, self.config.error_feedback,
             self.config.error_feedback_momentum, self.config.download_error_feedback,
-            self.config.upload_stages, self.config.download_stages,
+            self.config.upload_stages, self.config.download_stages, self.config.worker_momentum,
         )  # fmt: skip
         # a download codec not given is decided at setup (lossless in FedAvg rounds)
         download_codec = self.compression if self.compression.download_given else None

@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--malicious-fraction", type=fraction_below_1, default=0.0, help="the share of devices that attack"
     )
+    g.add_argument(
+        "--worker-momentum", type=fraction_below_1, default=0.0, metavar="BETA",
+        help="devices send their own momentum of their updates, m = BETA m + (1 - BETA) u (0: off)",
+    )  # fmt: skip
     g = p.add_argument_group("privacy (client-level DP-FedAvg: clipped uploads, a noised sum, an accountant)")
     g.add_argument("--dp-clip", type=finite_float, default=None, metavar="C", help="L2 bound of each upload")
     g.add_argument(

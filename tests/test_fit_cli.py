@@ -59,6 +59,7 @@ BAD_INPUT = [
     ),
     (["--failure-rate", "1"], r"--failure-rate: 1 is not allowed \(must be a number in \[0, 1\)\)"),
     (["--failure-rate", "-0.1"], r"--failure-rate: -0.1 is not allowed \(must be a number in \[0, 1\)\)"),
+    (["--worker-momentum", "1"], r"--worker-momentum: 1 is not allowed \(must be a number in \[0, 1\)\)"),
     (["--server-optimizer", "adam"], r"--server-optimizer: invalid choice: 'adam'"),
     (["--server-lr", "0"], r"--server-lr: 0 is not allowed \(must be a finite number > 0\)"),
     (["--node-timeout", "0"], r"--node-timeout: 0 is not allowed \(must be a finite number > 0\)"),

@@ -28,6 +28,7 @@ import torch
 from lightning_fed.communication import Codec, Payload, default_download, make_codec
 from lightning_fed.federation.error_feedback import ErrorFeedback, MomentumCorrection, ServerErrorFeedback
 from lightning_fed.federation.stages import MaskByAlpha, Sending, Way, codec_stages
+from lightning_fed.federation.worker_momentum import WorkerMomentum
 
 UPLOAD, DOWNLOAD = 0, 1  # the direction's place in a message's seed: (run seed, direction, ...)
 
@@ -46,6 +47,8 @@ class Compression:
             momentum); needs ``error_feedback``.
         download_error_feedback: the server keeps what the download codec dropped (the paper's
             protocol only: in sampled rounds the download is the model itself).
+        worker_momentum: each device sends its own momentum of its updates with this factor
+            (:mod:`lightning_fed.federation.worker_momentum`; 0: off).
         upload_stages, download_stages: further stages of each way, after the built-in ones,
             just before the codec.
     """
@@ -59,6 +62,7 @@ class Compression:
         download_error_feedback: bool = False,
         upload_stages: "tuple | list" = (),
         download_stages: "tuple | list" = (),
+        worker_momentum: float = 0.0,
     ) -> None:
         self.codec = make_codec(codec, "codec")
         self.download_given = download_codec is not None
@@ -80,8 +84,9 @@ class Compression:
         self.server_state: dict = {}  # the download stages' state (the server's residual)
         feedback = [ErrorFeedback()] if self.error_feedback else []
         momentum = [MomentumCorrection(self.error_feedback_momentum)] if self.error_feedback_momentum else []
+        worker = [WorkerMomentum(worker_momentum)] if worker_momentum else []
         filters, writer = codec_stages(self.codec)
-        self._upload = ([MaskByAlpha(), *momentum, *feedback, *filters, *upload_stages], writer)
+        self._upload = ([MaskByAlpha(), *worker, *momentum, *feedback, *filters, *upload_stages], writer)
         self.upload_way = Way(*self._upload)
         self._clip = self._attack = None
         self._download_stages = list(download_stages)
@@ -140,8 +145,8 @@ class Compression:
 
     @property
     def feedback_kinds(self) -> tuple[str, ...]:
-        """What the upload stages keep on each device: error feedback's residual, and with DGC's
-        correction its velocity."""
+        """What the upload stages keep on each device: error feedback's residual, with DGC's
+        correction its velocity, and the worker momentum."""
         known = ("residual", "velocity")
         return tuple(sorted(self.upload_way.state_names, key=lambda n: known.index(n) if n in known else 2))
 

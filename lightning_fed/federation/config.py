@@ -121,6 +121,9 @@ class FederationConfig:
         attack: what the attackers send (:mod:`lightning_fed.federation.attacks`): ``"sign_flip"``,
             ``"scale:BOOST"``, ``"gaussian:SIGMA"``, ``"label_flip"``, ``"alie[:Z]"``, ``"ipm[:EPS]"``.
         malicious_fraction: the fraction of the devices that attack, drawn from the seed.
+        worker_momentum: each device sends its own momentum ``m = beta m + (1 - beta) u`` of its
+            updates, ``beta`` this factor (Karimireddy et al. 2021's partner of centered clipping,
+            :mod:`lightning_fed.federation.worker_momentum`; 0: off).
         dp_clip: client-level differential privacy (DP-FedAvg, :mod:`lightning_fed.privacy`): every
             message clipped to this L2 norm C, the server's sum noised (None: no DP).
         dp_noise_multiplier: sigma, the noise's standard deviation over C (None: calibrated from
@@ -174,6 +177,7 @@ class FederationConfig:
     enforce_mask: bool = False
     attack: str | None = None
     malicious_fraction: float = 0.0
+    worker_momentum: float = 0.0
     dp_clip: float | None = None
     dp_noise_multiplier: float | None = None
     target_epsilon: float | None = None
@@ -255,6 +259,9 @@ class FederationConfig:
                 )
         elif fraction:
             raise ValueError(f"malicious_fraction={fraction!r} needs an attack (what the attackers send)")
+        beta = self.worker_momentum
+        if not (isinstance(beta, numbers.Real) and not isinstance(beta, bool) and 0 <= beta < 1):
+            raise ValueError(f"worker_momentum must be in [0, 1), got {beta!r}")
 
     @property
     def sends_deltas(self) -> bool:
