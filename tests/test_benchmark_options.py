@@ -30,6 +30,11 @@ import pytest
             "argument --rounds: 0 is not allowed (must be an integer >= 1)",
         ),
         (
+            "benchmark_layers",
+            ["--recurrent-noise", "sequence"],
+            "--recurrent-noise sequence applies to char_lstm and char_lstm_small",
+        ),
+        (
             "benchmark_data_memory",
             ["--devices", "0"],
             "argument --devices: 0 is not allowed (must be an integer >= 1)",
