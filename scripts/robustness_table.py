@@ -3,15 +3,16 @@
 Usage:
     python scripts/robustness_table.py [--rounds 60] [--runs-dir ~/lf-runs/robust] [--kinds sparse,dense]
                                        [--aggregators mean,median] [--attacks none,sign_flip]
-                                       [--devices 100 --per-round 20]
+                                       [--devices 100 --per-round 20] [--local-steps 4]
 
 Every cell is one ``scripts/fit.py`` call: Fashion-MNIST, 16 iid devices (or ``--devices``, of which
 ``--per-round`` are sampled each round: FedAvg rounds of one step), LeNet-300-100, batch 64,
-``--max-rounds`` the budget, seed 0, 20 % attackers (3 of 16, drawn from the seed); ``sparse`` is
+``--max-rounds`` the budget, seed 0, 20 % attackers (3 of 16, drawn from the seed), ``--local-steps``
+H a round (1: a device sends one gradient; H > 1: its model's change after H steps); ``sparse`` is
 Algorithm 1 with the server's mask check (``--share-log-sigma2 --enforce-mask``), ``dense`` the
 dense baseline. A cell whose run folder holds a ``summary.json`` is not run again; one with a
 checkpoint is resumed. The script writes every finished cell into ``results/robustness_N.json``
-(N devices; ``results/robustness_N_K.json`` with K a round)
+(N devices; ``results/robustness_N_K.json`` with K a round, ``..._hH.json`` with H > 1 local steps)
 (cells of earlier calls kept) and prints the markdown table of RESULTS.md, one row per aggregator
 and kind, one column per attack, with the command of a cell below it.
 """
@@ -44,29 +45,49 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text.lower())
 
 
-def setting_name(devices: int, per_round: int | None) -> str:
-    """``16``, or ``100_20`` for 20 of 100 devices a round: the results file's and folders' name."""
-    return str(devices) if per_round is None else f"{devices}_{per_round}"
+def setting_name(devices: int, per_round: int | None, local_steps: int = 1) -> str:
+    """``16``, ``100_20`` for 20 of 100 devices a round, ``100_20_h4`` with 4 local steps: the
+    results file's and folders' name.
+
+    Example::
+
+        >>> setting_name(16, None), setting_name(100, 20), setting_name(100, 20, 4)
+        ('16', '100_20', '100_20_h4')
+    """
+    name = str(devices) if per_round is None else f"{devices}_{per_round}"
+    return name if local_steps == 1 else f"{name}_h{local_steps}"
 
 
 def command_of(
-    kind: str, aggregator: str, attack: str, rounds: int, runs: Path, devices: int = 16, per_round=None
-) -> list[str]:
+    kind: str, aggregator: str, attack: str, rounds: int, runs: Path, devices: int = 16, per_round=None,
+    local_steps: int = 1,
+) -> list[str]:  # fmt: skip
     attacked = [] if attack == "none" else ["--attack", attack, "--malicious-fraction", FRACTION]
     sampled = [] if per_round is None else ["--devices-per-round", str(per_round)]
-    name = setting_name(devices, per_round)
-    folder = runs / f"{rounds}r" if devices == 16 and per_round is None else runs / name / f"{rounds}r"
+    local = [] if local_steps == 1 else ["--local-steps", str(local_steps)]
+    name = setting_name(devices, per_round, local_steps)
+    folder = runs / f"{rounds}r" if name == "16" else runs / name / f"{rounds}r"
     output = folder / kind / f"{slug(aggregator)}__{slug(attack)}"
     return [
-        "scripts/fit.py", *BASE, "--devices", str(devices), *sampled, *KINDS[kind],
+        "scripts/fit.py", *BASE, "--devices", str(devices), *sampled, *local, *KINDS[kind],
         "--max-rounds", str(rounds), "--aggregator", aggregator, *attacked, "--output-dir", str(output),
     ]  # fmt: skip
 
 
-def run(kind: str, aggregator: str, attack: str, rounds: int, runs: Path, devices=16, per_round=None) -> dict:
+def run(
+    kind: str,
+    aggregator: str,
+    attack: str,
+    rounds: int,
+    runs: Path,
+    devices=16,
+    per_round=None,
+    local_steps=1,
+) -> dict:
     """The cell's summary, after running it unless its folder holds one."""
     shown, command = (
-        command_of(kind, aggregator, attack, rounds, r, devices, per_round) for r in (runs, runs.expanduser())
+        command_of(kind, aggregator, attack, rounds, r, devices, per_round, local_steps)
+        for r in (runs, runs.expanduser())
     )
     output = Path(command[-1])
     if not has_summary(output):
@@ -130,20 +151,26 @@ def main(argv=None) -> None:
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="attack specs (or none), by commas")
     parser.add_argument("--devices", type=int, default=16, help="N devices")
     parser.add_argument("--per-round", type=int, default=None, help="K sampled a round (default: all)")
+    parser.add_argument("--local-steps", type=int, default=1, help="H local steps a round (1: one gradient)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: give a budget of at least 1 round")
     if args.devices < 1 or (args.per_round is not None and not 1 <= args.per_round <= args.devices):
         parser.error(f"--devices {args.devices} --per-round {args.per_round}: give 1 <= K <= N")
+    if args.local_steps < 1:
+        parser.error(f"--local-steps {args.local_steps}: give at least 1 step a round")
     kinds = _names(args.kinds, _known_kind, "--kinds", parser)
     aggregators = _names(args.aggregators, make_aggregator, "--aggregators", parser)
     attacks = _names(args.attacks, lambda a: a == "none" or make_attack(a, []), "--attacks", parser)
-    out = ROOT / "results" / f"robustness_{setting_name(args.devices, args.per_round)}.json"
+    out = ROOT / "results" / f"robustness_{setting_name(args.devices, args.per_round, args.local_steps)}.json"
     cells = json.loads(out.read_text()) if out.exists() else []
     for kind in kinds:
         for aggregator in aggregators:
             for attack in attacks:
-                cell = run(kind, aggregator, attack, args.rounds, args.runs_dir, args.devices, args.per_round)
+                cell = run(
+                    kind, aggregator, attack, args.rounds, args.runs_dir, args.devices, args.per_round,
+                    args.local_steps,
+                )  # fmt: skip
                 key = (cell["kind"], cell["aggregator"], cell["attack"], cell["rounds"])
                 cells = [c for c in cells if (c["kind"], c["aggregator"], c["attack"], c["rounds"]) != key]
                 cells.append(cell)
