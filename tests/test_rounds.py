@@ -392,6 +392,20 @@ def test_device_rows_on_disk_train_and_resume_as_in_memory(data_dir, tmp_path):
     assert ledger == ledger2 and any(s["drawn"] for s in states.values())
 
 
+def test_a_device_untrained_at_a_disk_checkpoint_starts_from_the_run_s_initial_log_sigma2(data_dir, tmp_path):
+    """A disk store saves no row for a device that has not trained; after a resume it must start
+    where the run started, not from the resumed model's (the resident device's) log_sigma2."""
+    whole = _variant_run(data_dir, tmp_path / "memory", 5, "memory")
+    ckpt = tmp_path / "disk" / "early.ckpt"
+    _, _, saved_states, _ = _variant_run(data_dir, tmp_path / "disk", 1, "disk", save=ckpt)
+    assert any(state["params_at"] is None for state in saved_states.values())  # some never trained
+    resumed = _variant_run(data_dir, tmp_path / "disk2", 5, "disk", resume=str(ckpt))
+    (model, params, _, _), (model2, params2, _, _) = whole, resumed
+    assert all(torch.equal(model[k], model2[k]) for k in model)
+    for device in range(4):
+        assert all(torch.equal(params[device][k], params2[device][k]) for k in params[device])
+
+
 @pytest.mark.parametrize(
     ("client", "base"), [({}, 0.01), ({"client_optimizer": "sgd", "client_lr": 0.3}, 0.3)]
 )

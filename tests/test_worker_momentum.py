@@ -56,8 +56,9 @@ def _fit(data_dir, root, max_steps, resume=None, every=None, **options):
     return small_fit(data_dir, root, _network, FederatedStrategy(**options), max_steps, resume, every)
 
 
-def test_each_device_keeps_its_momentum_through_a_checkpoint(data_dir, tmp_path):
-    options = {"worker_momentum": 0.9, "devices_per_round": 2}
+@pytest.mark.parametrize("store", ["memory", "disk"])
+def test_each_device_keeps_its_momentum_through_a_checkpoint(data_dir, tmp_path, store):
+    options = {"worker_momentum": 0.9, "devices_per_round": 2, "device_store": store}
     whole, whole_strategy = _fit(data_dir, tmp_path / "whole", max_steps=4, **options)
     _fit(data_dir, tmp_path / "half", max_steps=2, every=2, **options)
     ckpt = str(tmp_path / "half" / "checkpoints" / "last.ckpt")

@@ -273,15 +273,21 @@ class DeviceStates:
         states: dict[int, dict],
         rows_file: Callable[[int], Path] | None = None,
         rows_layout: Layout | None = None,
+        initial: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Restore the hosted devices' states (others in ``states`` are ignored).
 
         ``rows_file(rank)`` is where process ``rank`` saved its rows, for states whose ``params``
         were kept on disk, in ``rows_layout`` (the checkpoint's; a folder's schema header wins).
+        ``initial``: the saved run's :attr:`initial` local parameters, where a device that has not
+        trained yet starts (a disk store saves no row for it; the model this store was built from
+        holds the resumed model's, not the run's start).
         """
         missing = [d for d in self.devices if d not in states]
         if missing:
             raise ValueError(f"the checkpoint holds no state for devices {missing}")
+        if initial is not None:
+            self.initial = {n: initial[n].to(self.where, v.dtype).clone() for n, v in self.initial.items()}
         for device in self.devices:
             state = states[device]
             if self._adopt(device, state, rows_file, rows_layout):

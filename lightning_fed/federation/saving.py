@@ -26,6 +26,7 @@ class FederatedCheckpointing:
     """Save, load and remove the federation's checkpoints (a mixin of the strategy)."""
 
     _resumed: dict | None = None  # the hosted devices' states read from the checkpoint
+    _resumed_initial: dict | None = None  # the saved run's initial local parameters (disk rows)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options=None) -> None:
         """Every process writes its step's files, then process 0 the checkpoint that names them, then
@@ -43,6 +44,7 @@ class FederatedCheckpointing:
             "config": self.trajectory(),
             "devices": states if self.is_global_zero else None,
             "rows_layout": self.devices.layout if rows is not None else None,
+            "initial_params": self.devices.initial if rows is not None else None,
             "files_step": step,
             "server_residual": self.compression.server_residual,
             "algorithm_state": self.algorithm.state_dict() if self.algorithm is not None else {},
@@ -94,6 +96,7 @@ class FederatedCheckpointing:
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
         self._resumed = {d: pool[d] for d in self.hosted_devices if d in pool}
         self._resumed_from = (checkpoint_path, federated.get("files_step"), federated.get("rows_layout"))
+        self._resumed_initial = federated.get("initial_params")  # where untrained devices start
         self._saved_trajectory = federated.get("config") or {}
         federated["devices"] = None  # the other devices' states are not kept
         return checkpoint
@@ -117,7 +120,9 @@ class FederatedCheckpointing:
         path, step, layout = self._resumed_from
         check_same_trajectory(self._saved_trajectory, self.trajectory(), path)
         rows_file = lambda rank: rows_path(path, rank, step)  # noqa: E731
-        self.devices.load_state_dict(self._resumed, rows_file=rows_file, rows_layout=layout)
+        self.devices.load_state_dict(
+            self._resumed, rows_file=rows_file, rows_layout=layout, initial=self._resumed_initial
+        )
         # the checkpoint was read onto the CPU; the server's tensors live with the model (a GPU's)
         here = self.root_device
         self.compression.server_residual = move_data_to_device(self.compression.server_residual, here)
