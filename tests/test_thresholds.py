@@ -8,10 +8,15 @@ import torch
 from torch import nn
 
 from datamodules import FederatedDataModule
-from lightning_fed.nn import log_alpha_of, variational
-from lightning_fed.nn.thresholds import accuracy_at_thresholds, at_threshold, kept_weights
+from lightning_fed.nn import log_alpha_of, sparsity, variational
+from lightning_fed.nn.thresholds import accuracy_at_thresholds, at_threshold
 from modules.classifier import SparseVDClassifier
 from scripts.threshold_sweep import main
+
+
+def kept_weights(network: nn.Module) -> tuple[int, int]:
+    total = sparsity(network)["total"]
+    return total.kept, total.total
 
 
 def _network(seed: int = 0) -> nn.Module:

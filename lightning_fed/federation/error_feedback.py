@@ -30,7 +30,7 @@ Example::
 
 import torch
 
-from lightning_fed.federation.stages import Sending, Stage, Way  # noqa: F401 (Way: the doctest's)
+from lightning_fed.federation.stages import Sending, Stage, Way, masked  # noqa: F401 (Way: the doctest's)
 
 
 class ErrorFeedback(Stage):
@@ -47,7 +47,7 @@ class ErrorFeedback(Stage):
         intended = list(tensors)
         if residual is not None:
             pairs = zip(tensors, residual, keeps, strict=True)
-            intended = [u + _masked(e.to(u.device), keep) for u, e, keep in pairs]
+            intended = [u + masked(e.to(u.device), keep) for u, e, keep in pairs]
         sent = rest(intended)
         sending.state["residual"] = _left(intended, sent)
         return sent
@@ -75,7 +75,7 @@ class MomentumCorrection(Stage):
         if velocity is None:
             velocity = [torch.zeros_like(u) for u in tensors]
         velocity = [
-            _masked(self.momentum * v.to(u.device) + u, keep)
+            masked(self.momentum * v.to(u.device) + u, keep)
             for v, u, keep in zip(velocity, tensors, keeps, strict=True)
         ]
         sent = rest(velocity)
@@ -113,7 +113,3 @@ def _left(intended: list[torch.Tensor], sent) -> list[torch.Tensor]:
     """What the receiver will not get of ``intended``: it minus what it decodes of ``sent``."""
     decoded = [s.to(t.device) for s, t in zip(sent.decoded(), intended, strict=True)]
     return [t - s for t, s in zip(intended, decoded, strict=True)]
-
-
-def _masked(tensor: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    return tensor if keep is None else tensor * keep.to(tensor.dtype)

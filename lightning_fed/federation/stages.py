@@ -86,6 +86,17 @@ class Stage:
         return type(self).__name__
 
 
+def masked(tensor: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``tensor`` times the ``M(alpha)`` ``keep`` of its shape (None: nothing is masked).
+
+    Example::
+
+        >>> masked(torch.tensor([1.0, 2.0]), torch.tensor([True, False])).tolist()
+        [1.0, 0.0]
+    """
+    return tensor if keep is None else tensor * keep.to(tensor.dtype)
+
+
 class MaskByAlpha(Stage):
     """Each tensor multiplied by the ``M(alpha)`` that masks it: a pruned weight sends zero."""
 

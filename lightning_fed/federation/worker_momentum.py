@@ -28,7 +28,7 @@ Example::
 
 import torch
 
-from lightning_fed.federation.stages import Stage
+from lightning_fed.federation.stages import Stage, masked
 
 
 class WorkerMomentum(Stage):
@@ -49,12 +49,8 @@ class WorkerMomentum(Stage):
         if momentum is None:  # the first message starts from zero, as the paper's m_0 = 0
             momentum = [torch.zeros_like(u) for u in tensors]
         momentum = [
-            _masked(self.beta * m.to(u.device) + (1 - self.beta) * u, keep)
+            masked(self.beta * m.to(u.device) + (1 - self.beta) * u, keep)
             for m, u, keep in zip(momentum, tensors, keeps, strict=True)
         ]
         sending.state["momentum"] = momentum
         return rest(momentum)
-
-
-def _masked(tensor: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    return tensor if keep is None else tensor * keep.to(tensor.dtype)

@@ -35,12 +35,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from lightning_fed.nn.layers import SparseVDMixin, check_threshold
-
-
-def variational_layers(network: nn.Module) -> list[SparseVDMixin]:
-    """The layers of ``network`` that carry log_sigma2 and a mask."""
-    return [module for module in network.modules() if isinstance(module, SparseVDMixin)]
+from lightning_fed.nn.convert import sparsity, variational_layers
+from lightning_fed.nn.layers import check_threshold
 
 
 @contextmanager
@@ -48,7 +44,7 @@ def at_threshold(network: nn.Module, threshold: float | None) -> Iterator[nn.Mod
     """``network`` with every variational layer's threshold set to ``threshold`` (None: no mask,
     every weight kept) inside the block; the layers' own thresholds are put back after it."""
     value = math.inf if threshold is None else check_threshold(threshold)
-    layers = variational_layers(network)
+    layers = [layer for _, layer in variational_layers(network)]
     saved = [layer.threshold for layer in layers]
     for layer in layers:
         layer.threshold = value
@@ -57,14 +53,6 @@ def at_threshold(network: nn.Module, threshold: float | None) -> Iterator[nn.Mod
     finally:
         for layer, old in zip(layers, saved, strict=True):
             layer.threshold = old
-
-
-def kept_weights(network: nn.Module) -> tuple[int, int]:
-    """(weights kept by the masks at the layers' thresholds, weights of the variational layers)."""
-    layers = variational_layers(network)
-    return sum(int(layer.keep_mask().sum()) for layer in layers), sum(
-        layer.weight.numel() for layer in layers
-    )
 
 
 @torch.no_grad()
@@ -82,5 +70,6 @@ def accuracy_at_thresholds(
             for x, y in batches:
                 correct += int((network(x).argmax(-1) == y).sum())
                 total += y.numel()
-            rows.append((threshold, *kept_weights(network), correct / max(total, 1)))
+            kept = sparsity(network)["total"]
+            rows.append((threshold, kept.kept, kept.total, correct / max(total, 1)))
     return rows
