@@ -60,10 +60,10 @@ def accuracy_at_thresholds(
     network: nn.Module, batches: Iterable, thresholds: Iterable[float | None]
 ) -> list[tuple[float | None, int, int, float]]:
     """For each threshold: (threshold, weights kept, weights, top-1 accuracy of ``network`` over
-    ``batches`` of ``(x, y)``), evaluated with the masked weights (``network.eval()``)."""
+    ``batches`` of ``(x, y)``), evaluated with the masked weights (``network.eval()``; its
+    training mode is put back after)."""
+    training, batches, rows = network.training, list(batches), []
     network.eval()
-    batches = list(batches)
-    rows = []
     for threshold in thresholds:
         with at_threshold(network, threshold):
             correct = total = 0
@@ -72,4 +72,5 @@ def accuracy_at_thresholds(
                 total += y.numel()
             kept = sparsity(network)["total"]
             rows.append((threshold, kept.kept, kept.total, correct / max(total, 1)))
+    network.train(training)
     return rows
