@@ -141,11 +141,15 @@ class FederatedDataModule(pl.LightningDataModule):
             self.num_devices = getattr(trainer.strategy, "num_devices", None) or trainer.world_size
 
     def hosted_devices(self) -> list[int]:
-        """The devices whose shards this process trains on."""
+        """The devices whose shards this process trains on (a federated strategy's ``held_devices``:
+        its hosted ones, or every device when a round's devices are dealt across processes)."""
         trainer = self.trainer
         if trainer is None:
             return list(range(self.num_devices))
-        hosted = getattr(trainer.strategy, "hosted_devices", None)
+        strategy = trainer.strategy
+        hosted = getattr(strategy, "held_devices", None)
+        if hosted is None:
+            hosted = getattr(strategy, "hosted_devices", None)
         if hosted is not None:
             return list(hosted)
         if self.num_devices != trainer.world_size:

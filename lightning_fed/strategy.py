@@ -22,6 +22,7 @@ from lightning_fed.federation.downlink import check_download
 from lightning_fed.federation.host import RoundHost
 from lightning_fed.federation.hosting import checked_device_store
 from lightning_fed.federation.node_watch import NodeWatching, checked_node_timeout
+from lightning_fed.federation.placement import checked_placement, share_states
 from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.saving import FederatedCheckpointing
 from lightning_fed.federation.server_aggregation import ServerAggregation
@@ -50,6 +51,11 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         device_store: where the hosted devices' local parameters live: ``memory``, ``disk`` (a
             file per device in the run folder, hard-linked into each checkpoint) or ``auto``
             (disk beyond 2 GiB of them, e.g. 1,000 CifarNet devices of the paper's variant).
+        placement: which process trains a round's device: ``hosted`` (the process hosting it),
+            ``balanced`` (dealt so that every process has the same local steps to run, the
+            devices' small states exchanged after the round) or ``auto`` (balanced for sampled
+            rounds of devices without local state, across several processes;
+            :mod:`~lightning_fed.federation.placement`).
         num_devices ... secagg_support: the federation's trajectory options, validated
             and documented by :class:`~lightning_fed.federation.config.FederationConfig` (stored
             whole in each checkpoint: a resume that changes one is refused).
@@ -116,6 +122,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         secagg_late_failure_rate: float = 0.0,
         secagg_support: str = "dense",
         device_store: str = "auto",
+        placement: str = "auto",
         algorithm: FederatedAlgorithm | None = None,
         node_timeout: float = 60.0,
         **options: Any,
@@ -134,6 +141,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
                 "pass only process placement, backend and timeout"
             )
         self.device_store = checked_device_store(device_store)
+        self.placement = checked_placement(placement)
+        self.placement_of_run = "hosted"  # resolved when a fit starts
         self.node_timeout = checked_node_timeout(node_timeout)
         self.compression = Compression(
             self.config.codec, self.config.download_codec, self.config.error_feedback,
@@ -175,6 +184,14 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
     def hosted_devices(self) -> list[int]:
         """The federated devices this process hosts (contiguous, N / P of them)."""
         return hosted_devices(self._resolve_num_devices(), self.world_size, self.global_rank)
+
+    @property
+    def held_devices(self) -> list[int]:
+        """The devices whose state (and shard stream) this process holds: its hosted ones, or every
+        device when a round's devices are dealt across processes (``placement``)."""
+        if self.placement_of_run == "balanced":
+            return list(range(self._resolve_num_devices()))
+        return self.hosted_devices
 
     def _resolve_num_devices(self) -> int:
         module = self.lightning_module
@@ -223,12 +240,13 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         self._non_finite, self._step_args = None, (rest, kwargs)
         step = self.lightning_module.trainer.global_step
         batch_index = args[1] if len(args) > 1 else kwargs.get("batch_idx", 0)
-        source = batch_source(batch, self.algorithm, self.hosted_devices)
+        source = batch_source(batch, self.algorithm, self.held_devices)
         self._round = this_round = self.algorithm.configure_round(self, step)
         start = self.algorithm.send_model(self, this_round)
         losses, output = [], None
         self.begin_round(this_round, step)
-        for device in self.devices_of_round(this_round):
+        trained = self.devices_of_round(this_round, source)
+        for device in trained:
             with self._failures_named(device), self.devices.hosting(device) as state:
                 batches = self.algorithm.device_batches(self, source, device, state, batch_index)
                 if self.attack is not None:
@@ -241,6 +259,8 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
             losses.append(result.loss.detach())
             output = result.output
         self.devices.rest()
+        if self.placement_of_run == "balanced":
+            share_states(self, trained)
         self._stop_if_non_finite()
         return round_output(output, losses, self.root_device)
 

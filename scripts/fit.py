@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "memory", "disk"],
         help="devices' log_sigma2: in memory or in a file of rows in the run folder (auto: disk past 2 GiB)",
     )
+    g.add_argument(
+        "--placement",
+        default="auto",
+        choices=["auto", "hosted", "balanced"],
+        help="which process trains a round's device: the one hosting it, or dealt evenly (auto: "
+        "balanced for sampled rounds of devices without local state)",
+    )
     g = p.add_argument_group("compression (after the masks; the default sends float32 values losslessly)")
     g.add_argument(
         "--codec", default=None, metavar="SPEC",
@@ -327,7 +334,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     _check_robustness(parser, args)
     _check_privacy(parser, args)
     _check_secure(parser, args)
+    _check_placement(parser, args)
     return args
+
+
+def _check_placement(parser, args) -> None:
+    """``--placement balanced`` only where a round's devices can be dealt to any process: one line
+    naming what ties them to the process hosting them."""
+    if args.placement != "balanced":
+        return
+    from fit_run import as_flags, federation_config
+
+    from lightning_fed.federation.placement import balance_blocker, row_names_of
+
+    config = federation_config(args)
+    local = not (args.dense or args.share_log_sigma2)  # the paper's variant keeps log_sigma2 on each
+    blocker = balance_blocker(config, local, row_names_of(config, args.devices))
+    if blocker is not None:
+        parser.error(as_flags(f"--placement balanced {blocker}; use --placement hosted"))
 
 
 def _check_data(parser, args) -> None:

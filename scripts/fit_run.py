@@ -127,7 +127,7 @@ def round_options(args) -> dict:
         "failure_rate": args.failure_rate, "server_optimizer": args.server_optimizer,
         "server_lr": args.server_lr, "server_momentum": args.server_momentum,
         "client_optimizer": args.client_optimizer, "client_lr": args.client_lr,
-        "proximal_mu": args.proximal_mu, "device_store": args.device_store,
+        "proximal_mu": args.proximal_mu, "device_store": args.device_store, "placement": args.placement,
         "codec": args.codec, "download_codec": args.download_codec,
         "error_feedback": args.error_feedback, "error_feedback_momentum": args.error_feedback_momentum,
         "download_error_feedback": args.download_error_feedback,
@@ -158,7 +158,7 @@ def build_model(args, dm: FederatedDataModule) -> SparseVDClassifier:
 
 def federation_config(args) -> FederationConfig:
     """The federation's trajectory options from fit.py's flags (what the strategy builds too)."""
-    options = {k: v for k, v in round_options(args).items() if k != "device_store"}
+    options = {k: v for k, v in round_options(args).items() if k not in ("device_store", "placement")}
     return FederationConfig(
         num_devices=args.devices, transport=args.transport, share_log_sigma2=args.share_log_sigma2,
         aggregation=args.aggregation, **options,

@@ -144,7 +144,7 @@ def test_a_resumed_server_state_moves_to_the_model_s_device():
     compression.server_residual = [torch.zeros(3)]  # as load_checkpoint sets it, on the CPU
     resuming = SimpleNamespace(
         _resumed={}, _resumed_from=("last.ckpt", 0, None), _resumed_initial=None, _saved_trajectory={},
-        trajectory=dict,
+        trajectory=dict, held_devices=[],
         devices=SimpleNamespace(load_state_dict=lambda *args, **kwargs: None),
         algorithm=SimpleNamespace(load_state_dict=lambda state: downlink.load_state_dict(state["downlink"])),
         _algorithm_state={"downlink": saved}, compression=compression, _server_aggregation_state=None,

@@ -4,7 +4,7 @@
 uses, in the order each needs the others: the algorithm (the paper's protocol or the FedAvg
 family, unless one was given), the aggregation weights and the round schedule, the client and
 server optimizers, the server's aggregation (privacy, a robust aggregator), the attack if one is
-simulated, the hosted devices' states (restored from a checkpoint being resumed) and the
+simulated, the devices' states this process holds (restored from a checkpoint being resumed) and the
 transports that carry the messages and write the ledger.
 """
 
@@ -14,6 +14,7 @@ from lightning_fed.federation.device_state import DeviceStates
 from lightning_fed.federation.fedavg import FedAvg
 from lightning_fed.federation.hosting import device_rows_folder, device_weights, row_stage_names
 from lightning_fed.federation.paper_protocol import PaperProtocol
+from lightning_fed.federation.placement import resolve_placement
 from lightning_fed.federation.rounds import RoundSchedule
 from lightning_fed.federation.server_aggregation import checked_server_aggregation
 from lightning_fed.federation.transport import make_transport
@@ -41,8 +42,9 @@ def assemble(strategy, trainer) -> None:
     strategy.compression.set_clip(privacy.upload_stage if privacy is not None else None)
     strategy.attack = attack_of(config, num_devices, strategy.seed, strategy.world_size, trainer)
     strategy.compression.set_attack(strategy.attack)
+    strategy.placement_of_run = resolve_placement(strategy)
     strategy.devices = DeviceStates(
-        strategy.lightning_module, strategy.plan, strategy.hosted_devices, strategy.seed,
+        strategy.lightning_module, strategy.plan, strategy.held_devices, strategy.seed,
         strategy.client_optimizer,
         keep_optimizer_state=getattr(strategy.algorithm, "keeps_client_optimizer_state", False),
         rows_path=device_rows_folder(strategy, trainer), rank=strategy.global_rank,

@@ -248,12 +248,13 @@ class DeviceStates:
         """Between rounds the model holds the resident device's state (what is evaluated and saved)."""
         self.load(self.resident, stages=False)
 
-    def state_dict(self) -> dict[int, dict]:
-        """Every hosted device's state, its parts by name; with rows on disk, ``params`` is None and
-        ``params_at`` says which process's file and row hold its row (None: never trained, still
-        the initial parameters)."""
+    def state_dict(self, devices: list[int] | None = None) -> dict[int, dict]:
+        """The state of every device held here (or of ``devices``), its parts by name; with rows on
+        disk, ``params`` is None and ``params_at`` says which process's file and row hold its row
+        (None: never trained, still the initial parameters)."""
         states = {}
-        for device, state in self.states.items():
+        for device in self.devices if devices is None else devices:
+            state = self.states[device]
             saved = {
                 "buffers": state.buffers, "optimizer": state.optimizer, "rng": state.rng,
                 "algorithm": state.algorithm, "drawn": state.drawn,

@@ -15,6 +15,7 @@ import torch
 from lightning_fed.federation.compression import DOWNLOAD, UPLOAD
 from lightning_fed.federation.health import DeviceFailed, NonFiniteError, non_finite
 from lightning_fed.federation.messages import MODEL, SERVER, UPDATE, Message
+from lightning_fed.federation.placement import deal
 
 
 class RoundHost:
@@ -23,6 +24,7 @@ class RoundHost:
     _step_args = ((), {})  # training_step's arguments after the batch, for every device's step
     _non_finite: tuple[int, str] | None = None
     _trainable: list | None = None
+    placement_of_run = "hosted"
 
     def local_step(self, device: int, batch):
         """One forward and backward of ``device`` (hosted), through the precision plugin."""
@@ -65,9 +67,13 @@ class RoundHost:
         if self.attack is not None:
             self.attack.begin_round(step, this_round.reporting)
 
-    def devices_of_round(self, this_round) -> list[int]:
-        """The round's reporting devices hosted here, in the order they run (honest first for an
-        attack that sees them, :mod:`lightning_fed.federation.attacks`)."""
+    def devices_of_round(self, this_round, source=None) -> list[int]:
+        """The round's reporting devices this process trains, in the order they run: those hosted
+        here (honest first for an attack that sees them, :mod:`lightning_fed.federation.attacks`),
+        or its deal of them by their local steps in ``source`` (``placement``, balanced)."""
+        if self.placement_of_run == "balanced":
+            work = {d: self.algorithm.local_step_count(source, d) for d in this_round.reporting}
+            return deal(this_round.reporting, work, self.world_size)[self.global_rank]
         hosted = set(self.hosted_devices)
         devices = [d for d in this_round.reporting if d in hosted]
         return devices if self.attack is None else self.attack.order(devices)

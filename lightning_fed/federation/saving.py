@@ -25,7 +25,7 @@ from lightning_fed.federation.files import write_aside
 class FederatedCheckpointing:
     """Save, load and remove the federation's checkpoints (a mixin of the strategy)."""
 
-    _resumed: dict | None = None  # the hosted devices' states read from the checkpoint
+    _resumed: dict | None = None  # every device's state read from the checkpoint
     _resumed_initial: dict | None = None  # the saved run's initial local parameters (disk rows)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options=None) -> None:
@@ -33,7 +33,7 @@ class FederatedCheckpointing:
         each removes its files of older steps: killed at any moment, a checkpoint and all its files
         are there (module docstring of :mod:`lightning_fed.federation.checkpoint`)."""
         step = checkpoint.get("global_step")
-        states = self.devices.state_dict() if self.devices is not None else {}
+        states = self.devices.state_dict(self.hosted_devices) if self.devices is not None else {}
         rows = self.devices.rows if self.devices is not None and self.devices.on_disk else None
         checkpoint[CHECKPOINT_KEY] = {
             "ledger": self.ledger.state_dict(),
@@ -94,7 +94,7 @@ class FederatedCheckpointing:
         pool = dict(federated.get("devices") or {})
         for rank in range(1, federated.get("processes", 1)):
             pool.update(read_sidecar(checkpoint, checkpoint_path, rank))
-        self._resumed = {d: pool[d] for d in self.hosted_devices if d in pool}
+        self._resumed = pool  # the devices this process holds are known at set-up (its placement)
         self._resumed_from = (checkpoint_path, federated.get("files_step"), federated.get("rows_layout"))
         self._resumed_initial = federated.get("initial_params")  # where untrained devices start
         self._saved_trajectory = federated.get("config") or {}
@@ -120,8 +120,9 @@ class FederatedCheckpointing:
         path, step, layout = self._resumed_from
         check_same_trajectory(self._saved_trajectory, self.trajectory(), path)
         rows_file = lambda rank: rows_path(path, rank, step)  # noqa: E731
+        held = {d: self._resumed[d] for d in self.held_devices if d in self._resumed}
         self.devices.load_state_dict(
-            self._resumed, rows_file=rows_file, rows_layout=layout, initial=self._resumed_initial
+            held, rows_file=rows_file, rows_layout=layout, initial=self._resumed_initial
         )
         # the checkpoint was read onto the CPU; the server's tensors live with the model (a GPU's)
         here = self.root_device

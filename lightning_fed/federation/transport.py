@@ -208,23 +208,28 @@ class AllGather(Collective):
 
     def _gather(self) -> None:
         """Every process's messages, read here in device order."""
-        outbox = bytearray(b"".join(self._outbox))  # empty when no device here reported this round
-        mine = torch.frombuffer(outbox, dtype=torch.uint8) if outbox else torch.zeros(0, dtype=torch.uint8)
-        world, on = dist.get_world_size(self.group), self.device
-        lengths = [torch.zeros(1, dtype=torch.int64, device=on) for _ in range(world)]
-        dist.all_gather(lengths, torch.tensor([mine.numel()], device=on), group=self.group)
-        longest = int(max(int(n) for n in lengths))
-        padded = torch.zeros(longest, dtype=torch.uint8, device=on)
-        padded[: mine.numel()] = mine.to(on)
-        gathered = [torch.empty(longest, dtype=torch.uint8, device=on) for _ in range(world)]
-        dist.all_gather(gathered, padded, group=self.group)
-        gathered = [buffer.cpu() for buffer in gathered]
-        self._moved(8 + longest)
-        received = []
-        for buffer, length in zip(gathered, lengths, strict=True):
-            received += _unpack(buffer[: int(length)].numpy().tobytes())
+        parts, moved = all_gather_bytes(b"".join(self._outbox), self.group, self.device)
+        self._moved(moved // dist.get_world_size(self.group))
+        received = [message for part in parts for message in _unpack(part)]
         for message in sorted(received, key=lambda message: message.sender):  # device order
             self._receive(message)
+
+
+def all_gather_bytes(mine: bytes, group=None, device: torch.device | None = None) -> tuple[list[bytes], int]:
+    """Every process's ``mine`` (empty where a process has nothing to send), in rank order, and the
+    bytes the collectives carried: every process's length, and its buffer padded to the longest."""
+    on = device or torch.device("cpu")
+    data = torch.frombuffer(bytearray(mine), dtype=torch.uint8) if mine else torch.zeros(0, dtype=torch.uint8)
+    world = dist.get_world_size(group)
+    lengths = [torch.zeros(1, dtype=torch.int64, device=on) for _ in range(world)]
+    dist.all_gather(lengths, torch.tensor([data.numel()], device=on), group=group)
+    longest = int(max(int(n) for n in lengths))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=on)
+    padded[: data.numel()] = data.to(on)
+    gathered = [torch.empty(longest, dtype=torch.uint8, device=on) for _ in range(world)]
+    dist.all_gather(gathered, padded, group=group)
+    parts = [b[: int(n)].cpu().numpy().tobytes() for b, n in zip(gathered, lengths, strict=True)]
+    return parts, world * (8 + longest)
 
 
 def _unpack(data: bytes) -> list[Message]:

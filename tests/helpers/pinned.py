@@ -112,15 +112,17 @@ def fingerprint(module, strategy) -> dict:
     }
 
 
-def run(name: str, data_dir: Path, root: Path) -> dict:
-    """Train configuration ``name`` in this process (as one of its processes, when it has several)."""
+def run(name: str, data_dir: Path, root: Path, config: tuple | None = None) -> dict:
+    """Train configuration ``name`` (or ``config``, a tuple as in :data:`CONFIGS`) in this process
+    (as one of its processes, when it has several). With several, ``dealt`` is what each process
+    trained in each round."""
     import pytorch_lightning as pl
 
     from datamodules import FederatedDataModule
     from lightning_fed import FederatedStrategy
     from modules.classifier import SparseVDClassifier
 
-    options, processes, module_options = (*CONFIGS[name], PRUNING)[:3]
+    options, processes, module_options = (*(config or CONFIGS[name]), PRUNING)[:3]
     torch.set_num_threads(1)  # the same float reductions whatever the machine's core count
     pl.seed_everything(7, verbose=False)
     dm = FederatedDataModule("mnist", DEVICES, batch_size=BATCH, data_dir=data_dir, val_size=64)
@@ -131,17 +133,21 @@ def run(name: str, data_dir: Path, root: Path) -> dict:
         limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
         enable_checkpointing=False, default_root_dir=root,
     )  # fmt: skip
+    dealt, devices_of_round = [], strategy.devices_of_round
+    strategy.devices_of_round = lambda *args: dealt.append(devices_of_round(*args)) or dealt[-1]
     trainer.fit(module, dm)
     if processes == 1:
         return fingerprint(module, strategy)
     parts = [None] * trainer.world_size  # every process's devices, gathered on process 0
-    torch.distributed.all_gather_object(parts, strategy.devices.state_dict())
-    strategy.devices.state_dict = lambda: {d: s for part in parts for d, s in part.items()}
-    return fingerprint(module, strategy) if trainer.is_global_zero else {}
+    torch.distributed.all_gather_object(parts, (strategy.devices.state_dict(), dealt))
+    strategy.devices.state_dict = lambda: {d: s for part, _ in parts for d, s in part.items()}
+    result = {**fingerprint(module, strategy), "dealt": [trained for _, trained in parts]}
+    return result if trainer.is_global_zero else {}
 
 
-def run_apart(name: str, data_dir: Path, out: Path) -> dict:
-    """Configuration ``name`` in a fresh Python process, which launches its own device processes."""
+def run_apart(name: str, data_dir: Path, out: Path, config: tuple | None = None) -> dict:
+    """Configuration ``name`` (or ``config``) in a fresh Python process, which launches its own
+    device processes."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -151,6 +157,7 @@ def run_apart(name: str, data_dir: Path, out: Path) -> dict:
         environment.pop(variable, None)  # a fresh launcher, whatever this process ran before
     command = [sys.executable, "-m", "tests.helpers.pinned", "--run", name]
     command += ["--data-dir", str(data_dir), "--out", str(out)]
+    command += ["--config", json.dumps(config)] if config is not None else []
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=environment)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
@@ -181,12 +188,16 @@ def cpu_flags() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"record every configuration in {PINNED}")
-    parser.add_argument("--run", choices=sorted(CONFIGS), help="run one configuration")
+    names = ", ".join(sorted(CONFIGS))
+    parser.add_argument("--run", help=f"run one configuration: {names}, or any name with --config")
+    parser.add_argument("--config", type=json.loads, help="as JSON: [strategy, processes, module]")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.run:
-        result = run(args.run, args.data_dir, args.out.parent)
+        if args.config is None and args.run not in CONFIGS:
+            parser.error(f"--run {args.run!r} is not a pinned configuration; give its --config")
+        result = run(args.run, args.data_dir, args.out.parent, args.config)
         if result:
             args.out.write_text(json.dumps(result))
         return
