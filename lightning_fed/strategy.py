@@ -144,11 +144,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
         self.placement = checked_placement(placement)
         self.placement_of_run = "hosted"  # resolved when a fit starts
         self.node_timeout = checked_node_timeout(node_timeout)
-        self.compression = Compression(
-            self.config.codec, self.config.download_codec, self.config.error_feedback,
-            self.config.error_feedback_momentum, self.config.download_error_feedback,
-            self.config.upload_stages, self.config.download_stages, self.config.worker_momentum,
-        )  # fmt: skip
+        self.compression = Compression.of(self.config)
         # a download codec not given is decided at setup (lossless in FedAvg rounds)
         download_codec = self.compression if self.compression.download_given else None
         every = self.config.every_device()

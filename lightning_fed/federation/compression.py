@@ -93,6 +93,15 @@ class Compression:
         self._download_masked = False  # a sparse download: the model masked by M(alpha) on its way
         self._download_way()
 
+    @classmethod
+    def of(cls, config) -> "Compression":
+        """The compression a :class:`~lightning_fed.federation.config.FederationConfig` asks for."""
+        return cls(
+            config.codec, config.download_codec, config.error_feedback, config.error_feedback_momentum,
+            config.download_error_feedback, config.upload_stages, config.download_stages,
+            config.worker_momentum,
+        )  # fmt: skip
+
     def set_attack(self, attack) -> None:
         """The attackers' stage (:mod:`lightning_fed.federation.attacks`) last on the upload way,
         just before the codec (None: no attack)."""

@@ -26,6 +26,9 @@ same bit for bit as the hosted run's and the one-process run's (``tests/test_pla
 import pickle
 
 from lightning_fed.communication import Traffic
+from lightning_fed.federation.compression import Compression
+from lightning_fed.federation.downlink import HELD
+from lightning_fed.federation.hosting import row_stage_names
 from lightning_fed.federation.transport import all_gather_bytes
 
 PLACEMENTS = ("auto", "hosted", "balanced")
@@ -109,13 +112,7 @@ def row_names_of(config, num_devices: int | None) -> tuple[str, ...]:
         >>> row_names_of(FederationConfig(worker_momentum=0.9), 100)
         ('momentum',)
     """
-    from lightning_fed.federation.compression import Compression
-    from lightning_fed.federation.downlink import HELD
-
-    compression = Compression(
-        config.codec, config.download_codec, config.error_feedback, config.error_feedback_momentum,
-        config.download_error_feedback, config.upload_stages, config.download_stages, config.worker_momentum,
-    )  # fmt: skip
+    compression = Compression.of(config)
     own_copy = config.download == "delta" and not config.every_device(num_devices)
     return (*compression.feedback_kinds, *((HELD,) if own_copy else ()))
 
@@ -124,8 +121,6 @@ def resolve_placement(strategy) -> str:
     """The placement a fit runs with: ``hosted`` or ``balanced`` (``auto`` resolved; one process
     trains every device either way); ``balanced`` asked for where :func:`balance_blocker` finds a
     reason is a one-line error."""
-    from lightning_fed.federation.hosting import row_stage_names
-
     placement = checked_placement(strategy.placement)
     blocker = None
     if placement != "hosted":
@@ -147,5 +142,6 @@ def share_states(strategy, trained: list[int]) -> None:
     mine = pickle.dumps({device: states[device] for device in trained})
     parts, moved = all_gather_bytes(mine, device=getattr(strategy.transport_of_round, "device", None))
     strategy.ledger.record(Traffic(transport_bytes=moved))
-    for part in parts:
-        states.update(pickle.loads(part))
+    for rank, part in enumerate(parts):
+        if rank != strategy.global_rank:  # this process's own are the states it holds
+            states.update(pickle.loads(part))
