@@ -141,8 +141,7 @@ class FederatedStrategy(RoundHost, ProcessWatching, NodeWatching, FederatedCheck
                 "pass only process placement, backend and timeout"
             )
         self.device_store = checked_device_store(device_store)
-        self.placement = checked_placement(placement)
-        self.placement_of_run = "hosted"  # resolved when a fit starts
+        self.placement = checked_placement(placement)  # resolved when a fit starts: placement_of_run
         self.node_timeout = checked_node_timeout(node_timeout)
         self.compression = Compression.of(self.config)
         # a download codec not given is decided at setup (lossless in FedAvg rounds)

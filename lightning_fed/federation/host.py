@@ -24,7 +24,7 @@ class RoundHost:
     _step_args = ((), {})  # training_step's arguments after the batch, for every device's step
     _non_finite: tuple[int, str] | None = None
     _trainable: list | None = None
-    placement_of_run = "hosted"
+    placement_of_run = "hosted"  # or "balanced": resolved by the assembly when a fit starts
 
     def local_step(self, device: int, batch):
         """One forward and backward of ``device`` (hosted), through the precision plugin."""
