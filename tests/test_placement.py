@@ -13,7 +13,9 @@ import torch
 from lightning_fed import FederatedStrategy
 from lightning_fed.federation.checkpoint import CHECKPOINT_KEY
 from lightning_fed.federation.config import FederationConfig
+from lightning_fed.federation.host import RoundHost
 from lightning_fed.federation.placement import balance_blocker, deal, resolve_placement, row_names_of
+from lightning_fed.federation.watchdog import ProcessWatching, named_devices
 from lightning_fed.nn.init_from import read_checkpoint
 from tests.helpers import pinned
 
@@ -92,6 +94,29 @@ def test_the_state_each_device_keeps_is_read_from_the_options():
     assert row_names_of(FederationConfig(num_devices=8, download="delta"), 8) == ()  # one message for all
     algorithm = SimpleNamespace()  # no local steps to deal by
     assert "needs an algorithm" in balance_blocker(FederationConfig(**SAMPLED), False, (), algorithm)
+
+
+class _Host(RoundHost, ProcessWatching):
+    """The host's and the watchdog's sides of a strategy of 8 devices in two processes."""
+
+    world_size, global_rank, num_devices = 2, 1, 8
+    algorithm = SimpleNamespace(local_step_count=lambda source, device: 2)
+    lightning_module = SimpleNamespace(trainer=SimpleNamespace(global_step=7))
+
+    def _resolve_num_devices(self):
+        return self.num_devices
+
+
+def test_a_lost_process_is_named_by_the_devices_it_was_training_under_each_placement():
+    host = _Host()
+    assert [host._describe_rank(rank) for rank in (0, 1)] == ["devices 0-3", "devices 4-7"]
+    host.placement_of_run = "balanced"
+    assert host._describe_rank(1) == "no round's devices dealt yet"
+    mine = host.devices_of_round(SimpleNamespace(reporting=[6, 1, 7, 0, 3]))
+    assert host.dealt == (7, deal([6, 1, 7, 0, 3], dict.fromkeys([6, 1, 7, 0, 3], 2), 2))
+    assert mine == host.dealt[1][1] and sorted(host.dealt[1][0] + mine) == [0, 1, 3, 6, 7]
+    assert host._describe_rank(0) == f"{named_devices(host.dealt[1][0])} of step 7's deal"
+    assert host._describe_rank(1).endswith("of step 7's deal") and "devices 4-7" not in host._describe_rank(1)
 
 
 def test_an_unknown_placement_is_refused_naming_it():

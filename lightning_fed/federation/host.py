@@ -25,6 +25,7 @@ class RoundHost:
     _non_finite: tuple[int, str] | None = None
     _trainable: list | None = None
     placement_of_run = "hosted"  # or "balanced": resolved by the assembly when a fit starts
+    dealt: tuple[int, list[list[int]]] | None = None  # balanced: the last round's step and deal, by rank
 
     def local_step(self, device: int, batch):
         """One forward and backward of ``device`` (hosted), through the precision plugin."""
@@ -73,7 +74,9 @@ class RoundHost:
         or its deal of them by their local steps in ``source`` (``placement``, balanced)."""
         if self.placement_of_run == "balanced":
             work = {d: self.algorithm.local_step_count(source, d) for d in this_round.reporting}
-            return deal(this_round.reporting, work, self.world_size)[self.global_rank]
+            dealt = deal(this_round.reporting, work, self.world_size)
+            self.dealt = (self.lightning_module.trainer.global_step, dealt)  # what the watchdog names
+            return dealt[self.global_rank]
         hosted = set(self.hosted_devices)
         devices = [d for d in this_round.reporting if d in hosted]
         return devices if self.attack is None else self.attack.order(devices)

@@ -194,5 +194,31 @@ class ProcessWatching:
                 self._watchdog.stop_run(message)
 
     def _describe_rank(self, rank: int) -> str:
-        devices = hosted_devices(self._resolve_num_devices(), self.world_size, rank)
-        return f"device {devices[0]}" if len(devices) == 1 else f"devices {devices[0]}-{devices[-1]}"
+        """What ``rank`` was training: its block of hosted devices, or under the balanced placement
+        its part of the last round's deal (the devices it hosts may be others)."""
+        if self.placement_of_run == "balanced":
+            if self.dealt is None:
+                return "no round's devices dealt yet"
+            step, dealt = self.dealt
+            return f"{named_devices(dealt[rank])} of step {step}'s deal"
+        return named_devices(hosted_devices(self._resolve_num_devices(), self.world_size, rank))
+
+
+def named_devices(devices: list[int], shown: int = 4) -> str:
+    """Devices in words: one, a contiguous block, or the first ``shown`` of a list and how many more.
+
+    Example::
+
+        >>> named_devices([5]), named_devices([4, 5, 6, 7]), named_devices([3, 9]), named_devices([])
+        ('device 5', 'devices 4-7', 'devices 3, 9', 'no devices')
+        >>> named_devices([1, 4, 9, 12, 30, 31])
+        'devices 1, 4, 9, 12 and 2 more'
+    """
+    if not devices:
+        return "no devices"
+    if len(devices) == 1:
+        return f"device {devices[0]}"
+    if devices == list(range(devices[0], devices[-1] + 1)):
+        return f"devices {devices[0]}-{devices[-1]}"
+    listed = ", ".join(str(d) for d in devices[:shown])
+    return f"devices {listed}" + (f" and {len(devices) - shown} more" if len(devices) > shown else "")
